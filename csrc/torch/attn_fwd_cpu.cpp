@@ -1,0 +1,73 @@
+// CPU implementation of spava::attn_fwd: segment-masked attention with fp32 math (ATen GEMMs).
+//
+// Query rows are processed in tiles; each tile scores every key of every segment at once, so no
+// online rescaling is needed on the CPU. Visibility: key j of segment s is seen by query row i
+// iff i >= row_begin[s] && j <= i + diag[s]. Rows that see no key get out = 0, lse = -inf.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "checks.h"
+#include "ops.h"
+
+namespace spava {
+namespace {
+
+// bool [T, Lk]: visibility of the concatenated segments for query rows [r0, r0 + T).
+at::Tensor tile_mask(int64_t r0, int64_t T, const std::vector<int64_t>& lens,
+                     at::IntArrayRef row_begin, at::IntArrayRef diag) {
+  const auto rows = at::arange(r0, r0 + T, at::kLong).unsqueeze(1);
+  std::vector<at::Tensor> parts;
+  for (size_t s = 0; s < lens.size(); ++s) {
+    if (lens[s] == 0) continue;
+    const auto cols = at::arange(lens[s], at::kLong).unsqueeze(0);
+    parts.push_back(rows.ge(row_begin[s]).logical_and(cols.le(rows + diag[s])));
+  }
+  return at::cat(parts, 1);
+}
+
+}  // namespace
+
+void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
+                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                  at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
+                  const std::optional<at::Tensor>& lse) {
+  const AttnFwdDims d = check_attn_fwd(q, k, v, row_begin, diag, softmax_scale, out, lse);
+  const int64_t B = d.batch, Lq = d.q_len, Hq = d.heads_q, Hkv = d.heads_kv, D = d.head_dim;
+  const int64_t G = Hq / Hkv;
+  if (Lq == 0) return;
+  std::vector<at::Tensor> ks, vs;
+  for (size_t s = 0; s < k.size(); ++s) {
+    if (d.seg_lens[s] == 0) continue;
+    ks.push_back(k[s].to(at::kFloat));
+    vs.push_back(v[s].to(at::kFloat));
+  }
+  if (ks.empty()) {  // no key anywhere: every row is empty
+    out.zero_();
+    if (lse) lse->fill_(-std::numeric_limits<float>::infinity());
+    return;
+  }
+  // [B, Hkv, 1, Lk, D]: one K/V per kv head, broadcast over the G query heads of its group.
+  const auto kk = at::cat(ks, 1).permute({0, 2, 1, 3}).unsqueeze(2);
+  const auto vv = at::cat(vs, 1).permute({0, 2, 1, 3}).unsqueeze(2);
+  const int64_t Lk = kk.size(3);
+  // [B, Hkv, G, Lq, D]
+  const auto qf = q.to(at::kFloat).contiguous().view({B, Lq, Hkv, G, D}).permute({0, 2, 3, 1, 4});
+  // Keep one tile's scores under ~64 MB.
+  const int64_t budget = (int64_t(64) << 20) / 4;
+  const int64_t tile = std::clamp<int64_t>(budget / std::max<int64_t>(1, B * Hq * Lk), 1, Lq);
+  for (int64_t r0 = 0; r0 < Lq; r0 += tile) {
+    const int64_t T = std::min(tile, Lq - r0);
+    const auto mask = tile_mask(r0, T, d.seg_lens, row_begin, diag);  // [T, Lk]
+    auto scores = at::matmul(qf.narrow(3, r0, T), kk.transpose(-1, -2)).mul_(d.softmax_scale);
+    scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
+    const auto l = at::logsumexp(scores, -1, /*keepdim=*/true);  // [B, Hkv, G, T, 1]
+    auto probs = (scores - l).exp_().masked_fill_(mask.logical_not(), 0.0);
+    const auto o = at::matmul(probs, vv);  // [B, Hkv, G, T, D]
+    out.narrow(1, r0, T).copy_(o.permute({0, 3, 1, 2, 4}).reshape({B, T, Hq, D}));
+    if (lse) lse->narrow(2, r0, T).copy_(l.squeeze(-1).reshape({B, Hq, T}));
+  }
+}
+
+}  // namespace spava

@@ -1,0 +1,183 @@
+// Argument validation for every spava op (device-independent part).
+#include "checks.h"
+
+#include <c10/util/irange.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace spava {
+namespace {
+
+std::string shape_str(const at::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+bool is_attn_dtype(at::ScalarType t) {
+  return t == at::kBFloat16 || t == at::kHalf || t == at::kFloat;
+}
+
+}  // namespace
+
+AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k,
+                           const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                           at::IntArrayRef diag, std::optional<double> softmax_scale,
+                           const at::Tensor& out, const std::optional<at::Tensor>& lse) {
+  SPAVA_CHECK_VALUE(q.dim() == 4, "attn_fwd", "q must be [B, Lq, Hq, D], got shape ",
+                    shape_str(q));
+  SPAVA_CHECK_TYPE(is_attn_dtype(q.scalar_type()), "attn_fwd",
+                   "q must be bf16, fp16 or fp32, got ", q.scalar_type());
+  SPAVA_CHECK_VALUE(q.stride(3) == 1, "attn_fwd", "q's last dim must be contiguous, stride ",
+                    q.stride(3));
+  const auto S = k.size();
+  SPAVA_CHECK_VALUE(v.size() == S && row_begin.size() == S && diag.size() == S, "attn_fwd",
+                    "k, v, row_begin and diag must have one entry per segment, got ", S, ", ",
+                    v.size(), ", ", row_begin.size(), ", ", diag.size());
+  AttnFwdDims d{q.size(0), q.size(1), q.size(2), q.size(2), q.size(3), 0.0, {}};
+  for (const auto s : c10::irange(S)) {
+    const at::Tensor& ks = k[s];
+    const at::Tensor& vs = v[s];
+    SPAVA_CHECK_VALUE(ks.dim() == 4, "attn_fwd", "k[", s, "] must be [B, Lk, Hkv, D], got ",
+                      shape_str(ks));
+    SPAVA_CHECK_VALUE(vs.sizes() == ks.sizes(), "attn_fwd", "v[", s, "] shape ", shape_str(vs),
+                      " != k[", s, "] shape ", shape_str(ks));
+    SPAVA_CHECK_TYPE(ks.scalar_type() == q.scalar_type() && vs.scalar_type() == q.scalar_type(),
+                     "attn_fwd", "k[", s, "]/v[", s, "] dtype ", ks.scalar_type(), "/",
+                     vs.scalar_type(), " != q dtype ", q.scalar_type());
+    SPAVA_CHECK_VALUE(ks.device() == q.device() && vs.device() == q.device(), "attn_fwd", "k[",
+                      s, "] is on ", ks.device(), ", q on ", q.device());
+    SPAVA_CHECK_VALUE(ks.size(0) == d.batch && ks.size(3) == d.head_dim, "attn_fwd", "k[", s,
+                      "] shape ", shape_str(ks), " does not match q shape ", shape_str(q));
+    if (s == 0) d.heads_kv = ks.size(2);
+    SPAVA_CHECK_VALUE(ks.size(2) == d.heads_kv, "attn_fwd", "k[", s, "] has ", ks.size(2),
+                      " kv heads, k[0] has ", d.heads_kv);
+    SPAVA_CHECK_VALUE(ks.stride(3) == 1 && vs.stride(3) == 1, "attn_fwd", "k[", s, "]/v[", s,
+                      "] last dim must be contiguous");
+    d.seg_lens.push_back(ks.size(1));
+  }
+  SPAVA_CHECK_VALUE(d.heads_kv > 0 && d.heads_q % d.heads_kv == 0, "attn_fwd", "Hq = ",
+                    d.heads_q, " is not a multiple of Hkv = ", d.heads_kv);
+  SPAVA_CHECK_VALUE(out.dim() == 4 && out.size(0) == d.batch && out.size(1) == d.q_len &&
+                        out.size(2) == d.heads_q && out.size(3) == d.head_dim,
+                    "attn_fwd", "out must be [B, Lq, Hq, D] = ", shape_str(q), ", got ",
+                    shape_str(out));
+  SPAVA_CHECK_TYPE(out.scalar_type() == q.scalar_type() || out.scalar_type() == at::kFloat,
+                   "attn_fwd", "out dtype must be q's (", q.scalar_type(), ") or fp32, got ",
+                   out.scalar_type());
+  SPAVA_CHECK_VALUE(out.device() == q.device() && out.stride(3) == 1, "attn_fwd",
+                    "out must be on q's device with a contiguous last dim");
+  if (lse.has_value()) {
+    const at::Tensor& l = *lse;
+    SPAVA_CHECK_VALUE(l.dim() == 3 && l.size(0) == d.batch && l.size(1) == d.heads_q &&
+                          l.size(2) == d.q_len,
+                      "attn_fwd", "lse must be [B, Hq, Lq] = [", d.batch, ", ", d.heads_q, ", ",
+                      d.q_len, "], got ", shape_str(l));
+    SPAVA_CHECK_TYPE(l.scalar_type() == at::kFloat, "attn_fwd", "lse must be fp32, got ",
+                     l.scalar_type());
+    SPAVA_CHECK_VALUE(l.device() == q.device(), "attn_fwd", "lse is on ", l.device(),
+                      ", q on ", q.device());
+  }
+  d.softmax_scale = softmax_scale.value_or(1.0 / std::sqrt(double(d.head_dim)));
+  SPAVA_CHECK_VALUE(std::isfinite(d.softmax_scale) && d.softmax_scale > 0, "attn_fwd",
+                    "softmax_scale must be finite and > 0, got ", d.softmax_scale);
+  return d;
+}
+
+SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
+                                       const at::Tensor& v, at::IntArrayRef chunk_starts,
+                                       at::IntArrayRef chunk_lens, int64_t passing_len,
+                                       int64_t pool_kernel, const at::Tensor& indices,
+                                       const at::Tensor& kv) {
+  SPAVA_CHECK_VALUE(q.dim() == 4 && q.size(1) >= 1, "select_passing",
+                    "q (question rows) must be [B, nq >= 1, Hq, D], got ", shape_str(q));
+  SPAVA_CHECK_VALUE(k.dim() == 4 && v.sizes() == k.sizes(), "select_passing",
+                    "k and v must be [B, Lk, Hkv, D] of equal shape, got ", shape_str(k), " and ",
+                    shape_str(v));
+  SPAVA_CHECK_TYPE(is_attn_dtype(q.scalar_type()) && k.scalar_type() == q.scalar_type() &&
+                       v.scalar_type() == q.scalar_type(),
+                   "select_passing", "q, k, v must share a bf16/fp16/fp32 dtype, got ",
+                   q.scalar_type(), ", ", k.scalar_type(), ", ", v.scalar_type());
+  SPAVA_CHECK_VALUE(k.device() == q.device() && v.device() == q.device() &&
+                        indices.device() == q.device() && kv.device() == q.device(),
+                    "select_passing", "all tensors must be on q's device ", q.device());
+  SelectPassingDims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1),
+                      int64_t(chunk_starts.size()), 0};
+  SPAVA_CHECK_VALUE(k.size(0) == d.batch && k.size(3) == d.head_dim, "select_passing", "k shape ",
+                    shape_str(k), " does not match q shape ", shape_str(q));
+  SPAVA_CHECK_VALUE(d.heads_kv > 0 && d.heads_q % d.heads_kv == 0, "select_passing", "Hq = ",
+                    d.heads_q, " is not a multiple of Hkv = ", d.heads_kv);
+  SPAVA_CHECK_VALUE(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1, "select_passing",
+                    "q, k, v must have a contiguous last dim");
+  SPAVA_CHECK_VALUE(chunk_lens.size() == chunk_starts.size(), "select_passing",
+                    "chunk_starts has ", chunk_starts.size(), " entries, chunk_lens ",
+                    chunk_lens.size());
+  SPAVA_CHECK_VALUE(passing_len >= 1, "select_passing", "passing_len must be >= 1, got ",
+                    passing_len);
+  SPAVA_CHECK_VALUE(pool_kernel >= 1 && pool_kernel % 2 == 1, "select_passing",
+                    "pool_kernel must be odd and >= 1, got ", pool_kernel);
+  int64_t need = 0;
+  for (const auto c : c10::irange(d.num_chunks)) {
+    SPAVA_CHECK_VALUE(chunk_starts[c] >= 0 && chunk_lens[c] >= 0 &&
+                          chunk_starts[c] + chunk_lens[c] <= d.kv_len,
+                      "select_passing", "chunk ", c, " = [", chunk_starts[c], ", ",
+                      chunk_starts[c] + chunk_lens[c], ") does not fit in Lk = ", d.kv_len);
+    need = std::max(need, std::min(passing_len, chunk_lens[c]));
+  }
+  SPAVA_CHECK_VALUE(indices.dim() == 4 && indices.size(0) == d.num_chunks &&
+                        indices.size(1) == d.batch && indices.size(2) == d.heads_kv &&
+                        indices.size(3) >= need,
+                    "select_passing", "indices must be [C, B, Hkv, cap >= ", need, "] = [",
+                    d.num_chunks, ", ", d.batch, ", ", d.heads_kv, ", >=", need, "], got ",
+                    shape_str(indices));
+  SPAVA_CHECK_TYPE(indices.scalar_type() == at::kLong, "select_passing",
+                   "indices must be int64, got ", indices.scalar_type());
+  d.capacity = indices.size(3);
+  SPAVA_CHECK_VALUE(kv.dim() == 6 && kv.size(0) == d.num_chunks && kv.size(1) == d.capacity &&
+                        kv.size(2) == 2 && kv.size(3) == d.batch && kv.size(4) == d.heads_kv &&
+                        kv.size(5) == d.head_dim,
+                    "select_passing", "kv must be [C, cap, 2, B, Hkv, D] = [", d.num_chunks, ", ",
+                    d.capacity, ", 2, ", d.batch, ", ", d.heads_kv, ", ", d.head_dim, "], got ",
+                    shape_str(kv));
+  SPAVA_CHECK_TYPE(kv.scalar_type() == k.scalar_type(), "select_passing", "kv dtype ",
+                   kv.scalar_type(), " != k dtype ", k.scalar_type());
+  SPAVA_CHECK_VALUE(kv.is_contiguous() && indices.is_contiguous(), "select_passing",
+                    "kv and indices must be contiguous (they are collective send buffers)");
+  return d;
+}
+
+int64_t check_merge_states(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
+                           const std::optional<at::Tensor>& lse) {
+  SPAVA_CHECK_VALUE(outs.dim() == 5 && outs.size(0) >= 1, "merge_states",
+                    "outs must be [n >= 1, B, R, H, D], got ", shape_str(outs));
+  const int64_t n = outs.size(0), B = outs.size(1), R = outs.size(2), H = outs.size(3);
+  SPAVA_CHECK_VALUE(lses.dim() == 4 && lses.size(0) == n && lses.size(1) == B &&
+                        lses.size(2) == H && lses.size(3) == R,
+                    "merge_states", "lses must be [n, B, H, R] = [", n, ", ", B, ", ", H, ", ", R,
+                    "], got ", shape_str(lses));
+  SPAVA_CHECK_TYPE(lses.scalar_type() == at::kFloat, "merge_states", "lses must be fp32, got ",
+                   lses.scalar_type());
+  SPAVA_CHECK_TYPE(is_attn_dtype(outs.scalar_type()) && is_attn_dtype(out.scalar_type()),
+                   "merge_states", "outs/out must be bf16, fp16 or fp32, got ",
+                   outs.scalar_type(), "/", out.scalar_type());
+  SPAVA_CHECK_VALUE(out.dim() == 4 && out.sizes() == outs.sizes().slice(1), "merge_states",
+                    "out must be [B, R, H, D] = ", outs.sizes().slice(1), ", got ",
+                    shape_str(out));
+  SPAVA_CHECK_VALUE(outs.stride(4) == 1 && out.stride(3) == 1, "merge_states",
+                    "outs and out must have a contiguous last dim");
+  SPAVA_CHECK_VALUE(lses.device() == outs.device() && out.device() == outs.device(),
+                    "merge_states", "all tensors must be on outs' device ", outs.device());
+  if (lse.has_value()) {
+    SPAVA_CHECK_VALUE(lse->sizes() == lses.sizes().slice(1), "merge_states",
+                      "lse must be [B, H, R] = ", lses.sizes().slice(1), ", got ",
+                      shape_str(*lse));
+    SPAVA_CHECK_TYPE(lse->scalar_type() == at::kFloat, "merge_states", "lse must be fp32, got ",
+                     lse->scalar_type());
+    SPAVA_CHECK_VALUE(lse->device() == outs.device(), "merge_states", "lse is on ",
+                      lse->device(), ", outs on ", outs.device());
+  }
+  return n;
+}
+
+}  // namespace spava

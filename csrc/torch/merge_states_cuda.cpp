@@ -1,0 +1,47 @@
+// CUDA glue of spava::merge_states: checks -> params -> launch on the current stream.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "checks.h"
+#include "dtype_map.h"
+#include "merge_states/merge_states.h"
+#include "ops.h"
+
+namespace spava {
+
+void merge_states_cuda(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
+                       const std::optional<at::Tensor>& lse) {
+  const int64_t n = check_merge_states(outs, lses, out, lse);
+  const c10::cuda::CUDAGuard guard(outs.device());
+  MergeStatesParams p{};
+  p.outs = outs.const_data_ptr();
+  p.outs_part_stride = outs.stride(0);
+  p.outs_batch_stride = outs.stride(1);
+  p.outs_row_stride = outs.stride(2);
+  p.outs_head_stride = outs.stride(3);
+  p.lses = lses.const_data_ptr<float>();
+  p.lses_part_stride = lses.stride(0);
+  p.lses_batch_stride = lses.stride(1);
+  p.lses_head_stride = lses.stride(2);
+  p.lses_row_stride = lses.stride(3);
+  p.out = out.mutable_data_ptr();
+  p.out_batch_stride = out.stride(0);
+  p.out_row_stride = out.stride(1);
+  p.out_head_stride = out.stride(2);
+  if (lse) {
+    p.lse = lse->mutable_data_ptr<float>();
+    p.lse_batch_stride = lse->stride(0);
+    p.lse_head_stride = lse->stride(1);
+    p.lse_row_stride = lse->stride(2);
+  }
+  p.num_parts = int(n);
+  p.batch = int(outs.size(1));
+  p.rows = int(outs.size(2));
+  p.heads = int(outs.size(3));
+  p.head_dim = int(outs.size(4));
+  p.in_dtype = to_dtype(outs.scalar_type());
+  p.out_dtype = to_dtype(out.scalar_type());
+  run_merge_states(p, c10::cuda::getCurrentCUDAStream());
+}
+
+}  // namespace spava

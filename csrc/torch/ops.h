@@ -1,0 +1,32 @@
+// Implementations of the spava ops, one per (op, device). Schemas live in registration.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <vector>
+
+namespace spava {
+
+// ---- CPU (always built)
+void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
+                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                  at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
+                  const std::optional<at::Tensor>& lse);
+void select_passing_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
+                        int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
+                        const at::Tensor& kv);
+void merge_states_cpu(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
+                      const std::optional<at::Tensor>& lse);
+
+// ---- CUDA (built when SPAVA_WITH_CUDA)
+#ifdef SPAVA_WITH_CUDA
+void merge_states_cuda(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
+                       const std::optional<at::Tensor>& lse);
+#endif
+
+// A one-line description of the build: CUDA on/off, archs, head dims compiled.
+std::string build_info();
+
+}  // namespace spava

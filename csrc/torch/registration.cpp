@@ -1,0 +1,51 @@
+// Every schema of the `spava` op library, and which implementation serves each device.
+// Fakes (for torch.compile / FakeTensor) are registered in python/spava_ext/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "ops.h"
+
+// An empty module: importing spava_ext._C runs the static registrations below.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(spava, m) {
+  m.set_python_module("spava_ext.ops");
+
+  // ---- selection of passing blocks (DESIGN.md §1 "Selection")
+  // q [B, nq, Hq, D] question rows; k, v [B, Lk, Hkv, D]; chunk c = k[:, starts[c] : +lens[c]].
+  // Writes indices [C, B, Hkv, cap] (int64, ascending positions along k's dim 1, -1 padded) and
+  // kv [C, cap, 2, B, Hkv, D] (packed K/V send buffer, zero padded).
+  m.def(
+      "select_passing(Tensor q, Tensor k, Tensor v, int[] chunk_starts, int[] chunk_lens, "
+      "int passing_len, int pool_kernel, Tensor(a!) indices, Tensor(b!) kv) -> ()");
+
+  // ---- segment-masked attention with LSE
+  // q [B, Lq, Hq, D]; k[s], v[s] [B, Ls, Hkv, D]; key j of segment s is visible to row i iff
+  // i >= row_begin[s] && j <= i + diag[s]. Writes out [B, Lq, Hq, D] (q's dtype or fp32) and
+  // lse [B, Hq, Lq] (fp32, natural log; -inf for rows with no visible key, whose out is 0).
+  m.def(
+      "attn_fwd(Tensor q, Tensor[] k, Tensor[] v, int[] row_begin, int[] diag, "
+      "float? softmax_scale, Tensor(a!) out, Tensor(b!)? lse) -> ()");
+
+  // ---- LSE merge of partial states
+  // outs [n, B, R, H, D], lses [n, B, H, R] fp32 -> out [B, R, H, D], lse [B, H, R].
+  m.def("merge_states(Tensor outs, Tensor lses, Tensor(a!) out, Tensor(b!)? lse) -> ()");
+
+  // ---- build description (not a tensor op)
+  m.def("build_info() -> str", &spava::build_info);
+}
+
+TORCH_LIBRARY_IMPL(spava, CPU, m) {
+  m.impl("select_passing", &spava::select_passing_cpu);
+  m.impl("attn_fwd", &spava::attn_fwd_cpu);
+  m.impl("merge_states", &spava::merge_states_cpu);
+}
+
+#ifdef SPAVA_WITH_CUDA
+TORCH_LIBRARY_IMPL(spava, CUDA, m) {
+  m.impl("merge_states", &spava::merge_states_cuda);
+}
+#endif

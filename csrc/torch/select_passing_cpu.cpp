@@ -1,0 +1,103 @@
+// CPU implementation of spava::select_passing: score, max-pool, top-k (tie rule), gather.
+//
+// For chunk c, batch b, kv head h (independent work items):
+//   qsum[d]   = sum over question rows t and the G heads of the group of q[b, t, h*G+g, d]  (fp32)
+//   score[j]  = sum_d k[b, start+j, h, d] * qsum[d]                                          (fp32)
+// (DESIGN.md scores with the mean; the sum is nq*G times it, so the selection is the same, and
+//  with small-integer inputs every implementation computes bit-identical scores.)
+//   smooth[j] = max of score over [j - pk/2, j + pk/2] clipped to the chunk
+//   keep the m = min(passing_len, len) largest smooth values; equal values: lower j first.
+// Outputs: indices[c, b, h, :m] = kept positions along k's dim 1, ascending, -1 after;
+//          kv[c, i, 0/1, b, h, :] = k/v row of the i-th kept position, zeros after.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "checks.h"
+#include "ops.h"
+
+namespace spava {
+namespace {
+
+template <typename T>
+void select_one(const SelectPassingDims& d, const T* q, at::IntArrayRef qs, const T* k,
+                at::IntArrayRef ks, const T* v, at::IntArrayRef vs, int64_t c, int64_t b,
+                int64_t h, int64_t start, int64_t len, int64_t m, int64_t pool_kernel,
+                int64_t* indices, T* kv) {
+  const int64_t G = d.heads_q / d.heads_kv, D = d.head_dim;
+  std::vector<float> qsum(D, 0.f);
+  for (int64_t t = 0; t < d.q_len; ++t)
+    for (int64_t g = 0; g < G; ++g) {
+      const T* row = q + b * qs[0] + t * qs[1] + (h * G + g) * qs[2];
+      for (int64_t i = 0; i < D; ++i) qsum[i] += static_cast<float>(row[i]);
+    }
+
+  std::vector<int64_t> keep(len);
+  std::iota(keep.begin(), keep.end(), int64_t(0));
+  if (m < len) {  // else every position is kept: no scoring needed
+    std::vector<float> score(len), smooth(len);
+    for (int64_t j = 0; j < len; ++j) {
+      const T* row = k + b * ks[0] + (start + j) * ks[1] + h * ks[2];
+      float acc = 0.f;
+      for (int64_t i = 0; i < D; ++i) acc += static_cast<float>(row[i]) * qsum[i];
+      score[j] = acc;
+    }
+    const int64_t half = pool_kernel / 2;
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t lo = std::max<int64_t>(0, j - half), hi = std::min(len - 1, j + half);
+      smooth[j] = *std::max_element(score.begin() + lo, score.begin() + hi + 1);
+    }
+    // Stable descending sort on smooth: equal values keep position order (lower first).
+    std::stable_sort(keep.begin(), keep.end(),
+                     [&](int64_t a, int64_t b2) { return smooth[a] > smooth[b2]; });
+    keep.resize(m);
+    std::sort(keep.begin(), keep.end());
+  }
+  const int64_t H = d.heads_kv, B = d.batch, cap = d.capacity;
+  int64_t* idx = indices + ((c * B + b) * H + h) * cap;
+  for (int64_t i = 0; i < cap; ++i) {
+    T* dst_k = kv + (((c * cap + i) * 2 + 0) * B + b) * H * D + h * D;
+    T* dst_v = kv + (((c * cap + i) * 2 + 1) * B + b) * H * D + h * D;
+    if (i < m) {
+      const int64_t pos = start + keep[i];
+      idx[i] = pos;
+      std::copy_n(k + b * ks[0] + pos * ks[1] + h * ks[2], D, dst_k);
+      std::copy_n(v + b * vs[0] + pos * vs[1] + h * vs[2], D, dst_v);
+    } else {
+      idx[i] = -1;
+      std::fill_n(dst_k, D, T(0));
+      std::fill_n(dst_v, D, T(0));
+    }
+  }
+}
+
+}  // namespace
+
+void select_passing_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
+                        int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
+                        const at::Tensor& kv) {
+  const SelectPassingDims d = check_select_passing(q, k, v, chunk_starts, chunk_lens, passing_len,
+                                                   pool_kernel, indices, kv);
+  const int64_t items = d.num_chunks * d.batch * d.heads_kv;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "select_passing",
+                                  [&] {
+    at::parallel_for(0, items, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t it = lo; it < hi; ++it) {
+        const int64_t h = it % d.heads_kv, b = (it / d.heads_kv) % d.batch;
+        const int64_t c = it / (d.heads_kv * d.batch);
+        const int64_t len = chunk_lens[c], m = std::min(passing_len, len);
+        select_one<scalar_t>(d, q.const_data_ptr<scalar_t>(), q.strides(),
+                             k.const_data_ptr<scalar_t>(), k.strides(),
+                             v.const_data_ptr<scalar_t>(), v.strides(), c, b, h, chunk_starts[c],
+                             len, m, pool_kernel, indices.mutable_data_ptr<int64_t>(),
+                             kv.mutable_data_ptr<scalar_t>());
+      }
+    });
+  });
+}
+
+}  // namespace spava

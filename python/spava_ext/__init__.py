@@ -1,0 +1,18 @@
+"""spava: sequence-parallel approximate attention (Spava) for long-video LMMs.
+
+Public API::
+
+    SpavaLayout(seq_len, anchor_len, query_len, world_size, passing_len, pool_kernel=5)
+    spava_attention(q, k, v, layout, group=None, softmax_scale=None)   # per-rank shard in, out
+    reference.spava_attention(q, k, v, layout, softmax_scale=None)     # full sequence, fp32 math
+    ops.attn_fwd / ops.select_passing / ops.merge_states               # torch.ops.spava.*
+"""
+
+import torch  # noqa: F401  (loads libtorch before our extension)
+
+from . import ops, reference
+from .attention import spava_attention
+from .layout import SpavaLayout
+
+__all__ = ["SpavaLayout", "spava_attention", "reference", "ops"]
+__version__ = "0.1.0"

@@ -1,0 +1,176 @@
+"""spava_attention: the per-rank schedule of one Spava attention layer (DESIGN.md §1).
+
+Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q, k, v::
+
+    1  select P_r, P_(2W-1-r) from the local K/V           -> gather #1 (P_r), #2 (P_(2W-1-r))
+    2  question partial over [anchor slice r | C_r | C_(2W-1-r) (| question, causal, rank 0)]
+                                                            -> gather of (out, lse)
+    3  wait #1: rows [anchor | C_r]   x [P_0..P_(r-1) | anchor | C_r]    (anchor rows skip P)
+    4  wait #2: rows C_(2W-1-r)       x [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]
+    5  wait: LSE-merge the W question partials into the question rows
+
+Gather buffers hold one part per rank: ``recv1[j] = P_j`` and ``recv2[j] = P_(2W-1-j)``, each
+``[cap, 2, B, Hkv, D]`` (K rows then V rows) with ``P_i`` valid in its first ``|P_i|`` rows.
+Attention reads them in place as strided ``[B, n, Hkv, D]`` views.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from . import ops
+from .comm import all_gather_async, rank_and_world
+from .layout import SpavaLayout
+
+__all__ = ["spava_attention"]
+
+
+class _Keys:
+    """Key segments of one attn_fwd call: k/v views and their visibility (row_begin, diag)."""
+
+    def __init__(self) -> None:
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.row_begin: list[int] = []
+        self.diag: list[int] = []
+
+    def add(self, k: torch.Tensor, v: torch.Tensor, row_begin: int = 0, diag: int = ops.FULL):
+        if k.shape[1] > 0:
+            self.k.append(k)
+            self.v.append(v)
+            self.row_begin.append(row_begin)
+            self.diag.append(diag)
+        return self
+
+    def add_passing(self, recv: torch.Tensor, parts: range, sizes: list[int], row_begin: int):
+        """Add passing blocks ``recv[j]`` for j in ``parts`` (``sizes[j]`` valid rows each);
+        consecutive full blocks become one segment."""
+        cap = recv.shape[1]
+        j = parts.start
+        while j < parts.stop:
+            if sizes[j] == cap:  # a run of full blocks, read as one [B, n*cap, Hkv, D] view
+                e = j
+                while e < parts.stop and sizes[e] == cap:
+                    e += 1
+                blk = recv[j:e].flatten(0, 1)  # [n*cap, 2, B, Hkv, D]
+                j = e
+            else:
+                blk = recv[j, : sizes[j]]
+                j += 1
+            self.add(blk[:, 0].transpose(0, 1), blk[:, 1].transpose(0, 1), row_begin)
+        return self
+
+
+def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
+    if world != layout.world_size:
+        raise ValueError(f"spava_attention: process group has {world} ranks, layout.world_size "
+                         f"= {layout.world_size}")
+    n = layout.local_len(rank)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"spava_attention: {name} must be [B, L_local, H, D], got "
+                             f"{tuple(t.shape)}")
+        if t.shape[1] != n:
+            raise ValueError(f"spava_attention: {name} has {t.shape[1]} rows on rank {rank}, the "
+                             f"layout gives this rank {n} (use layout.shard(x, rank))")
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"spava_attention: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)} do not match")
+    if q.shape[2] % k.shape[2] != 0:
+        raise ValueError(f"spava_attention: Hq = {q.shape[2]} is not a multiple of "
+                         f"Hkv = {k.shape[2]}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"spava_attention: dtypes differ: q {q.dtype}, k {k.dtype}, v {v.dtype}")
+
+
+def spava_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: SpavaLayout,
+    group: Optional[dist.ProcessGroup] = None,
+    softmax_scale: Optional[float] = None,
+    *,
+    timeout: Optional[timedelta] = None,
+) -> torch.Tensor:
+    """Spava attention for this rank's shard; call it on every rank of ``group``.
+
+    Args:
+        q: ``[B, L_r, Hq, D]``, this rank's rows in local order (``layout.shard(q_full, rank)``).
+        k, v: ``[B, L_r, Hkv, D]`` likewise (post-RoPE), ``Hq % Hkv == 0``.
+        layout: the same :class:`SpavaLayout` on every rank; ``layout.world_size`` ranks.
+        group: the process group (default: the global one; none needed when W = 1).
+        softmax_scale: default ``D ** -0.5``.
+        timeout: limit for each collective wait (default ``SPAVA_COLLECTIVE_TIMEOUT_S``, 600 s).
+
+    Returns ``[B, L_r, Hq, D]`` in q's dtype: this rank's shard of the output.
+    """
+    rank, world = rank_and_world(group)
+    _check_inputs(q, k, v, layout, rank, world)
+    seg = layout.local_segments(rank)
+    a, c1, c2, nq = seg.anchor, seg.chunk1, seg.chunk2, seg.question
+    B, _, Hq, D = q.shape
+    out = torch.empty_like(q)
+    q_question = q[:, seg.question_start :]
+
+    # 1  select the two passing blocks and start their gathers
+    cap = layout.passing_cap
+    if cap > 0:
+        p = cap if layout.passing_len is None else layout.passing_len
+        _, send = ops.select_passing(q_question, k, v, [seg.chunk1_start, seg.chunk2_start],
+                                     [c1, c2], p, layout.pool_kernel, capacity=cap)
+        recv1 = send.new_empty((world,) + send.shape[1:])  # recv1[j] = P_j
+        recv2 = send.new_empty((world,) + send.shape[1:])  # recv2[j] = P_(2W-1-j)
+        gather1 = all_gather_async(recv1, send[0], group, "passing #1", timeout)
+        gather2 = all_gather_async(recv2, send[1], group, "passing #2", timeout)
+
+    # 2  question partial (fp32) over this rank's share of the keys, then gather (out, lse)
+    a0, a1 = layout.anchor_slice(rank)
+    keys = _Keys().add(k[:, a0:a1], v[:, a0:a1])
+    keys.add(k[:, a : a + c1], v[:, a : a + c1]).add(k[:, a + c1 : a + c1 + c2],
+                                                      v[:, a + c1 : a + c1 + c2])
+    if rank == 0:
+        keys.add(k[:, seg.question_start :], v[:, seg.question_start :], diag=0)
+    part = q.new_empty(B * nq * Hq * D + B * Hq * nq, dtype=torch.float32)
+    part_out = part[: B * nq * Hq * D].view(B, nq, Hq, D)
+    part_lse = part[B * nq * Hq * D :].view(B, Hq, nq)
+    ops.attn_fwd(q_question, keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
+                 out=part_out, lse=part_lse)
+    parts = part.new_empty((world, part.numel()))
+    gather_q = all_gather_async(parts, part, group, "question partials", timeout)
+
+    # 3  first virtual host: rows [anchor | C_r]
+    if a + c1 > 0:
+        keys = _Keys()
+        if cap > 0:
+            gather1.wait()
+            keys.add_passing(recv1, range(0, rank), layout.passing_sizes, row_begin=a)
+        keys.add(k[:, :a], v[:, :a], diag=0).add(k[:, a : a + c1], v[:, a : a + c1], diag=-a)
+        ops.attn_fwd(q[:, : a + c1], keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
+                     out=out[:, : a + c1])
+
+    # 4  second virtual host: rows C_(2W-1-r)
+    if c2 > 0:
+        gather1.wait()
+        gather2.wait()
+        sizes2 = [layout.passing_sizes[layout.num_chunks - 1 - j] for j in range(world)]
+        keys = _Keys().add_passing(recv1, range(0, world), layout.passing_sizes, row_begin=0)
+        keys.add_passing(recv2, range(rank + 1, world), sizes2, row_begin=0)
+        keys.add(k[:, :a], v[:, :a]).add(k[:, a + c1 : a + c1 + c2], v[:, a + c1 : a + c1 + c2],
+                                         diag=0)
+        ops.attn_fwd(q[:, a + c1 : a + c1 + c2], keys.k, keys.v, keys.row_begin, keys.diag,
+                     softmax_scale, out=out[:, a + c1 : a + c1 + c2])
+
+    # 5  exact question rows: merge the W partials
+    if cap > 0:  # every started gather is awaited, even when no rows needed it
+        gather1.wait()
+        gather2.wait()
+    gather_q.wait()
+    outs = parts[:, : B * nq * Hq * D].view(world, B, nq, Hq, D)
+    lses = parts[:, B * nq * Hq * D :].view(world, B, Hq, nq)
+    ops.merge_states(outs, lses, out=out[:, seg.question_start :])
+    return out

@@ -1,0 +1,138 @@
+"""Typed wrappers over ``torch.ops.spava.*`` and a fake (meta) kernel for each op.
+
+All validation lives in C++; the wrappers only allocate outputs that were not passed in.
+LSE values are fp32 **natural-log** log-sum-exp of the scaled scores of a row.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Optional, Sequence
+
+import torch
+
+from . import _C  # noqa: F401  (loads the library and its schemas)
+
+__all__ = ["attn_fwd", "select_passing", "merge_states", "build_info", "FULL"]
+
+#: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
+FULL = 2**62
+
+
+# ---------------------------------------------------------------------------------- fakes
+# Every op mutates preallocated outputs and returns nothing: the fakes only accept the call.
+@torch.library.register_fake("spava::select_passing")
+def _select_passing_fake(q, k, v, chunk_starts, chunk_lens, passing_len, pool_kernel, indices,
+                         kv) -> None:
+    return None
+
+
+@torch.library.register_fake("spava::attn_fwd")
+def _attn_fwd_fake(q, k, v, row_begin, diag, softmax_scale, out, lse) -> None:
+    return None
+
+
+@torch.library.register_fake("spava::merge_states")
+def _merge_states_fake(outs, lses, out, lse) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------------- wrappers
+def attn_fwd(
+    q: torch.Tensor,
+    k: Sequence[torch.Tensor],
+    v: Sequence[torch.Tensor],
+    row_begin: Sequence[int],
+    diag: Sequence[int],
+    softmax_scale: Optional[float] = None,
+    out: Optional[torch.Tensor] = None,
+    lse: Optional[torch.Tensor] = None,
+    out_dtype: Optional[torch.dtype] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment-masked attention with LSE, keys read from several tensors in place.
+
+    Args:
+        q: ``[B, Lq, Hq, D]`` bf16/fp16 (fp32 on CPU), last dim contiguous (any other strides).
+        k, v: one ``[B, Ls, Hkv, D]`` tensor per key segment (views are fine; never concatenated).
+        row_begin, diag: per segment; key ``j`` of segment ``s`` is visible to query row ``i`` iff
+            ``i >= row_begin[s] and j <= i + diag[s]``. Use ``diag=FULL`` for a full segment and
+            ``diag=0`` for causal attention aligned at the segment's first key.
+        softmax_scale: default ``D ** -0.5``.
+        out: ``[B, Lq, Hq, D]`` destination (q's dtype or fp32), allocated when None.
+        lse: ``[B, Hq, Lq]`` fp32 destination, allocated when None.
+        out_dtype: dtype of an allocated ``out`` (default q's dtype).
+
+    Returns ``(out, lse)``; rows with no visible key have ``out = 0`` and ``lse = -inf``.
+    """
+    if out is None:
+        out = q.new_empty(q.shape, dtype=out_dtype or q.dtype)
+    if lse is None:
+        lse = q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
+    torch.ops.spava.attn_fwd(q, list(k), list(v), list(row_begin), list(diag), softmax_scale, out,
+                             lse)
+    return out, lse
+
+
+def select_passing(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunk_starts: Sequence[int],
+    chunk_lens: Sequence[int],
+    passing_len: int,
+    pool_kernel: int = 5,
+    capacity: Optional[int] = None,
+    indices: Optional[torch.Tensor] = None,
+    kv: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query-aware selection of the passing block of each chunk, gathered into a send buffer.
+
+    Args:
+        q: ``[B, nq, Hq, D]`` question rows.
+        k, v: ``[B, Lk, Hkv, D]``; chunk ``c`` is ``k[:, chunk_starts[c] : chunk_starts[c] + chunk_lens[c]]``.
+        passing_len: p; chunk c keeps ``m_c = min(p, chunk_lens[c])`` keys per (batch, kv head).
+        pool_kernel: odd max-pool width applied to the scores, clipped to the chunk.
+        capacity: rows of the buffers (default ``max_c m_c``); must be >= ``max_c m_c``.
+
+    Returns ``indices`` int64 ``[C, B, Hkv, cap]`` (kept positions along k's dim 1, ascending,
+    -1 past ``m_c``) and ``kv`` ``[C, cap, 2, B, Hkv, D]`` in k's dtype (``kv[c, i, 0]`` is a K row,
+    ``kv[c, i, 1]`` the V row; zeros past ``m_c``). Ties in the smoothed score keep the lower
+    position. Same input, same bytes.
+    """
+    C = len(chunk_starts)
+    B, _, Hkv, D = k.shape
+    if capacity is None:
+        capacity = max((min(passing_len, n) for n in chunk_lens), default=0)
+    if indices is None:
+        indices = torch.empty((C, B, Hkv, capacity), dtype=torch.long, device=k.device)
+    if kv is None:
+        kv = k.new_empty((C, capacity, 2, B, Hkv, D))
+    torch.ops.spava.select_passing(q, k, v, list(chunk_starts), list(chunk_lens), passing_len,
+                                   pool_kernel, indices, kv)
+    return indices, kv
+
+
+def merge_states(
+    outs: torch.Tensor,
+    lses: torch.Tensor,
+    out: Optional[torch.Tensor] = None,
+    lse: Optional[torch.Tensor] = None,
+    out_dtype: Optional[torch.dtype] = None,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """LSE merge of n partial attention states (fp32 math).
+
+    ``outs [n, B, R, H, D]`` and ``lses [n, B, H, R]`` (fp32, natural log) -> ``out [B, R, H, D]``
+    (allocated in ``out_dtype`` or outs' dtype when None; any strides with a contiguous last dim)
+    and ``lse [B, H, R]`` (only written when passed). Parts with ``lse = -inf`` weigh 0.
+    """
+    if out is None:
+        out = outs.new_empty(outs.shape[1:], dtype=out_dtype or outs.dtype)
+    torch.ops.spava.merge_states(outs, lses, out, lse)
+    return out, lse
+
+
+@lru_cache(maxsize=None)
+def build_info() -> dict:
+    """What the loaded binary was compiled with: ``{"cuda": bool, "cuda_archs": str, "cuda_ops": [...]}``."""
+    return json.loads(torch.ops.spava.build_info())

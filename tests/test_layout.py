@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from spava_ext import SpavaLayout
+
+
+@pytest.mark.parametrize("L,a,nq,W,p", [(100, 10, 3, 1, 4), (257, 0, 1, 3, 5), (31, 7, 2, 4, None),
+                                         (50, 0, 50, 2, 3), (1000, 128, 17, 8, 64)])
+def test_partition_and_shard_roundtrip(L, a, nq, W, p):
+    lay = SpavaLayout(L, a, nq, W, p)
+    assert sum(lay.chunk_sizes) == L - a - nq
+    assert max(lay.chunk_sizes) - min(lay.chunk_sizes) <= 1
+    # chunks tile [a, L - nq) in order
+    assert lay.chunk_starts[0] == a
+    for i in range(1, lay.num_chunks):
+        assert lay.chunk_starts[i] == lay.chunk_bounds(i - 1)[1]
+    covered = torch.cat([lay.local_indices(r)[a: a + lay.local_segments(r).chunk1
+                                              + lay.local_segments(r).chunk2]
+                         for r in range(W)])
+    assert sorted(covered.tolist()) == list(range(a, L - nq))
+    x = torch.randn(2, L, 3)
+    parts = [lay.shard(x, r) for r in range(W)]
+    for r, part in enumerate(parts):
+        assert part.shape[1] == lay.local_len(r)
+        assert torch.equal(part, x[:, lay.local_indices(r)])
+    assert torch.equal(lay.unshard(parts), x)
+    # M-RoPE style [3, B, L] positions shard along dim 2
+    pos = torch.arange(L).expand(3, 2, L)
+    assert torch.equal(lay.unshard([lay.shard(pos, r, dim=2) for r in range(W)], dim=2), pos)
+
+
+def test_zigzag_local_order():
+    lay = SpavaLayout(2 + 16 + 1, 2, 1, 4, 1)
+    assert lay.rank_chunks(1) == (1, 6)
+    idx = lay.local_indices(1).tolist()
+    assert idx == [0, 1, 4, 5, 14, 15, 18]  # anchor | C1 | C6 | question
+
+
+def test_anchor_slices_partition_anchor():
+    lay = SpavaLayout(100, 13, 2, 4, 8)
+    spans = [lay.anchor_slice(r) for r in range(4)]
+    assert spans[0][0] == 0 and spans[-1][1] == 13
+    assert all(spans[i][1] == spans[i + 1][0] for i in range(3))
+
+
+def test_passing_sizes_and_exact():
+    lay = SpavaLayout(10 + 7 + 1, 0, 1, 2, 3)  # 17 context tokens, chunks 5,4,4,4
+    assert lay.chunk_sizes == [5, 4, 4, 4]
+    assert lay.passing_sizes == [3, 3, 3, 3] and lay.passing_cap == 3 and not lay.exact
+    lay = SpavaLayout(18, 0, 1, 2, 4)
+    assert lay.passing_sizes == [4, 4, 4, 4] and not lay.exact  # C0 has 5 > 4
+    assert SpavaLayout(18, 0, 1, 2, 5).exact and SpavaLayout(18, 0, 1, 2, None).exact
+    assert SpavaLayout(10, 9, 1, 2, 3).passing_cap == 0  # no context at all
+
+
+def test_auto_defaults_match_paper():
+    lay = SpavaLayout.auto(131072 + 64, 64, 8)
+    assert lay.anchor_len == 2048 and lay.passing_len == 1024
+    assert lay.chunk_sizes == [8064] * 16
+    small = SpavaLayout.auto(100, 10, 2)
+    assert small.anchor_len <= 90 and small.passing_len == 128
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(seq_len=10, anchor_len=8, query_len=3, world_size=1, passing_len=2), "exceeds"),
+    (dict(seq_len=10, anchor_len=0, query_len=0, world_size=1, passing_len=2), "query_len"),
+    (dict(seq_len=10, anchor_len=0, query_len=1, world_size=0, passing_len=2), "world_size"),
+    (dict(seq_len=10, anchor_len=0, query_len=1, world_size=1, passing_len=0), "passing_len"),
+    (dict(seq_len=10, anchor_len=-1, query_len=1, world_size=1, passing_len=2), "anchor_len"),
+    (dict(seq_len=10, anchor_len=0, query_len=1, world_size=1, passing_len=2, pool_kernel=4),
+     "pool_kernel"),
+    (dict(seq_len=10.0, anchor_len=0, query_len=1, world_size=1, passing_len=2), "seq_len"),
+])
+def test_invalid_arguments_name_the_value(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        SpavaLayout(**kwargs)
+
+
+def test_shard_errors():
+    lay = SpavaLayout(20, 2, 2, 2, 3)
+    with pytest.raises(ValueError, match="seq_len"):
+        lay.shard(torch.zeros(1, 19), 0)
+    with pytest.raises(ValueError, match="rank"):
+        lay.shard(torch.zeros(1, 20), 2)
+    with pytest.raises(ValueError, match="parts"):
+        lay.unshard([torch.zeros(1, lay.local_len(0))])

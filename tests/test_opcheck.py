@@ -1,0 +1,66 @@
+"""Registration checks for every op: schema, fake kernel, autograd registration, torch.compile."""
+
+import pytest
+import torch
+
+from spava_ext import ops
+from utils import HAS_CUDA, randn_inputs
+
+DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+
+def op_args(name: str, device: str):
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    q, k, v = randn_inputs(2, 24, 4, 2, 16, dtype=dtype, device=device)
+    if name == "attn_fwd":
+        out = torch.empty_like(q)
+        lse = torch.empty(2, 4, 24, device=device)
+        return (q, [k[:, :5], k[:, 5:]], [v[:, :5], v[:, 5:]], [3, 0], [ops.FULL, 0], None, out,
+                lse)
+    if name == "select_passing":
+        idx = torch.empty(2, 2, 2, 4, dtype=torch.long, device=device)
+        kv = torch.empty(2, 4, 2, 2, 2, 16, dtype=dtype, device=device)
+        return (q[:, -3:], k, v, [0, 10], [10, 11], 4, 5, idx, kv)
+    if name == "merge_states":
+        outs = torch.randn(3, 2, 5, 4, 16, device=device)
+        lses = torch.randn(3, 2, 4, 5, device=device)
+        return (outs, lses, torch.empty(2, 5, 4, 16, device=device, dtype=dtype),
+                torch.empty(2, 4, 5, device=device))
+    raise KeyError(name)
+
+
+OPS = ["attn_fwd", "select_passing", "merge_states"]
+
+
+def available(name, device):
+    return device == "cpu" or name in ops.build_info()["cuda_ops"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPS)
+def test_opcheck(name, device):
+    if not available(name, device):
+        pytest.skip(f"no CUDA kernel for {name}")
+    torch.library.opcheck(getattr(torch.ops.spava, name).default, op_args(name, device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPS)
+def test_compile_fullgraph_matches_eager(name, device):
+    if not available(name, device):
+        pytest.skip(f"no CUDA kernel for {name}")
+    op = getattr(torch.ops.spava, name).default
+    args = op_args(name, device)
+    eager = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    op(*eager)
+
+    def fn(*a):
+        op(*a)
+        return [t * 1 for t in a if isinstance(t, torch.Tensor) and t.dtype != torch.long][-2:]
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    got = compiled(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+    want = [t for t in eager if isinstance(t, torch.Tensor) and t.dtype != torch.long][-2:]
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)

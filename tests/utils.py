@@ -1,0 +1,85 @@
+"""Shared test helpers: inputs, the dtype-derived tolerance rule, and gloo rank processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import traceback
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def grid_inputs(B: int, L: int, Hq: int, Hkv: int, D: int, dtype=torch.float32, seed: int = 0,
+                device: str = "cpu"):
+    """q, k on a grid of 0.5 steps (small integers / 2) and Gaussian v.
+
+    Every selection score (sums of products of such values) is exact in fp32 whatever the
+    summation order, so every implementation selects the same keys and ties are real ties."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-3, 4, (B, L, Hq, D), generator=g).float() * 0.5
+    k = torch.randint(-3, 4, (B, L, Hkv, D), generator=g).float() * 0.5
+    v = torch.randn(B, L, Hkv, D, generator=g)
+    return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+
+
+def randn_inputs(B, L, Hq, Hkv, D, dtype=torch.float32, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(B, L, Hq, D), (B, L, Hkv, D), (B, L, Hkv, D)]
+    return tuple(torch.randn(s, generator=g).to(device=device, dtype=dtype) for s in shapes)
+
+
+def assert_attn_close(name: str, out: torch.Tensor, ref: torch.Tensor,
+                      ref_lowprec: Optional[torch.Tensor] = None, eps: float = 1e-5) -> None:
+    """FlashAttention's rule: max|out - ref| <= 2 * max|ref_lowprec - ref| + eps, with ``ref`` in
+    fp32 and ``ref_lowprec`` the same math in the tested dtype. Also: no NaN anywhere."""
+    out, ref = out.float().cpu(), ref.float().cpu()
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert not torch.isnan(out).any(), f"{name}: NaN in output"
+    base = 0.0 if ref_lowprec is None else (ref_lowprec.float().cpu() - ref).abs().max().item()
+    err = (out - ref).abs()
+    tol = 2 * base + eps
+    if err.numel() and err.max().item() > tol:
+        where = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
+        raise AssertionError(f"{name}: max error {err.max().item():.3g} at {where} > tolerance "
+                             f"{tol:.3g} (lowprec baseline {base:.3g})")
+
+
+# ---------------------------------------------------------------------------------- ranks
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, result_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        result = fn(rank, world, *args)
+        torch.save({"ok": result}, os.path.join(result_dir, f"rank{rank}.pt"))
+    except BaseException:  # report the traceback to the parent
+        torch.save({"error": traceback.format_exc()}, os.path.join(result_dir, f"rank{rank}.pt"))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable, world: int, *args) -> list:
+    """Run ``fn(rank, world, *args)`` in ``world`` gloo processes; returns each rank's result.
+    ``fn`` must be a module-level function (it is pickled)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(_worker, args=(world, _free_port(), fn, args, tmp), nprocs=world,
+                           join=True, start_method="spawn")
+        results = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False)
+                   for r in range(world)]
+    errors = [f"rank {r}:\n{res['error']}" for r, res in enumerate(results) if "error" in res]
+    if errors:
+        raise AssertionError("\n".join(errors))
+    return [res["ok"] for res in results]
