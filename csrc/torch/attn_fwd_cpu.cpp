@@ -1,7 +1,7 @@
 // CPU implementation of spava::attn_fwd: segment-masked attention with fp32 math (ATen GEMMs).
 //
-// Query rows are processed in tiles; each tile scores every key of every segment at once, so no
-// online rescaling is needed on the CPU. Visibility: key j of segment s is seen by query row i
+// Query rows are processed in tiles; each tile scores every key it may see in one pass (no online
+// rescaling on the CPU), skipping the keys of causal segments that lie past the tile's last row. Visibility: key j of segment s is seen by query row i
 // iff i >= row_begin[s] && j <= i + diag[s]. Rows that see no key get out = 0, lse = -inf.
 #include <ATen/ATen.h>
 
@@ -37,35 +37,50 @@ void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
   const int64_t B = d.batch, Lq = d.q_len, Hq = d.heads_q, Hkv = d.heads_kv, D = d.head_dim;
   const int64_t G = Hq / Hkv;
   if (Lq == 0) return;
-  std::vector<at::Tensor> ks, vs;
-  for (size_t s = 0; s < k.size(); ++s) {
-    if (d.seg_lens[s] == 0) continue;
-    ks.push_back(k[s].to(at::kFloat));
-    vs.push_back(v[s].to(at::kFloat));
-  }
-  if (ks.empty()) {  // no key anywhere: every row is empty
-    out.zero_();
-    if (lse) lse->fill_(-std::numeric_limits<float>::infinity());
-    return;
-  }
-  // [B, Hkv, 1, Lk, D]: one K/V per kv head, broadcast over the G query heads of its group.
-  const auto kk = at::cat(ks, 1).permute({0, 2, 1, 3}).unsqueeze(2);
-  const auto vv = at::cat(vs, 1).permute({0, 2, 1, 3}).unsqueeze(2);
-  const int64_t Lk = kk.size(3);
   // [B, Hkv, G, Lq, D]
   const auto qf = q.to(at::kFloat).contiguous().view({B, Lq, Hkv, G, D}).permute({0, 2, 3, 1, 4});
-  // Keep one tile's scores under ~64 MB.
+  std::vector<at::Tensor> kf, vf;  // [B, Hkv, 1, Ls, D] per segment, fp32
+  int64_t total_keys = 0;
+  for (size_t s = 0; s < k.size(); ++s) {
+    kf.push_back(k[s].to(at::kFloat).permute({0, 2, 1, 3}).unsqueeze(2));
+    vf.push_back(v[s].to(at::kFloat).permute({0, 2, 1, 3}).unsqueeze(2));
+    total_keys += d.seg_lens[s];
+  }
+  // Row tiles of at most 256 rows (so causal segments skip most masked keys), scores <= ~64 MB.
   const int64_t budget = (int64_t(64) << 20) / 4;
-  const int64_t tile = std::clamp<int64_t>(budget / std::max<int64_t>(1, B * Hq * Lk), 1, Lq);
+  const int64_t tile =
+      std::clamp<int64_t>(budget / std::max<int64_t>(1, B * Hq * total_keys), 1, 256);
   for (int64_t r0 = 0; r0 < Lq; r0 += tile) {
-    const int64_t T = std::min(tile, Lq - r0);
-    const auto mask = tile_mask(r0, T, d.seg_lens, row_begin, diag);  // [T, Lk]
+    const int64_t T = std::min(tile, Lq - r0), last = r0 + T - 1;
+    // Per segment, the prefix of keys that some row of the tile may see.
+    std::vector<at::Tensor> ks, vs;
+    std::vector<int64_t> lens;
+    std::vector<int64_t> rb, dg;
+    for (size_t s = 0; s < k.size(); ++s) {
+      const int64_t n = last < row_begin[s] ? 0
+                                            : std::clamp<int64_t>(last + diag[s] + 1, 0,
+                                                                  d.seg_lens[s]);
+      if (n == 0) continue;
+      ks.push_back(kf[s].narrow(3, 0, n));
+      vs.push_back(vf[s].narrow(3, 0, n));
+      lens.push_back(n);
+      rb.push_back(row_begin[s]);
+      dg.push_back(diag[s]);
+    }
+    auto out_tile = out.narrow(1, r0, T);
+    if (ks.empty()) {  // no row of the tile sees any key
+      out_tile.zero_();
+      if (lse) lse->narrow(2, r0, T).fill_(-std::numeric_limits<float>::infinity());
+      continue;
+    }
+    const auto kk = at::cat(ks, 3), vv = at::cat(vs, 3);  // [B, Hkv, 1, n, D]
+    const auto mask = tile_mask(r0, T, lens, rb, dg);      // [T, n]
     auto scores = at::matmul(qf.narrow(3, r0, T), kk.transpose(-1, -2)).mul_(d.softmax_scale);
     scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
     const auto l = at::logsumexp(scores, -1, /*keepdim=*/true);  // [B, Hkv, G, T, 1]
     auto probs = (scores - l).exp_().masked_fill_(mask.logical_not(), 0.0);
     const auto o = at::matmul(probs, vv);  // [B, Hkv, G, T, D]
-    out.narrow(1, r0, T).copy_(o.permute({0, 3, 1, 2, 4}).reshape({B, T, Hq, D}));
+    out_tile.copy_(o.permute({0, 3, 1, 2, 4}).reshape({B, T, Hq, D}));
     if (lse) lse->narrow(2, r0, T).copy_(l.squeeze(-1).reshape({B, Hq, T}));
   }
 }
