@@ -11,7 +11,8 @@ DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 
 def op_args(name: str, device: str):
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    q, k, v = randn_inputs(2, 24, 4, 2, 16, dtype=dtype, device=device)
+    D = 16 if device == "cpu" else 64
+    q, k, v = randn_inputs(2, 24, 4, 2, D, dtype=dtype, device=device)
     if name == "attn_fwd":
         out = torch.empty_like(q)
         lse = torch.empty(2, 4, 24, device=device)
@@ -19,12 +20,12 @@ def op_args(name: str, device: str):
                 lse)
     if name == "select_passing":
         idx = torch.empty(2, 2, 2, 4, dtype=torch.long, device=device)
-        kv = torch.empty(2, 4, 2, 2, 2, 16, dtype=dtype, device=device)
+        kv = torch.empty(2, 4, 2, 2, 2, D, dtype=dtype, device=device)
         return (q[:, -3:], k, v, [0, 10], [10, 11], 4, 5, idx, kv)
     if name == "merge_states":
-        outs = torch.randn(3, 2, 5, 4, 16, device=device)
+        outs = torch.randn(3, 2, 5, 4, D, device=device)
         lses = torch.randn(3, 2, 4, 5, device=device)
-        return (outs, lses, torch.empty(2, 5, 4, 16, device=device, dtype=dtype),
+        return (outs, lses, torch.empty(2, 5, 4, D, device=device, dtype=dtype),
                 torch.empty(2, 4, 5, device=device))
     raise KeyError(name)
 

@@ -49,6 +49,8 @@ def make_attn_case(case, dtype, device, seed=0):
 @pytest.mark.parametrize("case", list(ATTN_CASES))
 def test_attn_fwd_matches_reference(case, device):
     needs("attn_fwd", device)
+    if device == "cuda" and ATTN_CASES[case][-1] not in ops.build_info()["attn_fwd_head_dims"]:
+        pytest.skip("head dim not compiled for CUDA")
     for dtype in dtypes_for(device):
         q, ks, vs, rb, dg = make_attn_case(case, dtype, device)
         Hkv = ks[0].shape[2] if ks else q.shape[2]

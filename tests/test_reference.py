@@ -133,3 +133,22 @@ def test_merge_states_of_split_keys_equals_whole():
                                       torch.stack([p[1] for p in parts]))
     assert (out - full).abs().max() < 1e-5 and (lse - full_lse).abs().max() < 1e-5
     assert torch.isneginf(parts[1][1]).all() and (parts[1][0] == 0).all()
+
+
+def test_schedule_pair_count_matches_the_reference_mask():
+    """The per-rank key segments cover exactly the allowed pairs of DESIGN.md §1."""
+    from spava_ext.attention import host1_keys, host2_keys, question_keys
+
+    L, a, nq, W, p = 230, 21, 5, 3, 4
+    layout = SpavaLayout(L, a, nq, W, p)
+    q, k, v = grid_inputs(1, L, 2, 1, 8)
+    want = int(reference.allowed_mask(q, k, layout)[0, 0].sum())
+    recv = torch.zeros(W, layout.passing_cap, 2, 1, 1, 8)
+    got = a * (a + 1) // 2  # anchor rows, counted once (every rank recomputes them)
+    for r in range(W):
+        s = layout.local_segments(r)
+        kr, vr = layout.shard(k, r), layout.shard(v, r)
+        got += host1_keys(kr, vr, layout, r, recv).pairs(a + s.chunk1) - a * (a + 1) // 2
+        got += host2_keys(kr, vr, layout, r, recv, recv).pairs(s.chunk2)
+        got += question_keys(kr, vr, layout, r).pairs(nq)
+    assert got == want

@@ -3,6 +3,10 @@
 
 #include "ops.h"
 
+#ifdef SPAVA_WITH_CUDA
+#include "attn_fwd/attn_fwd.h"
+#endif
+
 #ifndef SPAVA_CUDA_ARCHS
 #define SPAVA_CUDA_ARCHS ""
 #endif
@@ -11,10 +15,14 @@ namespace spava {
 
 std::string build_info() {
 #ifdef SPAVA_WITH_CUDA
+  std::string dims;
+  for (int i = 0; i < kNumAttnFwdHeadDims; ++i)
+    dims += (i ? ", " : "") + std::to_string(kAttnFwdHeadDims[i]);
   return std::string("{\"cuda\": true, \"cuda_archs\": \"") + SPAVA_CUDA_ARCHS +
-         "\", \"cuda_ops\": [\"merge_states\"]}";
+         "\", \"cuda_ops\": [\"select_passing\", \"attn_fwd\", \"merge_states\"], "
+         "\"attn_fwd_head_dims\": [" + dims + "]}";
 #else
-  return "{\"cuda\": false, \"cuda_archs\": \"\", \"cuda_ops\": []}";
+  return "{\"cuda\": false, \"cuda_archs\": \"\", \"cuda_ops\": [], \"attn_fwd_head_dims\": []}";
 #endif
 }
 

@@ -22,6 +22,14 @@ void merge_states_cpu(const at::Tensor& outs, const at::Tensor& lses, const at::
 
 // ---- CUDA (built when SPAVA_WITH_CUDA)
 #ifdef SPAVA_WITH_CUDA
+void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
+                   const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                   at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
+                   const std::optional<at::Tensor>& lse);
+void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
+                         int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
+                         const at::Tensor& kv);
 void merge_states_cuda(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
                        const std::optional<at::Tensor>& lse);
 #endif

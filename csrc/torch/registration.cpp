@@ -46,6 +46,8 @@ TORCH_LIBRARY_IMPL(spava, CPU, m) {
 
 #ifdef SPAVA_WITH_CUDA
 TORCH_LIBRARY_IMPL(spava, CUDA, m) {
+  m.impl("select_passing", &spava::select_passing_cuda);
+  m.impl("attn_fwd", &spava::attn_fwd_cuda);
   m.impl("merge_states", &spava::merge_states_cuda);
 }
 #endif

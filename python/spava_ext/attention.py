@@ -23,13 +23,14 @@ import torch
 import torch.distributed as dist
 
 from . import ops
-from .comm import all_gather_async, rank_and_world
+from .comm import GroupComm
 from .layout import SpavaLayout
 
-__all__ = ["spava_attention"]
+__all__ = ["spava_attention", "spava_attention_rank", "KeySegments", "question_keys",
+           "host1_keys", "host2_keys"]
 
 
-class _Keys:
+class KeySegments:
     """Key segments of one attn_fwd call: k/v views and their visibility (row_begin, diag)."""
 
     def __init__(self) -> None:
@@ -63,6 +64,51 @@ class _Keys:
                 j += 1
             self.add(blk[:, 0].transpose(0, 1), blk[:, 1].transpose(0, 1), row_begin)
         return self
+
+    def pairs(self, q_len: int) -> int:
+        """Allowed (query row, key) pairs for ``q_len`` query rows (per query head)."""
+        rows = torch.arange(q_len, dtype=torch.long)
+        total = 0
+        for kk, rb, d in zip(self.k, self.row_begin, self.diag):
+            seen = (rows + min(d, kk.shape[1]) + 1).clamp(0, kk.shape[1])
+            total += int(seen[rows >= rb].sum())
+        return total
+
+
+def question_keys(k, v, layout: SpavaLayout, rank: int) -> KeySegments:
+    """Keys of the question partial of ``rank``: [anchor slice r | C_r | C_(2W-1-r)
+    (| question, causal, rank 0 only)]."""
+    seg = layout.local_segments(rank)
+    a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
+    a0, a1 = layout.anchor_slice(rank)
+    keys = KeySegments().add(k[:, a0:a1], v[:, a0:a1])
+    keys.add(k[:, a : a + c1], v[:, a : a + c1])
+    keys.add(k[:, a + c1 : a + c1 + c2], v[:, a + c1 : a + c1 + c2])
+    if rank == 0:
+        keys.add(k[:, seg.question_start :], v[:, seg.question_start :], diag=0)
+    return keys
+
+
+def host1_keys(k, v, layout: SpavaLayout, rank: int, recv1) -> KeySegments:
+    """Keys of rows [anchor | C_r]: [P_0..P_(r-1) (not for anchor rows) | anchor | C_r]."""
+    seg = layout.local_segments(rank)
+    a, c1 = seg.anchor, seg.chunk1
+    keys = KeySegments()
+    if recv1 is not None:
+        keys.add_passing(recv1, range(0, rank), layout.passing_sizes, row_begin=a)
+    return keys.add(k[:, :a], v[:, :a], diag=0).add(k[:, a : a + c1], v[:, a : a + c1], diag=-a)
+
+
+def host2_keys(k, v, layout: SpavaLayout, rank: int, recv1, recv2) -> KeySegments:
+    """Keys of rows C_(2W-1-r): [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]."""
+    seg = layout.local_segments(rank)
+    a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
+    world = layout.world_size
+    sizes2 = [layout.passing_sizes[layout.num_chunks - 1 - j] for j in range(world)]
+    keys = KeySegments().add_passing(recv1, range(0, world), layout.passing_sizes, row_begin=0)
+    keys.add_passing(recv2, range(rank + 1, world), sizes2, row_begin=0)
+    return keys.add(k[:, :a], v[:, :a]).add(k[:, a + c1 : a + c1 + c2],
+                                            v[:, a + c1 : a + c1 + c2], diag=0)
 
 
 def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
@@ -109,7 +155,14 @@ def spava_attention(
 
     Returns ``[B, L_r, Hq, D]`` in q's dtype: this rank's shard of the output.
     """
-    rank, world = rank_and_world(group)
+    return spava_attention_rank(q, k, v, layout, GroupComm(group, timeout), softmax_scale)
+
+
+def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None) -> torch.Tensor:
+    """The schedule of one rank with an explicit communicator (``comm.rank``, ``comm.world``,
+    ``comm.buffer``, ``comm.all_gather``): :class:`~spava_ext.comm.GroupComm` for real runs,
+    :class:`~spava_ext.comm.SimulatedComm` to time one rank of a W-rank run on one device."""
+    rank, world = comm.rank, comm.world
     _check_inputs(q, k, v, layout, rank, world)
     seg = layout.local_segments(rank)
     a, c1, c2, nq = seg.anchor, seg.chunk1, seg.chunk2, seg.question
@@ -123,33 +176,27 @@ def spava_attention(
         p = cap if layout.passing_len is None else layout.passing_len
         _, send = ops.select_passing(q_question, k, v, [seg.chunk1_start, seg.chunk2_start],
                                      [c1, c2], p, layout.pool_kernel, capacity=cap)
-        recv1 = send.new_empty((world,) + send.shape[1:])  # recv1[j] = P_j
-        recv2 = send.new_empty((world,) + send.shape[1:])  # recv2[j] = P_(2W-1-j)
-        gather1 = all_gather_async(recv1, send[0], group, "passing #1", timeout)
-        gather2 = all_gather_async(recv2, send[1], group, "passing #2", timeout)
+        shape = (world,) + send.shape[1:]
+        recv1 = comm.buffer(shape, send.dtype, send.device, "passing #1")  # recv1[j] = P_j
+        recv2 = comm.buffer(shape, send.dtype, send.device, "passing #2")  # P_(2W-1-j)
+        gather1 = comm.all_gather(recv1, send[0], "passing #1")
+        gather2 = comm.all_gather(recv2, send[1], "passing #2")
 
     # 2  question partial (fp32) over this rank's share of the keys, then gather (out, lse)
-    a0, a1 = layout.anchor_slice(rank)
-    keys = _Keys().add(k[:, a0:a1], v[:, a0:a1])
-    keys.add(k[:, a : a + c1], v[:, a : a + c1]).add(k[:, a + c1 : a + c1 + c2],
-                                                      v[:, a + c1 : a + c1 + c2])
-    if rank == 0:
-        keys.add(k[:, seg.question_start :], v[:, seg.question_start :], diag=0)
+    keys = question_keys(k, v, layout, rank)
     part = q.new_empty(B * nq * Hq * D + B * Hq * nq, dtype=torch.float32)
     part_out = part[: B * nq * Hq * D].view(B, nq, Hq, D)
     part_lse = part[B * nq * Hq * D :].view(B, Hq, nq)
     ops.attn_fwd(q_question, keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
                  out=part_out, lse=part_lse)
-    parts = part.new_empty((world, part.numel()))
-    gather_q = all_gather_async(parts, part, group, "question partials", timeout)
+    parts = comm.buffer((world, part.numel()), part.dtype, part.device, "question partials")
+    gather_q = comm.all_gather(parts, part, "question partials")
 
     # 3  first virtual host: rows [anchor | C_r]
     if a + c1 > 0:
-        keys = _Keys()
         if cap > 0:
             gather1.wait()
-            keys.add_passing(recv1, range(0, rank), layout.passing_sizes, row_begin=a)
-        keys.add(k[:, :a], v[:, :a], diag=0).add(k[:, a : a + c1], v[:, a : a + c1], diag=-a)
+        keys = host1_keys(k, v, layout, rank, recv1 if cap > 0 else None)
         ops.attn_fwd(q[:, : a + c1], keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
                      out=out[:, : a + c1])
 
@@ -157,11 +204,7 @@ def spava_attention(
     if c2 > 0:
         gather1.wait()
         gather2.wait()
-        sizes2 = [layout.passing_sizes[layout.num_chunks - 1 - j] for j in range(world)]
-        keys = _Keys().add_passing(recv1, range(0, world), layout.passing_sizes, row_begin=0)
-        keys.add_passing(recv2, range(rank + 1, world), sizes2, row_begin=0)
-        keys.add(k[:, :a], v[:, :a]).add(k[:, a + c1 : a + c1 + c2], v[:, a + c1 : a + c1 + c2],
-                                         diag=0)
+        keys = host2_keys(k, v, layout, rank, recv1, recv2)
         ops.attn_fwd(q[:, a + c1 : a + c1 + c2], keys.k, keys.v, keys.row_begin, keys.diag,
                      softmax_scale, out=out[:, a + c1 : a + c1 + c2])
 

@@ -1,8 +1,14 @@
 """Collectives used by the per-rank schedule, each with one contract: start now, wait later.
 
-``all_gather_async(out, inp, group)`` starts a gather of every rank's ``inp`` into
-``out[rank]`` and returns a :class:`Pending` handle; ``Pending.wait()`` blocks (with a timeout)
-until the data is in ``out``. With one rank (or no process group) the gather is a local copy.
+A communicator gives the schedule gather buffers (``buffer``) and starts gathers
+(``all_gather``: every rank's ``inp`` lands in ``out[rank]``), returning a :class:`Pending` whose
+``wait()`` blocks, with a timeout, until the data is there.
+
+* :class:`GroupComm` runs on a ``torch.distributed`` group (gloo on CPU, NCCL on GPU); with one
+  rank and no process group the gather is a local copy.
+* :class:`SimulatedComm` plays one rank of a W-rank run on a single device: buffers are filled
+  once with random data (what the other ranks would have sent) and gathers only place this
+  rank's own part, so timings measure the rank's compute alone.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import torch.distributed as dist
 # torch >= 2.14 renamed all_gather_into_tensor (and deprecated the old name).
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
-__all__ = ["Pending", "all_gather_async", "rank_and_world", "default_timeout"]
+__all__ = ["Pending", "GroupComm", "SimulatedComm", "all_gather_async", "rank_and_world",
+           "default_timeout"]
 
 
 def default_timeout() -> timedelta:
@@ -70,3 +77,39 @@ def all_gather_async(
     flat = out.view((-1,) + tuple(inp.shape[1:])) if inp.dim() > 0 else out.view(-1)
     work = _all_gather_single(flat, inp.contiguous(), group=group, async_op=True)
     return Pending(work, what, timeout)
+
+
+class GroupComm:
+    """Gathers over a torch.distributed group (or locally when there is a single rank)."""
+
+    def __init__(self, group: Optional[dist.ProcessGroup] = None,
+                 timeout: Optional[timedelta] = None) -> None:
+        self.group, self.timeout = group, timeout
+        self.rank, self.world = rank_and_world(group)
+
+    def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device,
+               what: str) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str) -> Pending:
+        return all_gather_async(out, inp, self.group, what, self.timeout)
+
+
+class SimulatedComm:
+    """Rank ``rank`` of a ``world``-rank run, simulated on one device (no collectives)."""
+
+    def __init__(self, rank: int, world: int, seed: int = 0) -> None:
+        self.rank, self.world, self.seed = rank, world, seed
+        self._cache: dict = {}
+
+    def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device,
+               what: str) -> torch.Tensor:
+        key = (tuple(shape), dtype, str(device), what)
+        if key not in self._cache:  # random "received" data, made once per buffer kind
+            g = torch.Generator().manual_seed(self.seed + len(self._cache))
+            self._cache[key] = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+        return self._cache[key]
+
+    def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str) -> Pending:
+        out[self.rank].copy_(inp)
+        return Pending(None, what, default_timeout())

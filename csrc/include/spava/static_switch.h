@@ -27,6 +27,23 @@
     throw std::invalid_argument("spava: unknown dtype");              \
   }()
 
+// The same for kernels that take only 16-bit inputs.
+#define SPAVA_HALF_DTYPE_SWITCH(DTYPE, TYPE_NAME, ...)                     \
+  [&] {                                                                    \
+    switch (DTYPE) {                                                       \
+      case ::spava::DType::kBFloat16: {                                    \
+        using TYPE_NAME = ::cutlass::bfloat16_t;                           \
+        return __VA_ARGS__();                                              \
+      }                                                                    \
+      case ::spava::DType::kFloat16: {                                     \
+        using TYPE_NAME = ::cutlass::half_t;                               \
+        return __VA_ARGS__();                                              \
+      }                                                                    \
+      default: break;                                                      \
+    }                                                                      \
+    throw std::invalid_argument("spava: this kernel takes bf16 or fp16");  \
+  }()
+
 #define SPAVA_BOOL_SWITCH(COND, CONST_NAME, ...) \
   [&] {                                          \
     if (COND) {                                  \

@@ -1,0 +1,211 @@
+"""Kernel benchmarks on the per-rank work of Spava, side by side with the baselines.
+
+Workload (issue "CUDA kernels v1"): the work of one rank of W = 8 at n = 131072 context tokens
+(anchor included) + 64 question tokens, the paper's anchor / passing lengths (a = 2048,
+p = 1024, chunks of 8064), heads of Qwen2.5-VL-7B (28 q / 4 kv, D = 128), also D = 64 and
+Qwen2.5-VL-3B heads (16 / 2). Per call of attn_fwd (first virtual host, second virtual host,
+question partial) it times:
+
+* spava attn_fwd (keys read in place from the segments),
+* FlexAttention with the same mask (keys concatenated beforehand, block mask prebuilt: neither
+  is timed),
+
+and once per head configuration dense causal SDPA on the full sequence (cuDNN and flash
+backends). TFLOP/s count allowed (unmasked) query-key pairs only: 4 * pairs * D * Hq.
+It also times select_passing (bytes/s against the device copy bandwidth), merge_states, and the
+whole per-rank spava_attention of every rank with received passing blocks synthesised.
+
+    python benchmarks/bench_kernels.py [--quick] [--no-flex]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import copy_bandwidth_gbs, gpu_time, write_result  # noqa: E402
+
+from spava_ext import SpavaLayout, ops  # noqa: E402
+from spava_ext.attention import (host1_keys, host2_keys, question_keys,  # noqa: E402
+                                 spava_attention_rank)
+from spava_ext.comm import SimulatedComm  # noqa: E402
+
+HEADS = {"qwen2.5-vl-7b": (28, 4, 128), "qwen2.5-vl-7b-d64": (28, 4, 64),
+         "qwen2.5-vl-3b": (16, 2, 128)}
+
+
+def tflops(pairs: int, D: int, Hq: int, ms: float) -> float:
+    return 4 * pairs * D * Hq / (ms * 1e-3) / 1e12
+
+
+def rank_tensors(layout: SpavaLayout, rank: int, Hq: int, Hkv: int, D: int, dtype, seed=0):
+    """Random local q, k, v of ``rank`` and synthesised receive buffers (B = 1)."""
+    g = torch.Generator(device="cuda").manual_seed(seed + rank)
+    n = layout.local_len(rank)
+    q = torch.randn(1, n, Hq, D, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(1, n, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(1, n, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    shape = (layout.world_size, layout.passing_cap, 2, 1, Hkv, D)
+    recv1 = torch.randn(shape, device="cuda", dtype=dtype, generator=g)
+    recv2 = torch.randn(shape, device="cuda", dtype=dtype, generator=g)
+    return q, k, v, recv1, recv2
+
+
+def attn_calls(layout: SpavaLayout, rank: int, q, k, v, recv1, recv2):
+    """The three attn_fwd calls of the rank: (name, query rows, KeySegments)."""
+    s = layout.local_segments(rank)
+    return [("host1", q[:, : s.anchor + s.chunk1], host1_keys(k, v, layout, rank, recv1)),
+            ("host2", q[:, s.chunk2_start: s.question_start],
+             host2_keys(k, v, layout, rank, recv1, recv2)),
+            ("question", q[:, s.question_start:], question_keys(k, v, layout, rank))]
+
+
+def flex_runner(qr, keys, scale):
+    """FlexAttention over the concatenated segments with the same visibility rule."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    kk = torch.cat(keys.k, dim=1).transpose(1, 2).contiguous()
+    vv = torch.cat(keys.v, dim=1).transpose(1, 2).contiguous()
+    qq = qr.transpose(1, 2).contiguous()
+    lens = [t.shape[1] for t in keys.k]
+    start = torch.repeat_interleave(
+        torch.tensor([sum(lens[:i]) for i in range(len(lens))]), torch.tensor(lens)).cuda()
+    rb = torch.repeat_interleave(torch.tensor(keys.row_begin), torch.tensor(lens)).cuda()
+    dg = torch.repeat_interleave(torch.tensor([min(d, 2**30) for d in keys.diag]),
+                                 torch.tensor(lens)).cuda()
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (q_idx >= rb[kv_idx]) & (kv_idx - start[kv_idx] <= q_idx + dg[kv_idx])
+
+    block_mask = create_block_mask(mask_mod, None, None, qq.shape[2], kk.shape[2], device="cuda")
+    compiled = torch.compile(flex_attention, dynamic=False)
+    return lambda: compiled(qq, kk, vv, block_mask=block_mask, scale=scale, enable_gqa=True)
+
+
+def dense_sdpa(L: int, Hq: int, Hkv: int, D: int, dtype, repeats: int) -> dict:
+    q = torch.randn(1, Hq, L, D, device="cuda", dtype=dtype)
+    k = torch.randn(1, Hkv, L, D, device="cuda", dtype=dtype)
+    v = torch.randn(1, Hkv, L, D, device="cuda", dtype=dtype)
+    pairs = L * (L + 1) // 2
+    out = {}
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION),
+                          ("flash", SDPBackend.FLASH_ATTENTION)):
+        try:
+            with sdpa_kernel(backend):
+                def run():
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                          enable_gqa=True)
+                t = gpu_time(run, warmup=1, repeats=repeats)
+        except RuntimeError as e:  # a backend that refuses the shape
+            out[name] = {"error": str(e).splitlines()[0]}
+            continue
+        out[name] = {**t, "tflops": tflops(pairs, D, Hq, t["ms"])}
+    return out
+
+
+def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
+    sets = [rank_tensors(layout, rank, Hq, Hkv, D, dtype, seed=100 * i)[:3] for i in range(4)]
+    s = layout.local_segments(rank)
+    p, cap = layout.passing_len, layout.passing_cap
+    args = [(q[:, s.question_start:], k, v) for q, k, v in sets]
+    idx = torch.empty(2, 1, Hkv, cap, dtype=torch.long, device="cuda")
+    kv = torch.empty(2, cap, 2, 1, Hkv, D, dtype=dtype, device="cuda")
+
+    def run(qq, k, v):
+        ops.select_passing(qq, k, v, [s.chunk1_start, s.chunk2_start], [s.chunk1, s.chunk2], p,
+                           layout.pool_kernel, indices=idx, kv=kv)
+
+    t = gpu_time(run, args, warmup=3, repeats=30)
+    el = torch.finfo(dtype).bits // 8
+    m = [min(p, s.chunk1), min(p, s.chunk2)]
+    nbytes = ((s.chunk1 + s.chunk2) * Hkv * D * el  # keys scored
+              + s.question * Hq * D * el  # question rows
+              + sum(m) * 2 * Hkv * D * el  # kept K/V rows read
+              + 2 * cap * 2 * Hkv * D * el + 2 * Hkv * cap * 8)  # send buffer + indices
+    gbs = nbytes / (t["ms"] * 1e-3) / 1e9
+    return {**t, "bytes": nbytes, "gb_s": gbs, "fraction_of_copy": gbs / copy_gbs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=131072, help="context tokens (anchor included)")
+    parser.add_argument("--question", type=int, default=64)
+    parser.add_argument("--world", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, D128 7B only")
+    parser.add_argument("--no-flex", action="store_true")
+    parser.add_argument("--no-dense", action="store_true")
+    args = parser.parse_args()
+    dtype = torch.bfloat16
+    reps = 5 if args.quick else 20
+    layout = SpavaLayout.auto(args.n + args.question, args.question, args.world)
+    copy_gbs = copy_bandwidth_gbs()
+    result = {"layout": repr(layout), "copy_gb_s": copy_gbs, "workloads": {}}
+    table = []
+    heads = {"qwen2.5-vl-7b": HEADS["qwen2.5-vl-7b"]} if args.quick else HEADS
+    for wname, (Hq, Hkv, D) in heads.items():
+        w = {"heads_q": Hq, "heads_kv": Hkv, "head_dim": D, "calls": [], "layer": []}
+        scale = D ** -0.5
+        for rank in (0, args.world - 1):
+            q, k, v, recv1, recv2 = rank_tensors(layout, rank, Hq, Hkv, D, dtype)
+            for name, qr, keys in attn_calls(layout, rank, q, k, v, recv1, recv2):
+                pairs = keys.pairs(qr.shape[1])
+                out = torch.empty_like(qr)
+                lse = torch.empty(1, Hq, qr.shape[1], device="cuda")
+                t = gpu_time(lambda: ops.attn_fwd(qr, keys.k, keys.v, keys.row_begin, keys.diag,
+                                                  out=out, lse=lse), warmup=3, repeats=reps)
+                entry = {"rank": rank, "call": name, "rows": qr.shape[1], "pairs": pairs,
+                         "spava": {**t, "tflops": tflops(pairs, D, Hq, t["ms"])}}
+                want_flex = not args.no_flex and wname == "qwen2.5-vl-7b" and name != "question"
+                if want_flex:
+                    try:
+                        tf = gpu_time(flex_runner(qr, keys, scale), warmup=2, repeats=reps)
+                        entry["flex"] = {**tf, "tflops": tflops(pairs, D, Hq, tf["ms"])}
+                    except Exception as e:  # report, don't hide
+                        entry["flex"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+                w["calls"].append(entry)
+                flex = entry.get("flex", {}).get("tflops")
+                table.append(f"{wname:<18} r{rank} {name:<8} {qr.shape[1]:>6} rows "
+                             f"{t['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f} TF/s"
+                             + (f"   flex {flex:>6.0f} TF/s" if flex else ""))
+        for rank in range(args.world):
+            q, k, v, _, _ = rank_tensors(layout, rank, Hq, Hkv, D, dtype)
+            comm = SimulatedComm(rank, args.world)
+            t = gpu_time(lambda: spava_attention_rank(q, k, v, layout, comm), warmup=3,
+                         repeats=reps)
+            w["layer"].append({"rank": rank, **t})
+        crit = max(x["ms"] for x in w["layer"])
+        table.append(f"{wname:<18} whole per-rank layer: max over ranks {crit:.3f} ms "
+                     f"(rank {max(w['layer'], key=lambda x: x['ms'])['rank']})")
+        w["select_passing"] = bench_select(layout, args.world - 1, Hq, Hkv, D, dtype, copy_gbs)
+        sp = w["select_passing"]
+        table.append(f"{wname:<18} select_passing {sp['ms'] * 1e3:8.1f} us "
+                     f"{sp['gb_s']:7.0f} GB/s = {100 * sp['fraction_of_copy']:.0f}% of copy")
+        if not args.no_dense:
+            w["dense"] = dense_sdpa(layout.seq_len, Hq, Hkv, D, dtype, repeats=3)
+            for b, r in w["dense"].items():
+                table.append(f"{wname:<18} dense causal SDPA {b:<6} "
+                             + (f"{r['ms']:9.1f} ms {r['tflops']:6.0f} TF/s" if "ms" in r
+                                else r["error"]))
+        result["workloads"][wname] = w
+    outs = torch.randn(args.world, 1, args.question, 28, 128, device="cuda")
+    lses = torch.randn(args.world, 1, 28, args.question, device="cuda")
+    dst = torch.empty(1, args.question, 28, 128, device="cuda", dtype=dtype)
+    tm = gpu_time(lambda: ops.merge_states(outs, lses, out=dst), repeats=50)
+    result["merge_states"] = tm
+    table.append(f"merge_states W={args.world}, 64 rows x 28 heads: {tm['ms'] * 1e3:.1f} us")
+    path = write_result("kernels", result)
+    print(f"copy bandwidth {copy_gbs:.0f} GB/s; {layout}")
+    print("\n".join(table))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+// run_attn_fwd: runtime (dtype, head dim) -> the compiled instantiation.
+#include <string>
+
+#include "attn_fwd/attn_fwd.h"
+#include "spava/static_switch.h"
+
+namespace spava {
+
+const int kAttnFwdHeadDims[] = {
+#ifndef SPAVA_DISABLE_HDIM64
+    64,
+#endif
+#ifndef SPAVA_DISABLE_HDIM80
+    80,
+#endif
+#ifndef SPAVA_DISABLE_HDIM128
+    128,
+#endif
+};
+const int kNumAttnFwdHeadDims = sizeof(kAttnFwdHeadDims) / sizeof(int);
+
+namespace {
+
+template <typename T>
+void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream) {
+  switch (params.head_dim) {
+#ifndef SPAVA_DISABLE_HDIM64
+    case 64: return run_attn_fwd_sm90_<T, 64>(params, stream);
+#endif
+#ifndef SPAVA_DISABLE_HDIM80
+    case 80: return run_attn_fwd_sm90_<T, 80>(params, stream);
+#endif
+#ifndef SPAVA_DISABLE_HDIM128
+    case 128: return run_attn_fwd_sm90_<T, 128>(params, stream);
+#endif
+    default: break;
+  }
+  throw std::invalid_argument("spava::attn_fwd: head dim " + std::to_string(params.head_dim) +
+                              " is not compiled in this build");
+}
+
+}  // namespace
+
+void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream) {
+  switch (params.dtype) {
+    case DType::kBFloat16: return run_for_dtype<cutlass::bfloat16_t>(params, stream);
+    case DType::kFloat16: return run_for_dtype<cutlass::half_t>(params, stream);
+    default: break;
+  }
+  throw std::invalid_argument("spava::attn_fwd: CUDA kernels take bf16 or fp16 inputs");
+}
+
+}  // namespace spava

@@ -1,0 +1,64 @@
+// Tile sizes and shared-memory layouts of attn_fwd (sm90 path), per head dim.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/arch/mma_sm90.hpp>
+
+namespace spava::attn {
+
+using namespace cute;
+
+// Largest K-major GMMA swizzle atom whose width divides the head dim (128B for D % 64 == 0,
+// 32B for D = 80).
+template <typename T, int kHeadDim>
+constexpr auto k_major_smem_atom() {
+  if constexpr (kHeadDim % 64 == 0) {
+    return GMMA::Layout_K_SW128_Atom<T>{};
+  } else if constexpr (kHeadDim % 32 == 0) {
+    return GMMA::Layout_K_SW64_Atom<T>{};
+  } else {
+    static_assert(kHeadDim % 16 == 0, "head dim must be a multiple of 16");
+    return GMMA::Layout_K_SW32_Atom<T>{};
+  }
+}
+
+// v1 (non-warp-specialised): 2 warpgroups, each owns 64 query rows; both load K/V with cp.async
+// one tile ahead (2 stages). 128 x 128 tiles: smem 160 KB at D = 128 (one CTA per SM).
+template <typename T, int kHeadDim_>
+struct Sm90Config {
+  using Element = T;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 128;
+  static constexpr int kBlockN = 128;
+  static constexpr int kStages = 2;
+  static constexpr int kWarpGroups = kBlockM / 64;
+  static constexpr int kThreads = kWarpGroups * 128;
+
+  using AtomLayout = Layout<Shape<Int<kWarpGroups>, _1, _1>>;
+  using MmaQK = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(),
+      AtomLayout{}));
+  using MmaPV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<T, T, float, Shape<_64, Int<kHeadDim>, Int<kBlockN>>, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      AtomLayout{}));
+
+  using SmemAtom = decltype(k_major_smem_atom<T, kHeadDim>());
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  using SmemLayoutKV = decltype(tile_to_shape(
+      SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
+  // V read as the B operand of P.V: (d, key, stage), the same bytes viewed MN-major.
+  using SmemLayoutVt = decltype(composition(
+      SmemLayoutKV{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
+                                          Step<_2, _1, _3>{})));
+
+  struct SharedStorage {
+    alignas(1024) T q[cosize_v<SmemLayoutQ>];
+    alignas(1024) T k[cosize_v<SmemLayoutKV>];
+    alignas(1024) T v[cosize_v<SmemLayoutKV>];
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+};
+
+}  // namespace spava::attn

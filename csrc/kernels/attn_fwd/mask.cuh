@@ -1,0 +1,36 @@
+// The block structure of attn_fwd as one mask policy: which key tiles a query tile visits
+// (trip counts) and which elements of a visited tile are masked.
+//
+// Visibility (params.h): key j of segment s is seen by query row i iff
+//     i >= s.row_begin  &&  j <= i + s.diag  &&  j < s.len.
+// This one rule expresses every block of Spava: full segments (passing blocks seen by context
+// rows, the anchor seen by chunk rows), causal segments (anchor rows over the anchor, a chunk
+// over itself, with diag = -a when the query rows start a rows before the chunk), and
+// "anchor rows skip passing blocks" (row_begin = a).
+#pragma once
+
+#include "spava/params.h"
+
+namespace spava::attn {
+
+struct SegmentMask {
+  // Key tiles of `seg` that some row of [m0, m_last] may see (0 if none).
+  template <int kBlockN>
+  static __device__ __forceinline__ int trip_count(const KvSegment& seg, int m0, int m_last) {
+    if (m_last < seg.row_begin) return 0;
+    const int n_end = min(seg.len, m_last + seg.diag + 1);  // keys [0, n_end) may be seen
+    return n_end <= 0 ? 0 : (n_end + kBlockN - 1) / kBlockN;
+  }
+
+  // True when every (row, key) of the tile is visible: no element mask needed.
+  template <int kBlockM, int kBlockN>
+  static __device__ __forceinline__ bool tile_is_full(const KvSegment& seg, int m0, int n0) {
+    return m0 >= seg.row_begin && n0 + kBlockN - 1 <= m0 + seg.diag && n0 + kBlockN <= seg.len;
+  }
+
+  static __device__ __forceinline__ bool visible(const KvSegment& seg, int row, int key) {
+    return row >= seg.row_begin && key <= row + seg.diag && key < seg.len;
+  }
+};
+
+}  // namespace spava::attn

@@ -1,0 +1,82 @@
+// CUDA glue of spava::select_passing: checks -> workspaces -> SelectPassingParams -> launch.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+
+#include "checks.h"
+#include "cuda_checks.h"
+#include "dtype_map.h"
+#include "ops.h"
+#include "select_passing/select_passing.h"
+
+namespace spava {
+
+void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
+                         int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
+                         const at::Tensor& kv) {
+  const SelectPassingDims d = check_select_passing(q, k, v, chunk_starts, chunk_lens, passing_len,
+                                                   pool_kernel, indices, kv);
+  SPAVA_CHECK_TYPE(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
+                   "select_passing", "CUDA kernels take bf16 or fp16 q/k/v, got ",
+                   q.scalar_type());
+  SPAVA_CHECK_VALUE(d.num_chunks <= kMaxSelectChunks, "select_passing", "at most ",
+                    kMaxSelectChunks, " chunks per call on CUDA, got ", d.num_chunks);
+  SPAVA_CHECK_VALUE(d.head_dim % 8 == 0 && d.head_dim <= 512, "select_passing",
+                    "CUDA needs head_dim % 8 == 0 and <= 512, got ", d.head_dim);
+  int64_t max_len = 0;
+  bool selects = false;  // some chunk keeps fewer keys than it has
+  for (int64_t c = 0; c < d.num_chunks; ++c) {
+    max_len = std::max(max_len, chunk_lens[c]);
+    selects |= passing_len < chunk_lens[c];
+  }
+  SPAVA_CHECK_VALUE(max_len < (int64_t(1) << 31) && d.kv_len < (int64_t(1) << 31),
+                    "select_passing", "sequence of ", d.kv_len, " rows is too long");
+  SPAVA_CHECK_VALUE(!selects || d.capacity <= 32768, "select_passing",
+                    "capacity ", d.capacity, " > 32768 is not supported on CUDA");
+  check_rows_aligned("select_passing", "k", k);
+  check_rows_aligned("select_passing", "v", v);
+  const c10::cuda::CUDAGuard guard(q.device());
+
+  const auto f32 = q.options().dtype(at::kFloat);
+  const at::Tensor qsum = at::empty({d.batch, d.heads_kv, d.head_dim}, f32);
+  const at::Tensor scores = at::empty({d.num_chunks * d.batch * d.heads_kv, max_len}, f32);
+
+  SelectPassingParams p{};
+  p.q = q.const_data_ptr();
+  p.q_batch_stride = q.stride(0);
+  p.q_row_stride = q.stride(1);
+  p.q_head_stride = q.stride(2);
+  p.k = k.const_data_ptr();
+  p.v = v.const_data_ptr();
+  p.k_batch_stride = k.stride(0);
+  p.k_row_stride = k.stride(1);
+  p.k_head_stride = k.stride(2);
+  p.v_batch_stride = v.stride(0);
+  p.v_row_stride = v.stride(1);
+  p.v_head_stride = v.stride(2);
+  p.qsum = qsum.mutable_data_ptr<float>();
+  p.scores = scores.mutable_data_ptr<float>();
+  p.score_stride = max_len;
+  p.indices = indices.mutable_data_ptr<int64_t>();
+  p.kv = kv.mutable_data_ptr();
+  p.batch = int(d.batch);
+  p.q_len = int(d.q_len);
+  p.heads_q = int(d.heads_q);
+  p.heads_kv = int(d.heads_kv);
+  p.head_dim = int(d.head_dim);
+  p.num_chunks = int(d.num_chunks);
+  p.capacity = int(d.capacity);
+  p.passing_len = int(std::min<int64_t>(passing_len, int64_t(1) << 30));
+  p.pool_kernel = int(pool_kernel);
+  for (int64_t c = 0; c < d.num_chunks; ++c) {
+    p.chunk_start[c] = int(chunk_starts[c]);
+    p.chunk_len[c] = int(chunk_lens[c]);
+  }
+  p.dtype = to_dtype(q.scalar_type());
+  run_select_passing(p, c10::cuda::getCurrentCUDAStream());
+}
+
+}  // namespace spava

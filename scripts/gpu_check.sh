@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU box routine (device tool): build from source, GPU tests, sanitizers, benchmarks, and a
+# short table at the end. Logs go to $OUT (the device tool brings them back).
+#   bash scripts/gpu_check.sh [all|build|test|sanitize|bench|quick]     (default: all)
+# Needs the nvidia-cutlass 4.2.0.0 wheel in .whl/ (carried: `pip download --no-deps
+# nvidia-cutlass==4.2.0.0 -d .whl`). Set SPAVA_COMMIT to record the commit in the results.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-all}
+OUT=${OUT:-/tmp/spava_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+summary=()
+
+step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, remember the outcome
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  summary+=("$(printf '%-10s rc=%-3s %4ss  %s' "$name" "$rc" $((SECONDS - t0)) "$(tail -n 1 "$OUT/$name.log")")")
+  return $rc
+}
+
+build() {
+  if [ -z "${SPAVA_CUTLASS_INCLUDE_DIR:-}" ]; then
+    python3 -m zipfile -e .whl/nvidia_cutlass-4.2.0.0-py3-none-any.whl /tmp/cutlass
+    export SPAVA_CUTLASS_INCLUDE_DIR=/tmp/cutlass/cutlass_library/source/include
+  fi
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv >"$OUT/gpu.txt"
+  step build 900 python3 setup.py build_ext --inplace
+}
+
+gpu_tests() {
+  step tests 600 python3 -m pytest -q -x tests/test_cuda.py tests/test_ops.py tests/test_opcheck.py \
+    tests/test_reference.py
+}
+
+sanitize() {
+  step memcheck 600 compute-sanitizer --tool memcheck --error-exitcode 1 \
+    python3 scripts/sanitize_case.py all
+  step racecheck 600 compute-sanitizer --tool racecheck --error-exitcode 1 \
+    python3 scripts/sanitize_case.py attn
+}
+
+sass() {  # resource usage and instruction mix of the attention kernel
+  local so
+  so=$(ls python/spava_ext/_C*.so | head -n 1)
+  cuobjdump --dump-resource-usage "$so" >"$OUT/resource_usage.txt" 2>&1
+  cuobjdump --dump-sass "$so" 2>/dev/null | grep -oE '(HGMMA|HMMA|LDGSTS|UTMALDG|LDL|STL)[^ ]*' \
+    | sort | uniq -c | sort -rn | head -20 >"$OUT/sass_mix.txt"
+}
+
+case $MODE in
+  build) build ;;
+  test) build && gpu_tests ;;
+  sanitize) build && sanitize ;;
+  bench) build && step bench 900 python3 benchmarks/bench_kernels.py ;;
+  quick) build && gpu_tests; sass; step bench 600 python3 benchmarks/bench_kernels.py --quick ;;
+  all) build && { gpu_tests; sanitize; sass; step bench 900 python3 benchmarks/bench_kernels.py; } ;;
+esac
+
+echo "==== spava gpu_check ($MODE) on $(head -n 2 "$OUT/gpu.txt" 2>/dev/null | tail -n 1)"
+for line in "${summary[@]}"; do echo "$line"; done
+[ -f "$OUT/bench.log" ] && grep -E "TF/s|us |ms " "$OUT/bench.log" | head -40
+[ -f "$OUT/sass_mix.txt" ] && head -8 "$OUT/sass_mix.txt"
+exit 0

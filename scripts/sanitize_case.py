@@ -1,0 +1,51 @@
+"""Small cases for compute-sanitizer (memcheck / racecheck) on every CUDA kernel.
+
+    compute-sanitizer --tool memcheck python3 scripts/sanitize_case.py all
+    compute-sanitizer --tool racecheck python3 scripts/sanitize_case.py attn
+"""
+
+import sys
+
+import torch
+
+import spava_ext
+from spava_ext import SpavaLayout, ops
+
+
+def attn() -> None:
+    for D in ops.build_info()["attn_fwd_head_dims"]:
+        q = torch.randn(1, 150, 4, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, 200, 2, D, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        ops.attn_fwd(q, [k[:, :37], k[:, 37:]], [v[:, :37], v[:, 37:]], [20, 0], [ops.FULL, -5])
+    torch.cuda.synchronize()
+
+
+def select() -> None:
+    q = torch.randn(1, 7, 8, 64, device="cuda", dtype=torch.half)
+    k = torch.randn(1, 500, 2, 64, device="cuda", dtype=torch.half)
+    ops.select_passing(q, k, k, [3, 250], [240, 249], 30, 5)
+    torch.cuda.synchronize()
+
+
+def merge() -> None:
+    outs = torch.randn(3, 1, 5, 4, 64, device="cuda")
+    ops.merge_states(outs, torch.randn(3, 1, 4, 5, device="cuda"))
+    torch.cuda.synchronize()
+
+
+def layer() -> None:
+    D = ops.build_info()["attn_fwd_head_dims"][-1]
+    layout = SpavaLayout(700, 64, 9, 1, 50)
+    q = torch.randn(1, 700, 4, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 700, 2, D, device="cuda", dtype=torch.bfloat16)
+    spava_ext.spava_attention(q, k, k, layout)
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    for name, fn in (("attn", attn), ("select", select), ("merge", merge), ("layer", layer)):
+        if which in (name, "all"):
+            fn()
+            print(f"{name}: ok")

@@ -1,0 +1,149 @@
+"""CUDA kernels against reference.py: every compiled dtype x head dim x GQA ratio, irregular
+segments, and the whole single-GPU schedule. Skipped cleanly without a GPU."""
+
+import pytest
+import torch
+
+import spava_ext
+from spava_ext import SpavaLayout, ops, reference
+from utils import HAS_CUDA, assert_attn_close, grid_inputs
+
+pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+FULL = ops.FULL
+HEAD_DIMS = ops.build_info().get("attn_fwd_head_dims", [])
+DTYPES = [torch.bfloat16, torch.float16]
+
+
+def spava_like_segments(Lq_anchor, Lq_chunk, Hkv, D, dtype, npass=3, cap=37, seed=0):
+    """Rows [anchor | chunk] x [P_0..P_(npass-1) (strided views of a packed buffer) | anchor |
+    chunk], as step 3 of the schedule builds them, with lengths that are not tile multiples."""
+    g = torch.Generator().manual_seed(seed)
+    B = 2
+    packed = torch.randn(npass * cap, 2, B, Hkv, D, generator=g).to("cuda", dtype)
+    anchor_k, anchor_v, chunk_k, chunk_v = (
+        torch.randn(B, n, Hkv, D, generator=g).to("cuda", dtype)
+        for n in (Lq_anchor, Lq_anchor, Lq_chunk, Lq_chunk))
+    ks = [packed[:2 * cap, 0].transpose(0, 1), packed[2 * cap: 2 * cap + 29, 0].transpose(0, 1),
+          anchor_k, chunk_k]
+    vs = [packed[:2 * cap, 1].transpose(0, 1), packed[2 * cap: 2 * cap + 29, 1].transpose(0, 1),
+          anchor_v, chunk_v]
+    a = Lq_anchor
+    return ks, vs, [a, a, 0, 0], [FULL, FULL, 0, -a]
+
+
+@pytest.mark.parametrize("D", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("Hq,Hkv", [(4, 4), (4, 2), (14, 2), (16, 2)])
+def test_attn_fwd_cuda_matches_reference(D, dtype, Hq, Hkv):
+    a, c = 150, 333  # anchor and chunk rows: neither is a multiple of the 128-row tile
+    ks, vs, rb, dg = spava_like_segments(a, c, Hkv, D, dtype, seed=D + Hq)
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, a + c, Hq, D, generator=g).to("cuda", dtype)
+    out, lse = ops.attn_fwd(q, ks, vs, rb, dg)
+    ref, ref_lse = reference.attn_fwd(q, ks, vs, rb, dg)
+    low, _ = reference.attn_fwd(q, ks, vs, rb, dg, upcast=False)
+    assert_attn_close(f"D{D} {dtype} {Hq}/{Hkv}", out, ref, low)
+    assert (lse.cpu() - ref_lse.cpu()).abs().max() < 1e-2
+
+
+CASES = {  # (Lq, [(Ls, row_begin, diag)], Hq, Hkv)
+    "one_query_row": (1, [(1013, 0, FULL), (1, 0, 0)], 8, 2),
+    "question_partial_gqa7": (64, [(700, 0, FULL), (517, 0, FULL), (64, 0, 0)], 28, 4),
+    "rows_without_keys": (200, [(60, 150, FULL), (40, 0, -170)], 4, 4),
+    "no_segments": (70, [], 2, 2),
+    "tiny_segments": (17, [(1, 0, FULL), (13, 0, 0), (17, 3, -2)], 2, 1),
+    "gqa8_long_causal": (1500, [(1500, 0, 0)], 16, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_attn_fwd_cuda_edge_cases(case):
+    Lq, segs, Hq, Hkv = CASES[case]
+    g = torch.Generator().manual_seed(3)
+    for D in HEAD_DIMS:
+        for dtype in DTYPES:
+            q = torch.randn(1, Lq, Hq, D, generator=g).to("cuda", dtype)
+            ks = [torch.randn(1, n, Hkv, D, generator=g).to("cuda", dtype) for n, _, _ in segs]
+            vs = [torch.randn(1, n, Hkv, D, generator=g).to("cuda", dtype) for n, _, _ in segs]
+            rb, dg = [s[1] for s in segs], [s[2] for s in segs]
+            out = torch.full_like(q, float("nan"))  # poison: every element must be written
+            lse = torch.full((1, Hq, Lq), float("nan"), device="cuda")
+            ops.attn_fwd(q, ks, vs, rb, dg, out=out, lse=lse)
+            ref, ref_lse = reference.attn_fwd(q, ks, vs, rb, dg)
+            low, _ = reference.attn_fwd(q, ks, vs, rb, dg, upcast=False)
+            assert_attn_close(f"{case} D{D} {dtype}", out, ref, low)
+            assert torch.equal(torch.isneginf(lse.cpu()), torch.isneginf(ref_lse))
+            fin = ~torch.isneginf(ref_lse)
+            if fin.any():
+                assert (lse.cpu()[fin] - ref_lse[fin]).abs().max() < 1e-2
+
+
+def test_attn_fwd_cuda_fp32_out_and_scale():
+    D = HEAD_DIMS[-1]
+    ks, vs, rb, dg = spava_like_segments(40, 90, 2, D, torch.bfloat16)
+    q = torch.randn(2, 130, 6, D, device="cuda", dtype=torch.bfloat16)
+    out, lse = ops.attn_fwd(q, ks, vs, rb, dg, softmax_scale=0.05, out_dtype=torch.float32)
+    ref, ref_lse = reference.attn_fwd(q, ks, vs, rb, dg, softmax_scale=0.05)
+    low, _ = reference.attn_fwd(q, ks, vs, rb, dg, softmax_scale=0.05, upcast=False)
+    assert out.dtype == torch.float32
+    assert_attn_close("fp32 out", out, ref, low)
+
+
+def test_attn_fwd_cuda_errors():
+    q = torch.randn(1, 8, 2, 96, device="cuda", dtype=torch.bfloat16)
+    if 96 not in HEAD_DIMS:
+        with pytest.raises(ValueError, match="head dim 96 is not compiled"):
+            ops.attn_fwd(q, [q[:, :, :1]], [q[:, :, :1]], [0], [0])
+    q = torch.randn(1, 8, 2, 64, device="cuda", dtype=torch.float32)
+    with pytest.raises(TypeError, match="bf16 or fp16"):
+        ops.attn_fwd(q, [q], [q], [0], [0])
+
+
+# ---------------------------------------------------------------------------------- select
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("Hq,Hkv,D,nq", [(7, 1, 64, 3), (28, 4, 128, 64), (16, 2, 80, 1)])
+def test_select_passing_cuda_equals_reference(dtype, Hq, Hkv, D, nq):
+    q, k, v = grid_inputs(2, 3000, Hq, Hkv, D, dtype=dtype, seed=D, device="cuda")
+    starts, lens = [5, 1700, 2990], [1695, 1290, 0]
+    for p, pool in [(128, 5), (1000, 3), (2000, 1)]:
+        idx, kv = ops.select_passing(q[:, -nq:], k, v, starts, lens, p, pool)
+        ref_idx, ref_kv = reference.select_passing(q[:, -nq:].cpu(), k.cpu(), v.cpu(), starts,
+                                                   lens, p, pool)
+        assert torch.equal(idx.cpu(), ref_idx), (p, pool)
+        assert torch.equal(kv.cpu(), ref_kv), (p, pool)
+        idx2, kv2 = ops.select_passing(q[:, -nq:], k, v, starts, lens, p, pool)
+        assert torch.equal(idx, idx2) and torch.equal(kv, kv2)  # same input, same bytes
+
+
+def test_select_passing_cuda_long_chunk():
+    """A 64K-token chunk and p = 8192 (smoothed scores no longer fit in shared memory)."""
+    q, k, v = grid_inputs(1, 65536 + 64, 8, 2, 128, dtype=torch.bfloat16, seed=9, device="cuda")
+    starts, lens = [0], [65536]
+    idx, kv = ops.select_passing(q[:, -64:], k, v, starts, lens, 8192, 5)
+    ref_idx, ref_kv = reference.select_passing(q[:, -64:].cpu(), k.cpu(), v.cpu(), starts, lens,
+                                               8192, 5)
+    assert torch.equal(idx.cpu(), ref_idx) and torch.equal(kv.cpu(), ref_kv)
+
+
+def test_merge_states_cuda_in_place_rows():
+    outs = torch.randn(4, 1, 9, 3, 64, device="cuda")
+    lses = torch.randn(4, 1, 3, 9, device="cuda")
+    big = torch.zeros(1, 20, 3, 64, device="cuda", dtype=torch.bfloat16)
+    ops.merge_states(outs, lses, out=big[:, 11:])
+    ref, _ = reference.merge_states(outs.cpu(), lses.cpu())
+    assert_attn_close("merge", big[:, 11:], ref, eps=1e-2)
+
+
+# ---------------------------------------------------------------------------------- schedule
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [64, None])
+def test_spava_attention_cuda_single_rank(dtype, p):
+    D = HEAD_DIMS[-1]
+    L, a, nq = 2100, 300, 40
+    q, k, v = grid_inputs(1, L, 14, 2, D, dtype=dtype, seed=11, device="cuda")
+    layout = SpavaLayout(L, a, nq, 1, p)
+    out = spava_ext.spava_attention(q, k, v, layout)
+    ref = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout)
+    low = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout, upcast=False)
+    assert_attn_close(f"spava W=1 p={p}", out, ref, low)
