@@ -24,7 +24,7 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
   const int smem = sel_bytes + int(sizeof(float)) * p.smem_scores;
 
   SPAVA_HALF_DTYPE_SWITCH(p.dtype, T, [&] {
-    qsum_kernel<T><<<dim3(p.heads_kv, p.batch), std::max(32, p.head_dim), 0, stream>>>(p);
+    qsum_kernel<T><<<dim3(p.heads_kv, p.batch), kQsumThreads, 0, stream>>>(p);
     SPAVA_CUDA_CHECK(cudaGetLastError());
     if (max_len > 0) {
       const dim3 grid((max_len + kScoreRowsPerBlock - 1) / kScoreRowsPerBlock, items);

@@ -20,18 +20,38 @@ constexpr int kScoreRowsPerBlock = 256;
 constexpr int kSelectThreads = 512;
 
 // ---------------------------------------------------------------------------- (1) qsum
-// grid (h_kv, b), block >= head_dim threads: qsum[b, h, d] = sum_t sum_g q[b, t, h*G + g, d].
+// grid (h_kv, b), kQsumThreads threads: qsum[b, h, d] = sum_t sum_g q[b, t, h*G + g, d].
+// Thread = (row group, 8-column chunk): 16-byte loads, then a fixed-order reduction over the
+// row groups (deterministic).
+constexpr int kQsumThreads = 256;
+
 template <typename T>
-__global__ void qsum_kernel(const SelectPassingParams p) {
-  const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
-  if (d >= p.head_dim) return;
-  const int G = p.heads_q / p.heads_kv;
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + d;
-  float acc = 0.f;
-  for (int t = 0; t < p.q_len; ++t)
-    for (int g = 0; g < G; ++g)
-      acc += static_cast<float>(q[t * p.q_row_stride + (h * G + g) * p.q_head_stride]);
-  p.qsum[(b * p.heads_kv + h) * p.head_dim + d] = acc;
+__global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingParams p) {
+  __shared__ float part[kQsumThreads * 8];
+  const int h = blockIdx.x, b = blockIdx.y;
+  const int G = p.heads_q / p.heads_kv, chunks = p.head_dim / 8;
+  const int groups = kQsumThreads / chunks;  // head_dim <= 512 keeps this >= 4
+  const int cc = threadIdx.x % chunks, rg = threadIdx.x / chunks;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (rg < groups) {
+    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + cc * 8;
+    for (int r = rg; r < p.q_len * G; r += groups) {
+      const int t = r / G, g = r % G;
+      const uint4 raw =
+          *reinterpret_cast<const uint4*>(q + t * p.q_row_stride + (h * G + g) * p.q_head_stride);
+      const T* x = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] += static_cast<float>(x[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) part[threadIdx.x * 8 + i] = acc[i];
+  __syncthreads();
+  for (int d = threadIdx.x; d < p.head_dim; d += kQsumThreads) {
+    float sum = 0.f;
+    for (int g = 0; g < groups; ++g) sum += part[(g * chunks + d / 8) * 8 + d % 8];
+    p.qsum[(b * p.heads_kv + h) * p.head_dim + d] = sum;
+  }
 }
 
 // ---------------------------------------------------------------------------- (2) scores
@@ -118,16 +138,24 @@ __global__ void __launch_bounds__(kSelectThreads) select_gather_kernel(const Sel
       for (int i = tid; i < 256; i += kSelectThreads) hist[i] = 0;
       __syncthreads();
       const uint32_t prefix = s_prefix;
-      for (int j = tid; j < len; j += kSelectThreads) {
-        const uint32_t key = key_at(j);
-        if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
+      for (int j0 = 0; j0 < len; j0 += kSelectThreads) {  // warp-uniform trip count
+        const int j = j0 + tid;
+        const uint32_t key = j < len ? key_at(j) : 0u;
+        const bool counts = j < len && (key & mask) == prefix;
+        const int bin = counts ? int((key >> shift) & 255) : -1;
+        // one atomic per distinct bin and warp: keys crowd into few bins in the top digits
+        const unsigned same = __match_any_sync(0xffffffff, bin);
+        if (counts && (threadIdx.x % 32) == __ffs(same) - 1) atomicAdd(&hist[bin], __popc(same));
       }
       __syncthreads();
-      if (tid == 0) {
-        int remaining = s_remaining, digit = 255;
-        for (; digit > 0 && hist[digit] < remaining; --digit) remaining -= hist[digit];
-        s_remaining = remaining;  // how many keys equal to the prefix so far are still wanted
-        s_prefix = prefix | (uint32_t(digit) << shift);
+      // digit of the wanted key: scan the bins from the top (thread i holds bin 255 - i)
+      const int remaining = s_remaining;
+      const int count = tid < 256 ? hist[255 - tid] : 0;
+      int above = 0;
+      BlockScan(scan_storage).ExclusiveSum(count, above);
+      if (tid < 256 && above < remaining && above + count >= remaining) {
+        s_remaining = remaining - above;  // keys equal to the prefix so far that are still wanted
+        s_prefix = prefix | (uint32_t(255 - tid) << shift);
       }
       mask |= 255u << shift;
       __syncthreads();
