@@ -49,6 +49,7 @@ struct AttnFwdParams {
   float softmax_scale_log2;  // softmax_scale * log2(e), for exp2
   DType dtype;               // of q, k, v (bf16 or fp16)
   bool out_fp32;
+  int kernel_variant;  // 0: warp-specialised TMA kernel, 1: cp.async kernel (for comparisons)
   int num_segments;
   KvSegment segments[kMaxKvSegments];
 };

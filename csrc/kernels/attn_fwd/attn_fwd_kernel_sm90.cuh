@@ -1,148 +1,101 @@
-// attn_fwd for sm_90a, v1: wgmma (SS for Q.K^T, RS for P.V) with cp.async K/V loads one tile
-// ahead, two warpgroups of 64 query rows each, online softmax in fp32, natural-log LSE out.
+// attn_fwd for sm_90a, v2: warp-specialised, TMA loads, wgmma, ping-pong consumers.
 //
-// One CTA = one tile of kBlockM query rows x one query head x one batch. It visits, in order,
-// every (segment, key tile) pair that some row of the tile may see (SegmentMask), so keys are
-// read straight from each segment's tensor (any strides), never concatenated.
-//
-// Pipeline per key tile t (stage = t % 2):
-//   issue cp.async of tile t+1 into stage (t+1) % 2 | wait tile t | fence.proxy.async + barrier
-//   S = Q K_t^T (wgmma SS) | mask (partial tiles only) | online softmax | P = bf16(S)
-//   O += P V_t (wgmma RS) | barrier (stage t % 2 is refilled next iteration)
+// CTA = kBlockM query rows x one query head x one batch; 3 warpgroups (Sm90WsConfig):
+//   WG0 (producer): one thread issues TMA loads of Q (once) and of every visible (segment, key
+//       tile) pair's K and V into a kStages ring. Barriers per stage: k_full/v_full (1 arrival +
+//       TMA bytes), k_empty/v_empty (every consumer thread arrives when done reading).
+//   WG1, WG2 (consumers): 64 query rows each. Per key tile:
+//       wait k_full | ping-pong turn | S = Q K^T (wgmma SS) | pass the turn | wait S, release K
+//       mask (partial tiles) | online softmax (fp32, exp2) | P = bf16(S)
+//       wait v_full | O += P V (wgmma RS) | wait, release V
+//   The turn (two named barriers) makes the warpgroups issue their S GEMMs alternately, so one
+//   warpgroup's softmax runs while the tensor cores work for the other.
+// Tile order, trip counts and masks come from SegmentMask: producer and consumers walk the same
+// TileCursor. Rows past q_len and keys past a segment's end are zero-filled by TMA.
 #pragma once
 
+#include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
 #include <cutlass/array.h>
 #include <cutlass/numeric_conversion.h>
 
+#include "attn_fwd/attn_fwd_kernel_sm90_cpasync.cuh"  // TileCursor, acc_rowcol, quad_* helpers
 #include "attn_fwd/config.h"
 #include "attn_fwd/mask.cuh"
-#include "common/device_utils.cuh"
-#include "spava/params.h"
+#include "attn_fwd/tma_params.h"
 
 namespace spava::attn {
 
 using namespace cute;
+using Barrier = cutlass::arch::ClusterTransactionBarrier;
 
-// Walks the visible (segment, key tile) pairs of one query tile, in segment order.
-struct TileCursor {
-  int seg = -1, tile = 0, n_tiles = 0;
-
-  template <int kBlockN>
-  __device__ __forceinline__ bool advance(const AttnFwdParams& p, int m0, int m_last) {
-    if (++tile < n_tiles) return true;
-    while (++seg < p.num_segments) {
-      n_tiles = SegmentMask::trip_count<kBlockN>(p.segments[seg], m0, m_last);
-      if (n_tiles > 0) {
-        tile = 0;
-        return true;
-      }
-    }
-    return false;
-  }
-};
-
-// wgmma accumulator ((2, 2, N/8), MMA_M, MMA_N) viewed as (row = (2, MMA_M), col = (2, N/8, MMA_N)).
-template <class Layout>
-__device__ __forceinline__ auto acc_rowcol(Layout l) {
-  return make_layout(make_layout(get<0, 1>(l), get<1>(l)),
-                     make_layout(get<0, 0>(l), get<0, 2>(l), get<2>(l)));
-}
-
-// The same registers viewed as the A operand of an RS wgmma with K = 16:
-// ((2, 2, N/8), MMA_M, MMA_N) -> ((2, 2, 2), MMA_M, (N/16, MMA_N)).
-template <class Layout>
-__device__ __forceinline__ auto acc_as_a_operand(Layout l) {
-  auto m0 = logical_divide(get<0>(l), Shape<Underscore, Underscore, _2>{});  // (2, 2, (2, N/16))
-  return make_layout(make_layout(get<0>(m0), get<1>(m0), get<2, 0>(m0)), get<1>(l),
-                     make_layout(get<2, 1>(m0), get<2>(l)));
-}
-
-// Max / sum over the 4 threads of a quad (they hold the same accumulator row).
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
-}
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffff, x, 1);
-  return x + __shfl_xor_sync(0xffffffff, x, 2);
-}
-
-// cp.async `rows` x kHeadDim elements from `g` (row stride in elements) into the swizzled smem
-// tile `s`; rows >= rows_valid are zero-filled.
-template <int kThreads, int kHeadDim, class SmemTile, typename T>
-__device__ __forceinline__ void load_tile(SmemTile s, const T* g, int64_t row_stride,
-                                          int rows_valid, int tid) {
-  constexpr int kRows = size<0>(SmemTile{});
-  constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
-  static_assert(kRows * kChunks % kThreads == 0, "tile must split evenly over the threads");
+// TMA-load a (rows x kHeadDim) tile as kBoxes column boxes into the swizzled smem tile `s`.
+template <class Cfg, class SmemTile>
+__device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint64_t* bar, SmemTile s,
+                                              int head, int row0, int batch) {
 #pragma unroll
-  for (int i = 0; i < kRows * kChunks / kThreads; ++i) {
-    const int idx = tid + i * kThreads;
-    const int r = idx / kChunks, c = idx % kChunks;
-    const bool valid = r < rows_valid;
-    cp_async_16(&s(r, c * 8), g + (valid ? r * row_stride : 0) + c * 8, valid);
+  for (int c = 0; c < Cfg::kBoxes; ++c) {
+    SM90_TMA_LOAD_4D::copy(map, bar, uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
+                           &s(0, c * Cfg::kBoxCols), c * Cfg::kBoxCols, head, row0, batch);
   }
 }
 
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 1)
-    attn_fwd_sm90_kernel(const __grid_constant__ AttnFwdParams p) {
-  using T = typename Cfg::Element;
-  constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim;
-  constexpr int kThreads = Cfg::kThreads;
-
-  extern __shared__ __align__(1024) char smem_raw[];
-  auto& smem = *reinterpret_cast<typename Cfg::SharedStorage*>(smem_raw);
+__device__ __forceinline__ void produce(const AttnFwdTmaParams& tp,
+                                        typename Cfg::SharedStorage& smem, int m0, int m_last,
+                                        int hq, int hk, int b) {
+  constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
+  const AttnFwdParams& p = tp.p;
   Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Cfg::SmemLayoutKV{});
   Tensor sV = make_tensor(make_smem_ptr(smem.v), typename Cfg::SmemLayoutKV{});
+  Barrier::arrive_and_expect_tx(&smem.q_full, Cfg::kQBytes);
+  tma_load_tile<Cfg>(&tp.q, &smem.q_full, sQ, hq, m0, b);
+  TileCursor cur;
+  for (int i = 0; cur.advance<kBlockN>(p, m0, m_last); ++i) {
+    const int stage = i % kStages, n0 = cur.tile * kBlockN;
+    if (i >= kStages) Barrier::wait(&smem.k_empty[stage], ((i / kStages) - 1) & 1);
+    Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
+    tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), hk, n0, b);
+    if (i >= kStages) Barrier::wait(&smem.v_empty[stage], ((i / kStages) - 1) & 1);
+    Barrier::arrive_and_expect_tx(&smem.v_full[stage], Cfg::kTileBytes);
+    tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), hk, n0, b);
+  }
+}
+
+template <class Cfg>
+__device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
+                                        typename Cfg::SharedStorage& smem, int wg, int m0,
+                                        int m_last, int hq, int b) {
+  using T = typename Cfg::Element;
+  constexpr int kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim, kStages = Cfg::kStages;
+  constexpr int kTurnThreads = Cfg::kConsumerThreads;
+  const AttnFwdParams& p = tp.p;
+  const int wtid = threadIdx.x % 128;
+  const int row0 = m0 + 64 * wg;  // first query row of this warpgroup
+
+  Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
+  Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, 0));
+  Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Cfg::SmemLayoutKV{});
   Tensor sVt = make_tensor(make_smem_ptr(smem.v), typename Cfg::SmemLayoutVt{});
 
-  const int tid = threadIdx.x;
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // longest (latest) rows first
-  const int hq = blockIdx.y, b = blockIdx.z;
-  const int hk = hq / (p.heads_q / p.heads_kv);
-  const int m0 = m_block * kBlockM;
-  const int m_last = min(m0 + kBlockM, p.q_len) - 1;
-
-  // ---- prologue: Q and the first K/V tile
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + int64_t(m0) * p.q_row_stride +
-               hq * p.q_head_stride;
-  load_tile<kThreads, kHeadDim>(sQ, q, p.q_row_stride, p.q_len - m0, tid);
-  auto load_kv = [&](const TileCursor& c, int stage) {
-    const KvSegment& s = p.segments[c.seg];
-    const int n0 = c.tile * kBlockN;
-    const T* k = static_cast<const T*>(s.k) + b * s.k_batch_stride + hk * s.k_head_stride +
-                 int64_t(n0) * s.k_row_stride;
-    const T* v = static_cast<const T*>(s.v) + b * s.v_batch_stride + hk * s.v_head_stride +
-                 int64_t(n0) * s.v_row_stride;
-    load_tile<kThreads, kHeadDim>(sK(_, _, stage), k, s.k_row_stride, s.len - n0, tid);
-    load_tile<kThreads, kHeadDim>(sV(_, _, stage), v, s.v_row_stride, s.len - n0, tid);
-  };
-  TileCursor cur;
-  bool has = cur.advance<kBlockN>(p, m0, m_last);
-  if (has) load_kv(cur, 0);
-  cp_async_commit();
-
-  // ---- MMA partitions
   typename Cfg::MmaQK mma_qk;
   typename Cfg::MmaPV mma_pv;
-  auto thr_qk = mma_qk.get_thread_slice(tid);
-  auto thr_pv = mma_pv.get_thread_slice(tid);
-  Tensor tSrQ = thr_qk.partition_fragment_A(sQ);    // (MMA, MMA_M, MMA_K)
-  Tensor tSrK = thr_qk.partition_fragment_B(sK);    // (MMA, MMA_N, MMA_K, stage)
-  Tensor tOrVt = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stage)
-  Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-  Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  auto thr_qk = mma_qk.get_thread_slice(wtid);
+  auto thr_pv = mma_pv.get_thread_slice(wtid);
+  Tensor tSrQ = thr_qk.partition_fragment_A(sQw);
+  Tensor tSrK = thr_qk.partition_fragment_B(sK);
+  Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
+  Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
+  Tensor tOrO = partition_fragment_C(mma_pv, Shape<_64, Int<kHeadDim>>{});
   clear(tOrO);
-  Tensor S = make_tensor(tSrS.data(), acc_rowcol(tSrS.layout()));  // (rows, cols) of this thread
+  Tensor S = make_tensor(tSrS.data(), acc_rowcol(tSrS.layout()));
   Tensor O = make_tensor(tOrO.data(), acc_rowcol(tOrO.layout()));
-  // (row, col) coordinates of each element of S, in S's (rows, cols) order
-  Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<_64, Int<kBlockN>>{}));
   Tensor cS = make_tensor(tScS.data(), acc_rowcol(tScS.layout()));
   constexpr int kRows = size<0>(S.shape());
-  static_assert(kRows == size<0>(O.shape()));
 
   float row_max[kRows], row_sum[kRows];
 #pragma unroll
@@ -151,18 +104,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     row_sum[i] = 0.f;
   }
   const float scale_log2 = p.softmax_scale_log2;
+  // Ping-pong: warpgroup w issues its S GEMM after a barrier that the other warpgroup arrives
+  // on once it has issued its own. Warpgroup 1 opens the first turn of warpgroup 0.
+  const int my_turn = 8 + wg, their_turn = 8 + (wg ^ 1);
+  if (wg == 1) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
 
-  int stage = 0;
-  while (has) {
+  Barrier::wait(&smem.q_full, 0);
+  TileCursor cur;
+  bool has = cur.advance<kBlockN>(p, m0, m_last);
+  for (int i = 0; has; ++i) {
+    const int stage = i % kStages, phase = (i / kStages) & 1;
     TileCursor next = cur;
     const bool has_next = next.advance<kBlockN>(p, m0, m_last);
-    if (has_next) load_kv(next, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();  // everything but the group just issued has landed
-    fence_proxy_async_shared();
-    __syncthreads();
 
-    // S = Q K^T
+    Barrier::wait(&smem.k_full[stage], phase);
+    cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
     mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
     warpgroup_fence_operand(tSrS);
     warpgroup_arrive();
@@ -172,46 +128,47 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mma_qk.accumulate_ = GMMA::ScaleOut::One;
     }
     warpgroup_commit_batch();
+    // the other warpgroup may issue now; warpgroup 1 skips its last hand-over (nobody waits)
+    if (wg == 0 || has_next) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
+    Barrier::arrive(&smem.k_empty[stage]);
 
     const KvSegment& seg = p.segments[cur.seg];
     const int n0 = cur.tile * kBlockN;
-    if (!SegmentMask::tile_is_full<kBlockM, kBlockN>(seg, m0, n0)) {
+    if (!SegmentMask::tile_is_full<64, kBlockN>(seg, row0, n0)) {
 #pragma unroll
-      for (int i = 0; i < size(S); ++i) {
-        const auto c = cS(i);
-        if (!SegmentMask::visible(seg, m0 + get<0>(c), n0 + get<1>(c))) S(i) = -INFINITY;
+      for (int e = 0; e < size(S); ++e) {
+        const auto c = cS(e);
+        if (!SegmentMask::visible(seg, row0 + get<0>(c), n0 + get<1>(c))) S(e) = -INFINITY;
       }
     }
-
-    // online softmax (raw scores; exp2 with the scale folded in)
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      float mx = row_max[i];
+    for (int r = 0; r < kRows; ++r) {
+      float mx = row_max[r];
 #pragma unroll
-      for (int j = 0; j < size<1>(S.shape()); ++j) mx = fmaxf(mx, S(i, j));
+      for (int j = 0; j < size<1>(S.shape()); ++j) mx = fmaxf(mx, S(r, j));
       mx = quad_max(mx);
       const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-      const float correction = fast_exp2(row_max[i] * scale_log2 - m_scaled);
-      row_max[i] = mx;
+      const float correction = fast_exp2(row_max[r] * scale_log2 - m_scaled);
+      row_max[r] = mx;
       float sum = 0.f;
 #pragma unroll
       for (int j = 0; j < size<1>(S.shape()); ++j) {
-        const float e = fast_exp2(S(i, j) * scale_log2 - m_scaled);
-        S(i, j) = e;
+        const float e = fast_exp2(S(r, j) * scale_log2 - m_scaled);
+        S(r, j) = e;
         sum += e;
       }
-      row_sum[i] = row_sum[i] * correction + sum;  // per-thread partial; quad-summed at the end
+      row_sum[r] = row_sum[r] * correction + sum;
 #pragma unroll
-      for (int j = 0; j < size<1>(O.shape()); ++j) O(i, j) *= correction;
+      for (int j = 0; j < size<1>(O.shape()); ++j) O(r, j) *= correction;
     }
-
-    // O += P V
     constexpr int kN = decltype(size(tSrS))::value;
     cutlass::NumericArrayConverter<T, float, kN> to_t;
     auto p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
     Tensor tOrP = make_tensor(make_rmem_ptr<T>(&p_frag), acc_as_a_operand(tSrS.layout()));
+
+    Barrier::wait(&smem.v_full[stage], phase);
     warpgroup_fence_operand(tOrO);
     warpgroup_arrive();
 #pragma unroll
@@ -221,39 +178,74 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     warpgroup_commit_batch();
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
-    __syncthreads();  // every warp is done with `stage` before it is refilled
-
+    Barrier::arrive(&smem.v_empty[stage]);
     cur = next;
     has = has_next;
-    stage ^= 1;
   }
-  cp_async_wait<0>();
+  // A warpgroup with no tile at all still owes warpgroup 0 nothing: both saw the same tiles.
 
-  // ---- epilogue: normalise, write out and lse
-  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  // epilogue: normalise, write out and lse
+  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
   Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
   const int64_t out_base = b * p.out_batch_stride + hq * p.out_head_stride;
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const float sum = quad_sum(row_sum[i]);
+  for (int r = 0; r < kRows; ++r) {
+    const float sum = quad_sum(row_sum[r]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int row = m0 + get<0>(cO(i, 0));
+    const int row = row0 + get<0>(cO(r, 0));
     if (row >= p.q_len) continue;
     const int64_t row_off = out_base + int64_t(row) * p.out_row_stride;
 #pragma unroll
-    for (int j = 0; j < size<1>(O.shape()); ++j) {
-      const int col = get<1>(cO(i, j));
-      const float val = O(i, j) * inv;
+    for (int j = 0; j < size<1>(O.shape()); j += 2) {  // (2j, 2j+1) are adjacent columns
+      const int col = get<1>(cO(r, j));
+      const float v0 = O(r, j) * inv, v1 = O(r, j + 1) * inv;
       if (p.out_fp32) {
-        static_cast<float*>(p.out)[row_off + col] = val;
+        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + row_off + col) = make_float2(v0, v1);
       } else {
-        static_cast<T*>(p.out)[row_off + col] = static_cast<T>(val);
+        cutlass::Array<T, 2> pair;
+        pair[0] = static_cast<T>(v0);
+        pair[1] = static_cast<T>(v1);
+        *reinterpret_cast<cutlass::Array<T, 2>*>(static_cast<T*>(p.out) + row_off + col) = pair;
       }
     }
-    if (p.lse != nullptr && (tid % 4) == 0) {
+    if (p.lse != nullptr && (wtid % 4) == 0) {
       p.lse[b * p.lse_batch_stride + hq * p.lse_head_stride + int64_t(row) * p.lse_row_stride] =
-          sum > 0.f ? row_max[i] * p.softmax_scale + logf(sum) : -INFINITY;
+          sum > 0.f ? row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
     }
+  }
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    attn_fwd_sm90_ws_kernel(const __grid_constant__ AttnFwdTmaParams tp) {
+  extern __shared__ __align__(1024) char smem_raw[];
+  auto& smem = *reinterpret_cast<typename Cfg::SharedStorage*>(smem_raw);
+  const AttnFwdParams& p = tp.p;
+  const int warp_group = threadIdx.x / 128;
+  const int m_block = gridDim.x - 1 - blockIdx.x;  // longest (latest) rows first
+  const int hq = blockIdx.y, b = blockIdx.z;
+  const int hk = hq / (p.heads_q / p.heads_kv);
+  const int m0 = m_block * Cfg::kBlockM;
+  const int m_last = min(m0 + Cfg::kBlockM, p.q_len) - 1;
+
+  if (threadIdx.x == 0) {
+    Barrier::init(&smem.q_full, 1);
+    for (int s = 0; s < Cfg::kStages; ++s) {
+      Barrier::init(&smem.k_full[s], 1);
+      Barrier::init(&smem.v_full[s], 1);
+      Barrier::init(&smem.k_empty[s], Cfg::kConsumerThreads);
+      Barrier::init(&smem.v_empty[s], Cfg::kConsumerThreads);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warp_group == 0) {
+    cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
+    if (threadIdx.x == 0) produce<Cfg>(tp, smem, m0, m_last, hq, hk, b);
+  } else {
+    cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
+    consume<Cfg>(tp, smem, warp_group - 1, m0, m_last, hq, b);
   }
 }
 

@@ -61,4 +61,53 @@ struct Sm90Config {
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
 };
 
+// v2 (warp-specialised, TMA): warpgroup 0 produces (one thread issues TMA loads of Q and of the
+// K/V tiles into a kStages ring guarded by full/empty mbarriers), warpgroups 1 and 2 consume,
+// 64 query rows each, alternating their GEMM issue (ping-pong) so that one warpgroup's softmax
+// overlaps the other's GEMMs. Smem 160 KB at D = 128.
+template <typename T, int kHeadDim_>
+struct Sm90WsConfig {
+  using Element = T;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 128;
+  static constexpr int kBlockN = 128;
+  static constexpr int kStages = 2;
+  static constexpr int kConsumerWarpGroups = 2;
+  static constexpr int kConsumerThreads = kConsumerWarpGroups * 128;
+  static constexpr int kThreads = kConsumerThreads + 128;
+  static constexpr int kProducerRegs = 24;  // setmaxnreg: 128 * 24 + 256 * 240 <= 64K
+  static constexpr int kConsumerRegs = 240;
+
+  using OneWarpGroup = Layout<Shape<_1, _1, _1>>;
+  using MmaQK = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(),
+      OneWarpGroup{}));
+  using MmaPV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<T, T, float, Shape<_64, Int<kHeadDim>, Int<kBlockN>>, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      OneWarpGroup{}));
+
+  using SmemAtom = decltype(k_major_smem_atom<T, kHeadDim>());
+  static constexpr int kBoxCols = size<1>(SmemAtom{});  // columns per TMA box (= swizzle span)
+  static constexpr int kBoxes = kHeadDim / kBoxCols;
+  static constexpr int kSwizzleBytes = kBoxCols * int(sizeof(T));
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  using SmemLayoutKV = decltype(tile_to_shape(
+      SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
+  using SmemLayoutVt = decltype(composition(
+      SmemLayoutKV{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
+                                          Step<_2, _1, _3>{})));
+
+  struct SharedStorage {
+    alignas(1024) T q[cosize_v<SmemLayoutQ>];
+    alignas(1024) T k[cosize_v<SmemLayoutKV>];
+    alignas(1024) T v[cosize_v<SmemLayoutKV>];
+    alignas(8) uint64_t q_full;
+    uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static constexpr uint32_t kTileBytes = kBlockN * kHeadDim * sizeof(T);
+  static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(T);
+};
+
 }  // namespace spava::attn
