@@ -123,6 +123,16 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
                            layout.pool_kernel, indices=idx, kv=kv)
 
     t = gpu_time(run, args, warmup=3, repeats=30)
+    kernels = {}  # per-kernel device time (us per call), from the profiler
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            run(*args[0])
+        torch.cuda.synchronize()
+    for e in prof.key_averages():
+        total = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if total and "memcpy" not in e.key.lower():
+            kernels[e.key[:60]] = total / 10
     el = torch.finfo(dtype).bits // 8
     m = [min(p, s.chunk1), min(p, s.chunk2)]
     nbytes = ((s.chunk1 + s.chunk2) * Hkv * D * el  # keys scored
@@ -130,7 +140,8 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
               + sum(m) * 2 * Hkv * D * el  # kept K/V rows read
               + 2 * cap * 2 * Hkv * D * el + 2 * Hkv * cap * 8)  # send buffer + indices
     gbs = nbytes / (t["ms"] * 1e-3) / 1e9
-    return {**t, "bytes": nbytes, "gb_s": gbs, "fraction_of_copy": gbs / copy_gbs}
+    return {**t, "bytes": nbytes, "gb_s": gbs, "fraction_of_copy": gbs / copy_gbs,
+            "kernels_us": kernels}
 
 
 def main() -> int:
@@ -196,7 +207,9 @@ def main() -> int:
         w["select_passing"] = bench_select(layout, args.world - 1, Hq, Hkv, D, dtype, copy_gbs)
         sp = w["select_passing"]
         table.append(f"{wname:<18} select_passing {sp['ms'] * 1e3:8.1f} us "
-                     f"{sp['gb_s']:7.0f} GB/s = {100 * sp['fraction_of_copy']:.0f}% of copy")
+                     f"{sp['gb_s']:7.0f} GB/s = {100 * sp['fraction_of_copy']:.0f}% of copy; "
+                     + ", ".join(f"{k.split('<')[0].split('(')[0]} {v:.1f}"
+                                 for k, v in sp["kernels_us"].items()))
         if not args.no_dense:
             w["dense"] = dense_sdpa(layout.seq_len, Hq, Hkv, D, dtype, repeats=3)
             for b, r in w["dense"].items():

@@ -1,4 +1,5 @@
 // CUDA glue of spava::attn_fwd: checks -> AttnFwdParams -> run_attn_fwd on the current stream.
+#include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -81,6 +82,19 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
     seg.diag = int(std::clamp<int64_t>(diag[s], -kDiagClamp, kDiagClamp));
   }
   SPAVA_CHECK_VALUE(d.q_len < kDiagClamp, "attn_fwd", "q_len ", d.q_len, " out of range");
+  // Split-KV for grids too small to fill the GPU (e.g. the question partial): fp32 workspaces
+  // from the caching allocator, merged by the launcher.
+  int num_sms = 0;
+  cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q.device().index());
+  p.num_splits = attn_fwd_num_splits(p, num_sms);
+  at::Tensor split_out, split_lse;
+  if (p.num_splits > 1) {
+    const auto f32 = q.options().dtype(at::kFloat);
+    split_out = at::empty({p.num_splits, d.batch, d.q_len, d.heads_q, d.head_dim}, f32);
+    split_lse = at::empty({p.num_splits, d.batch, d.heads_q, d.q_len}, f32);
+    p.split_out = split_out.mutable_data_ptr<float>();
+    p.split_lse = split_lse.mutable_data_ptr<float>();
+  }
   run_attn_fwd(p, c10::cuda::getCurrentCUDAStream());
 }
 

@@ -15,6 +15,10 @@ void run_attn_fwd_sm90_(const AttnFwdParams& params, cudaStream_t stream);
 // that was not compiled and std::runtime_error on a launch failure.
 void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream);
 
+// Split-KV factor for params (1 = none): > 1 only when the grid would leave SMs idle and every
+// query tile has enough key tiles to share out. Uses the kernel's tile sizes.
+int attn_fwd_num_splits(const AttnFwdParams& params, int num_sms);
+
 // Head dims compiled into this build, ascending, and their count.
 extern const int kAttnFwdHeadDims[];
 extern const int kNumAttnFwdHeadDims;

@@ -1,7 +1,11 @@
 // run_attn_fwd: runtime (dtype, head dim) -> the compiled instantiation.
 #include <string>
 
+#include <algorithm>
+
 #include "attn_fwd/attn_fwd.h"
+#include "attn_fwd/config.h"
+#include "attn_fwd/mask.cuh"
 #include "spava/static_switch.h"
 
 namespace spava {
@@ -40,6 +44,20 @@ void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream) {
 }
 
 }  // namespace
+
+int attn_fwd_num_splits(const AttnFwdParams& p, int num_sms) {
+  // All head dims use 128 x 128 tiles (config.h).
+  constexpr int kBlockM = 128, kBlockN = 128;
+  if (p.kernel_variant != 0 || p.q_len == 0) return 1;
+  const int m_blocks = (p.q_len + kBlockM - 1) / kBlockM;
+  const int ctas = m_blocks * p.heads_q * p.batch;
+  if (ctas >= num_sms) return 1;
+  // the longest query tile (the last one) bounds the useful split
+  const int tiles = attn::SegmentMask::total_tiles<kBlockN>(p, (m_blocks - 1) * kBlockM,
+                                                            p.q_len - 1);
+  const int want = (2 * num_sms + ctas - 1) / ctas;  // about two waves of CTAs
+  return std::max(1, std::min({want, tiles / 4, 32}));
+}
 
 void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream) {
   switch (params.dtype) {

@@ -42,10 +42,15 @@ __device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint64_t* 
   }
 }
 
+// The tiles [begin, begin + count) of the query tile's visit order (split-KV range).
+struct TileRange {
+  int begin, count;
+};
+
 template <class Cfg>
 __device__ __forceinline__ void produce(const AttnFwdTmaParams& tp,
                                         typename Cfg::SharedStorage& smem, int m0, int m_last,
-                                        int hq, int hk, int b) {
+                                        int hq, int hk, int b, TileRange range) {
   constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
   const AttnFwdParams& p = tp.p;
   Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
@@ -54,7 +59,9 @@ __device__ __forceinline__ void produce(const AttnFwdTmaParams& tp,
   Barrier::arrive_and_expect_tx(&smem.q_full, Cfg::kQBytes);
   tma_load_tile<Cfg>(&tp.q, &smem.q_full, sQ, hq, m0, b);
   TileCursor cur;
-  for (int i = 0; cur.advance<kBlockN>(p, m0, m_last); ++i) {
+  for (int i = 0; i < range.begin; ++i) cur.advance<kBlockN>(p, m0, m_last);
+  for (int i = 0; i < range.count; ++i) {
+    cur.advance<kBlockN>(p, m0, m_last);
     const int stage = i % kStages, n0 = cur.tile * kBlockN;
     if (i >= kStages) Barrier::wait(&smem.k_empty[stage], ((i / kStages) - 1) & 1);
     Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
@@ -68,7 +75,7 @@ __device__ __forceinline__ void produce(const AttnFwdTmaParams& tp,
 template <class Cfg>
 __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
                                         typename Cfg::SharedStorage& smem, int wg, int m0,
-                                        int m_last, int hq, int b) {
+                                        int m_last, int hq, int b, TileRange range, int split) {
   using T = typename Cfg::Element;
   constexpr int kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim, kStages = Cfg::kStages;
   constexpr int kTurnThreads = Cfg::kConsumerThreads;
@@ -111,11 +118,11 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
 
   Barrier::wait(&smem.q_full, 0);
   TileCursor cur;
-  bool has = cur.advance<kBlockN>(p, m0, m_last);
-  for (int i = 0; has; ++i) {
+  for (int i = 0; i < range.begin; ++i) cur.advance<kBlockN>(p, m0, m_last);
+  for (int i = 0; i < range.count; ++i) {
+    cur.advance<kBlockN>(p, m0, m_last);
     const int stage = i % kStages, phase = (i / kStages) & 1;
-    TileCursor next = cur;
-    const bool has_next = next.advance<kBlockN>(p, m0, m_last);
+    const bool has_next = i + 1 < range.count;
 
     Barrier::wait(&smem.k_full[stage], phase);
     cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
@@ -179,37 +186,49 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
     Barrier::arrive(&smem.v_empty[stage]);
-    cur = next;
-    has = has_next;
   }
-  // A warpgroup with no tile at all still owes warpgroup 0 nothing: both saw the same tiles.
 
-  // epilogue: normalise, write out and lse
+  // epilogue: normalise, write out and lse (or this split's partial state)
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
   Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
-  const int64_t out_base = b * p.out_batch_stride + hq * p.out_head_stride;
+  const bool split_kv = p.num_splits > 1;
+  void* out_ptr = p.out;
+  int64_t out_row_stride = p.out_row_stride;
+  int64_t out_base = b * p.out_batch_stride + hq * p.out_head_stride;
+  float* lse_ptr = p.lse;
+  int64_t lse_base = b * p.lse_batch_stride + hq * p.lse_head_stride, lse_row_stride = p.lse_row_stride;
+  if (split_kv) {  // [split, b, q_len, h_q, d] and [split, b, h_q, q_len], contiguous fp32
+    out_ptr = p.split_out;
+    out_row_stride = int64_t(p.heads_q) * kHeadDim;
+    out_base = ((int64_t(split) * p.batch + b) * p.q_len) * out_row_stride + hq * kHeadDim;
+    lse_ptr = p.split_lse;
+    lse_base = ((int64_t(split) * p.batch + b) * p.heads_q + hq) * p.q_len;
+    lse_row_stride = 1;
+  }
+  const bool out_fp32 = split_kv || p.out_fp32;
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const float sum = quad_sum(row_sum[r]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     const int row = row0 + get<0>(cO(r, 0));
     if (row >= p.q_len) continue;
-    const int64_t row_off = out_base + int64_t(row) * p.out_row_stride;
+    const int64_t row_off = out_base + int64_t(row) * out_row_stride;
 #pragma unroll
     for (int j = 0; j < size<1>(O.shape()); j += 2) {  // (2j, 2j+1) are adjacent columns
       const int col = get<1>(cO(r, j));
       const float v0 = O(r, j) * inv, v1 = O(r, j + 1) * inv;
-      if (p.out_fp32) {
-        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + row_off + col) = make_float2(v0, v1);
+      if (out_fp32) {
+        *reinterpret_cast<float2*>(static_cast<float*>(out_ptr) + row_off + col) =
+            make_float2(v0, v1);
       } else {
         cutlass::Array<T, 2> pair;
         pair[0] = static_cast<T>(v0);
         pair[1] = static_cast<T>(v1);
-        *reinterpret_cast<cutlass::Array<T, 2>*>(static_cast<T*>(p.out) + row_off + col) = pair;
+        *reinterpret_cast<cutlass::Array<T, 2>*>(static_cast<T*>(out_ptr) + row_off + col) = pair;
       }
     }
-    if (p.lse != nullptr && (wtid % 4) == 0) {
-      p.lse[b * p.lse_batch_stride + hq * p.lse_head_stride + int64_t(row) * p.lse_row_stride] =
+    if (lse_ptr != nullptr && (wtid % 4) == 0) {
+      lse_ptr[lse_base + int64_t(row) * lse_row_stride] =
           sum > 0.f ? row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
     }
   }
@@ -222,11 +241,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto& smem = *reinterpret_cast<typename Cfg::SharedStorage*>(smem_raw);
   const AttnFwdParams& p = tp.p;
   const int warp_group = threadIdx.x / 128;
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // longest (latest) rows first
+  const int num_splits = max(1, p.num_splits);
+  const int split = blockIdx.x % num_splits;
+  const int m_block = gridDim.x / num_splits - 1 - blockIdx.x / num_splits;  // longest first
   const int hq = blockIdx.y, b = blockIdx.z;
   const int hk = hq / (p.heads_q / p.heads_kv);
   const int m0 = m_block * Cfg::kBlockM;
   const int m_last = min(m0 + Cfg::kBlockM, p.q_len) - 1;
+  const int total = SegmentMask::total_tiles<Cfg::kBlockN>(p, m0, m_last);
+  const int begin = int(int64_t(total) * split / num_splits);
+  const TileRange range{begin, int(int64_t(total) * (split + 1) / num_splits) - begin};
 
   if (threadIdx.x == 0) {
     Barrier::init(&smem.q_full, 1);
@@ -242,10 +266,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-    if (threadIdx.x == 0) produce<Cfg>(tp, smem, m0, m_last, hq, hk, b);
+    if (threadIdx.x == 0) produce<Cfg>(tp, smem, m0, m_last, hq, hk, b, range);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
-    consume<Cfg>(tp, smem, warp_group - 1, m0, m_last, hq, b);
+    consume<Cfg>(tp, smem, warp_group - 1, m0, m_last, hq, b, range, split);
   }
 }
 

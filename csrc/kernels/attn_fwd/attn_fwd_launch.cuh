@@ -3,12 +3,15 @@
 //   kernel_variant 1: cp.async kernel (attn_fwd_kernel_sm90_cpasync.cuh)
 #pragma once
 
+#include <algorithm>
+
 #include "attn_fwd/attn_fwd.h"
 #include "attn_fwd/attn_fwd_kernel_sm90.cuh"
 #include "attn_fwd/attn_fwd_kernel_sm90_cpasync.cuh"
 #include "attn_fwd/config.h"
 #include "attn_fwd/tma_params.h"
 #include "common/tma.h"
+#include "merge_states/merge_states.h"
 #include "spava/check.h"
 
 namespace spava {
@@ -48,9 +51,41 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   auto kernel = attn::attn_fwd_sm90_ws_kernel<Cfg>;
   SPAVA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Cfg::kSmemBytes));
-  const dim3 grid((params.q_len + Cfg::kBlockM - 1) / Cfg::kBlockM, params.heads_q, params.batch);
+  const int splits = std::max(1, params.num_splits);
+  const dim3 grid(splits * ((params.q_len + Cfg::kBlockM - 1) / Cfg::kBlockM), params.heads_q,
+                  params.batch);
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
   SPAVA_CUDA_CHECK(cudaGetLastError());
+  if (splits > 1) {  // LSE-merge the partial states of the splits into out / lse
+    const int64_t B = params.batch, L = params.q_len, H = params.heads_q, D = kHeadDim;
+    MergeStatesParams m{};
+    m.outs = params.split_out;
+    m.outs_part_stride = B * L * H * D;
+    m.outs_batch_stride = L * H * D;
+    m.outs_row_stride = H * D;
+    m.outs_head_stride = D;
+    m.lses = params.split_lse;
+    m.lses_part_stride = B * H * L;
+    m.lses_batch_stride = H * L;
+    m.lses_head_stride = L;
+    m.lses_row_stride = 1;
+    m.out = params.out;
+    m.out_batch_stride = params.out_batch_stride;
+    m.out_row_stride = params.out_row_stride;
+    m.out_head_stride = params.out_head_stride;
+    m.lse = params.lse;
+    m.lse_batch_stride = params.lse_batch_stride;
+    m.lse_head_stride = params.lse_head_stride;
+    m.lse_row_stride = params.lse_row_stride;
+    m.num_parts = splits;
+    m.batch = params.batch;
+    m.rows = params.q_len;
+    m.heads = params.heads_q;
+    m.head_dim = kHeadDim;
+    m.in_dtype = DType::kFloat32;
+    m.out_dtype = params.out_fp32 ? DType::kFloat32 : params.dtype;
+    run_merge_states(m, stream);
+  }
 }
 
 }  // namespace spava

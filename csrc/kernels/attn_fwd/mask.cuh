@@ -14,11 +14,20 @@
 namespace spava::attn {
 
 struct SegmentMask {
+  // Key tiles visited by the query tile [m0, m_last] over all segments.
+  template <int kBlockN>
+  static __host__ __device__ int total_tiles(const AttnFwdParams& p, int m0, int m_last) {
+    int n = 0;
+    for (int s = 0; s < p.num_segments; ++s) n += trip_count<kBlockN>(p.segments[s], m0, m_last);
+    return n;
+  }
+
   // Key tiles of `seg` that some row of [m0, m_last] may see (0 if none).
   template <int kBlockN>
-  static __device__ __forceinline__ int trip_count(const KvSegment& seg, int m0, int m_last) {
+  static __host__ __device__ __forceinline__ int trip_count(const KvSegment& seg, int m0, int m_last) {
     if (m_last < seg.row_begin) return 0;
-    const int n_end = min(seg.len, m_last + seg.diag + 1);  // keys [0, n_end) may be seen
+    const int reach = m_last + seg.diag + 1;  // keys [0, min(len, reach)) may be seen
+    const int n_end = seg.len < reach ? seg.len : reach;
     return n_end <= 0 ? 0 : (n_end + kBlockN - 1) / kBlockN;
   }
 
