@@ -24,6 +24,14 @@ step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, remember the 
 }
 
 build() {
+  # The box exports CC/CXX=/opt/gcc/bin/g*, a wrapper that links libstdc++ statically into shared
+  # objects; a second libstdc++ next to torch's crashes the first ostream use (seen 2026-11-25:
+  # SIGSEGV in basic_ostream::_M_insert<long> while formatting a c10 error). Use the system GCC
+  # (the same 13.3 that built torch there) when it exists.
+  if [ -x /usr/bin/g++ ] && [ "${CXX:-}" != /usr/bin/g++ ]; then
+    export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
+    rm -rf build
+  fi
   if [ -z "${SPAVA_CUTLASS_INCLUDE_DIR:-}" ]; then
     python3 -m zipfile -e .whl/nvidia_cutlass-4.2.0.0-py3-none-any.whl /tmp/cutlass
     export SPAVA_CUTLASS_INCLUDE_DIR=/tmp/cutlass/cutlass_library/source/include
