@@ -122,7 +122,8 @@ def test_select_passing_is_a_top_k_on_random_inputs(case, device):
     """Gaussian inputs: rounding may break near-ties differently, but the kept set must be a
     top-m of the reference's smoothed scores up to fp32 rounding."""
     needs("select_passing", device)
-    q, k, v, starts, lens, p, pool = make_select_case(case, torch.float32, device, grid=False)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    q, k, v, starts, lens, p, pool = make_select_case(case, dtype, device, grid=False)
     idx, kv = ops.select_passing(q, k, v, starts, lens, p, pool)
     idx, k_cpu = idx.cpu(), k.cpu()
     for c, (s, n) in enumerate(zip(starts, lens)):
@@ -137,7 +138,7 @@ def test_select_passing_is_a_top_k_on_random_inputs(case, device):
                 assert kept.tolist() == sorted(set(kept.tolist())) and kept.min() >= 0
                 mask = torch.zeros(n, dtype=torch.bool)
                 mask[kept] = True
-                tol = 1e-5 * smooth[b, h].abs().max().item()
+                tol = 1e-4 * smooth[b, h].abs().max().item()
                 if m < n:
                     assert smooth[b, h][mask].min() >= smooth[b, h][~mask].max() - tol
                 assert torch.equal(kv[c, :m, 0, b, h].cpu(), k_cpu[b, kept + s, h])
