@@ -26,6 +26,8 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
                     kMaxSelectChunks, " chunks per call on CUDA, got ", d.num_chunks);
   SPAVA_CHECK_VALUE(d.head_dim % 8 == 0 && d.head_dim <= 512, "select_passing",
                     "CUDA needs head_dim % 8 == 0 and <= 512, got ", d.head_dim);
+  SPAVA_CHECK_VALUE(pool_kernel <= 127, "select_passing", "CUDA supports pool_kernel <= 127, got ",
+                    pool_kernel);
   int64_t max_len = 0;
   bool selects = false;  // some chunk keeps fewer keys than it has
   for (int64_t c = 0; c < d.num_chunks; ++c) {

@@ -32,8 +32,12 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
       SPAVA_CUDA_CHECK(cudaGetLastError());
     }
     auto kernel = select_gather_kernel<T>;
-    SPAVA_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    static int smem_limit_set = 48 * 1024;  // raise the opt-in limit once, to the largest seen
+    if (smem > smem_limit_set) {
+      SPAVA_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBudget));
+      smem_limit_set = kSmemBudget;
+    }
     kernel<<<dim3(p.gather_splits, items), kSelectThreads, smem, stream>>>(p);
     SPAVA_CUDA_CHECK(cudaGetLastError());
   });

@@ -1,4 +1,4 @@
-// select_passing kernels: (1) qsum, (2) raw scores, (3) pool + exact top-m + gather.
+// select_passing kernels: (1) qsum, (2) scores + max-pool, (3) exact top-m + gather.
 //
 // Selection rule (DESIGN.md §1, tie rule included): keep the m = min(p, len) positions with the
 // largest smoothed score; among equal scores the lower position wins. Kernel 3 finds the m-th
@@ -55,7 +55,11 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
 }
 
 // ---------------------------------------------------------------------------- (2) scores
-// grid (row blocks, chunks * b * h_kv). 16 lanes per key row, 16-byte loads.
+// grid (row blocks, chunks * b * h_kv). Raw scores k . qsum of the block's rows plus a halo of
+// pool_kernel / 2 rows each side (16 lanes per key row, 16-byte loads), then the max-pool
+// clipped to the chunk: p.scores receives the smoothed scores.
+constexpr int kMaxHalo = 64;
+
 template <typename T>
 __global__ void __launch_bounds__(kScoreThreads) score_kernel(const SelectPassingParams p) {
   const int item = blockIdx.y;  // (c * b + bi) * h_kv + h
@@ -64,27 +68,36 @@ __global__ void __launch_bounds__(kScoreThreads) score_kernel(const SelectPassin
   const int len = p.chunk_len[c];
   const int row0 = blockIdx.x * kScoreRowsPerBlock;
   if (row0 >= len) return;
+  const int half = p.pool_kernel / 2;
   __shared__ float qs[512];
+  __shared__ float raw[kScoreRowsPerBlock + 2 * kMaxHalo];
   for (int d = threadIdx.x; d < p.head_dim; d += kScoreThreads)
     qs[d] = p.qsum[(b * p.heads_kv + h) * p.head_dim + d];
   __syncthreads();
   const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride +
                int64_t(p.chunk_start[c]) * p.k_row_stride;
-  float* out = p.scores + int64_t(item) * p.score_stride;
   const int lane16 = threadIdx.x % 16, group = threadIdx.x / 16;
-  const int row_end = min(len, row0 + kScoreRowsPerBlock);
-  for (int j = row0 + group; j < row_end; j += kScoreThreads / 16) {
+  const int lo = max(0, row0 - half), hi = min(len, row0 + kScoreRowsPerBlock + half);
+  for (int j = lo + group; j < hi; j += kScoreThreads / 16) {
     const T* row = k + int64_t(j) * p.k_row_stride;
     float acc = 0.f;
     for (int e = lane16 * 8; e < p.head_dim; e += 16 * 8) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(row + e);
-      const T* x = reinterpret_cast<const T*>(&raw);
+      const uint4 bits = *reinterpret_cast<const uint4*>(row + e);
+      const T* x = reinterpret_cast<const T*>(&bits);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc += static_cast<float>(x[i]) * qs[e + i];
     }
 #pragma unroll
     for (int off = 8; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffff, acc, off);
-    if (lane16 == 0) out[j] = acc;
+    if (lane16 == 0) raw[j - lo] = acc;
+  }
+  __syncthreads();
+  float* out = p.scores + int64_t(item) * p.score_stride;
+  const int row_end = min(len, row0 + kScoreRowsPerBlock);
+  for (int j = row0 + threadIdx.x; j < row_end; j += kScoreThreads) {
+    float mx = -INFINITY;
+    for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i) mx = fmaxf(mx, raw[i - lo]);
+    out[j] = mx;
   }
 }
 
@@ -113,20 +126,13 @@ __global__ void __launch_bounds__(kSelectThreads) select_gather_kernel(const Sel
   const int c = item / (p.heads_kv * p.batch);
   const int len = p.chunk_len[c], m = min(p.passing_len, len);
   const int tid = threadIdx.x;
-  const float* scores = p.scores + int64_t(item) * p.score_stride;
-  const int half = p.pool_kernel / 2;
+  const float* smooth = p.scores + int64_t(item) * p.score_stride;  // smoothed by kernel 2
   const bool cached = len <= p.smem_scores;
-
-  auto pooled = [&](int j) {  // max of the window [j - half, j + half] clipped to the chunk
-    float mx = -INFINITY;
-    for (int i = max(0, j - half); i <= min(len - 1, j + half); ++i) mx = fmaxf(mx, scores[i]);
-    return mx;
-  };
-  auto key_at = [&](int j) { return order_key(cached ? smooth_cache[j] : pooled(j)); };
+  auto key_at = [&](int j) { return order_key(cached ? smooth_cache[j] : smooth[j]); };
 
   if (m < len) {
     if (cached) {
-      for (int j = tid; j < len; j += kSelectThreads) smooth_cache[j] = pooled(j);
+      for (int j = tid; j < len; j += kSelectThreads) smooth_cache[j] = smooth[j];
     }
     // radix select of the m-th largest key, 8 bits at a time from the top
     if (tid == 0) {
