@@ -41,14 +41,14 @@ build() {
 }
 
 gpu_tests() {
-  step tests 600 python3 -m pytest -q -x tests/test_cuda.py tests/test_ops.py tests/test_opcheck.py \
+  step tests 300 python3 -m pytest -q -x --timeout 120 tests/test_cuda.py tests/test_ops.py tests/test_opcheck.py \
     tests/test_reference.py
 }
 
 sanitize() {
-  step memcheck 600 compute-sanitizer --tool memcheck --error-exitcode 1 \
+  step memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 1 \
     python3 scripts/sanitize_case.py all
-  step racecheck 600 compute-sanitizer --tool racecheck --error-exitcode 1 \
+  step racecheck 150 compute-sanitizer --tool racecheck --error-exitcode 1 \
     python3 scripts/sanitize_case.py attn
 }
 
@@ -66,7 +66,7 @@ case $MODE in
   sanitize) build && sanitize ;;
   bench) build && step bench 900 python3 benchmarks/bench_kernels.py ;;
   quick) build && gpu_tests; sass; step bench 600 python3 benchmarks/bench_kernels.py --quick ;;
-  all) build && { gpu_tests; sanitize; sass; step bench 900 python3 benchmarks/bench_kernels.py; } ;;
+  all) build && { gpu_tests; sanitize; sass; step bench 330 python3 benchmarks/bench_kernels.py; } ;;
 esac
 
 echo "==== spava gpu_check ($MODE) on $(head -n 2 "$OUT/gpu.txt" 2>/dev/null | tail -n 1)"

@@ -78,18 +78,22 @@ __global__ void __launch_bounds__(kScoreThreads) score_kernel(const SelectPassin
                int64_t(p.chunk_start[c]) * p.k_row_stride;
   const int lane16 = threadIdx.x % 16, group = threadIdx.x / 16;
   const int lo = max(0, row0 - half), hi = min(len, row0 + kScoreRowsPerBlock + half);
-  for (int j = lo + group; j < hi; j += kScoreThreads / 16) {
-    const T* row = k + int64_t(j) * p.k_row_stride;
+  // the trip count is uniform across the block: the shuffles below need every lane of a warp
+  for (int base = lo; base < hi; base += kScoreThreads / 16) {
+    const int j = base + group;
     float acc = 0.f;
-    for (int e = lane16 * 8; e < p.head_dim; e += 16 * 8) {
-      const uint4 bits = *reinterpret_cast<const uint4*>(row + e);
-      const T* x = reinterpret_cast<const T*>(&bits);
+    if (j < hi) {
+      const T* row = k + int64_t(j) * p.k_row_stride;
+      for (int e = lane16 * 8; e < p.head_dim; e += 16 * 8) {
+        const uint4 bits = *reinterpret_cast<const uint4*>(row + e);
+        const T* x = reinterpret_cast<const T*>(&bits);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc += static_cast<float>(x[i]) * qs[e + i];
+        for (int i = 0; i < 8; ++i) acc += static_cast<float>(x[i]) * qs[e + i];
+      }
     }
 #pragma unroll
     for (int off = 8; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffff, acc, off);
-    if (lane16 == 0) raw[j - lo] = acc;
+    if (j < hi && lane16 == 0) raw[j - lo] = acc;
   }
   __syncthreads();
   float* out = p.scores + int64_t(item) * p.score_stride;
