@@ -145,14 +145,15 @@ def test_select_passing_is_a_top_k_on_random_inputs(case, device):
 
 
 def test_select_passing_tie_rule_on_plateaus():
-    q = torch.ones(1, 2, 2, 4)
-    k = torch.zeros(1, 16, 1, 4)
+    q = torch.ones(1, 2, 2, 8)
+    k = torch.zeros(1, 16, 1, 8)
     k[0, 9] = 1.0  # pool 5 turns this into a plateau on positions 7..11
     for device in DEVICES:
         if device == "cuda" and "select_passing" not in ops.build_info()["cuda_ops"]:
             continue
-        idx, _ = ops.select_passing(q.to(device), k.to(device), k.to(device), [0, 4], [16, 12],
-                                    3, 5)
+        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        qd, kd = q.to(device, dtype), k.to(device, dtype)
+        idx, _ = ops.select_passing(qd, kd, kd, [0, 4], [16, 12], 3, 5)
         assert idx[0, 0, 0].tolist() == [7, 8, 9]
         assert idx[1, 0, 0].tolist() == [7, 8, 9]
 

@@ -1,0 +1,47 @@
+"""PNG of a kernels_*.json result: attn_fwd TFLOP/s per call vs FlexAttention and dense SDPA.
+
+    python benchmarks/plot_kernels.py benchmarks/results/kernels_<date>_<card>.json
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main(path: str) -> Path:
+    data = json.loads(Path(path).read_text())
+    fig, axes = plt.subplots(1, len(data["workloads"]), figsize=(5 * len(data["workloads"]), 4),
+                             sharey=True)
+    for ax, (name, w) in zip(axes, data["workloads"].items()):
+        labels = [f"r{c['rank']} {c['call']}" for c in w["calls"]]
+        x = range(len(labels))
+        series = [("spava attn_fwd", "spava"), ("spava cp.async (v1)", "spava_cpasync"),
+                  ("FlexAttention, same mask", "flex")]
+        width = 0.8 / len(series)
+        for i, (label, key) in enumerate(series):
+            vals = [c.get(key, {}).get("tflops", 0) for c in w["calls"]]
+            if any(vals):
+                ax.bar([xi + (i - 1) * width for xi in x], vals, width, label=label)
+        for backend, style in (("cudnn", "--"), ("flash", ":")):
+            tf = w.get("dense", {}).get(backend, {}).get("tflops")
+            if tf:
+                ax.axhline(tf, linestyle=style, color="k", label=f"dense causal SDPA {backend}")
+        ax.set_xticks(list(x), labels, rotation=30, ha="right")
+        ax.set_title(f"{name} (Hq {w['heads_q']}, Hkv {w['heads_kv']}, D {w['head_dim']})")
+    axes[0].set_ylabel("TFLOP/s on allowed pairs")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"per-rank attention of W=8 at 128K tokens - {data['card']}, {data['date']}, "
+                 f"commit {data['commit']}")
+    fig.tight_layout()
+    out = Path(path).with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    return out
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1]))
