@@ -8,6 +8,7 @@ Environment (all optional, read here only):
     CUDA_HOME                    CUDA toolkit root (default /usr/local/cuda when it exists)
     SPAVA_CUDA_ARCHS             archs for arch-generic kernels, e.g. "90a" (default) or "80;90a"
     SPAVA_CUTLASS_INCLUDE_DIR    CUTLASS include dir (default: the nvidia-cutlass wheel's headers)
+    SPAVA_DISABLE_HDIMS          attn_fwd head dims to leave out, e.g. "64;80" (faster builds)
     MAX_JOBS                     parallel compile jobs (default: number of CPUs, at most 8)
 """
 
@@ -56,7 +57,7 @@ class CMakeBuild(build_ext):
         ]
         if cuda:
             args.append(f"-DCMAKE_CUDA_COMPILER={cuda_home() / 'bin' / 'nvcc'}")
-            for key in ("SPAVA_CUDA_ARCHS", "SPAVA_CUTLASS_INCLUDE_DIR"):
+            for key in ("SPAVA_CUDA_ARCHS", "SPAVA_CUTLASS_INCLUDE_DIR", "SPAVA_DISABLE_HDIMS"):
                 if os.environ.get(key):
                     args.append(f"-D{key}={os.environ[key]}")
         jobs = os.environ.get("MAX_JOBS") or str(min(8, os.cpu_count() or 1))
