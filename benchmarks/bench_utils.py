@@ -1,44 +1,19 @@
-"""The one timing utility of the benchmarks, plus result files.
-
-``gpu_time(fn, ...)``: CUDA events around each call, warm-up first, median of the repeats,
-optional rotation over several input sets (so a result cannot come from a warm L2).
-Results go to ``benchmarks/results/<name>_<date>_<card>.json`` with card, date and commit.
-"""
+"""Helpers of the benchmark scripts: the timing utility (``spava_ext.timing.gpu_time``: CUDA
+events, warm-up, median, rotating inputs), copy bandwidth, and result files
+(``benchmarks/results/<name>_<date>_<card>.json`` with card, date and commit)."""
 
 from __future__ import annotations
 
 import datetime
 import json
 import os
-import statistics
 import subprocess
 from pathlib import Path
-from typing import Callable, Optional, Sequence
-
 import torch
 
+from spava_ext.timing import gpu_time  # noqa: F401  (re-exported)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def gpu_time(fn: Callable, args_list: Optional[Sequence[tuple]] = None, warmup: int = 3,
-             repeats: int = 20) -> dict:
-    """Median / min / max milliseconds of ``fn(*args)`` over ``repeats`` calls, cycling through
-    ``args_list`` (default one empty tuple)."""
-    args_list = list(args_list or [()])
-    for i in range(warmup):
-        fn(*args_list[i % len(args_list)])
-    torch.cuda.synchronize()
-    times = []
-    for i in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        args = args_list[i % len(args_list)]
-        start.record()
-        fn(*args)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return {"ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-            "repeats": repeats}
 
 
 def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:

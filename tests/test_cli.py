@@ -15,3 +15,14 @@ def test_demo_runs_end_to_end():
     assert all(float(x) < 1e-5 for x in question[3:6]), res.stdout
     approx = lines["C1.. rows"]
     assert float(approx[5]) < 1e-5 and float(approx[3]) > float(approx[5]), res.stdout
+
+
+def test_bench_without_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    res = subprocess.run([sys.executable, "-m", "spava_ext", "bench", "--simulate-world-size", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "needs" not in res.stdout
+    assert "CUDA GPU" in res.stderr

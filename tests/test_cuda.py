@@ -148,3 +148,65 @@ def test_spava_attention_cuda_single_rank(dtype, p):
     ref = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout)
     low = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout, upcast=False)
     assert_attn_close(f"spava W=1 p={p}", out, ref, low)
+
+
+def test_simulator_runs_every_rank():
+    from spava_ext.simulate import SimConfig, format_report, simulate
+
+    res = simulate(SimConfig(context=8192, question=16, world=2, heads_q=4, heads_kv=2,
+                             head_dim=HEAD_DIMS[-1], repeats=2))
+    assert len(res["ranks"]) == 2 and res["critical_path_ms"] > 0
+    assert all(0 <= r["links"]["450"]["hidden_fraction"] <= 1 for r in res["ranks"])
+    assert "critical path" in format_report(res)
+
+
+def test_spava_attention_cuda_graph_capture():
+    """A layer captured once in a CUDA graph and replayed on new inputs equals eager runs."""
+    D = HEAD_DIMS[-1]
+    L, a, nq = 1500, 200, 24
+    layout = SpavaLayout(L, a, nq, 1, 100)
+    q, k, v = grid_inputs(1, L, 8, 2, D, dtype=torch.bfloat16, seed=21, device="cuda")
+    spava_ext.spava_attention(q, k, v, layout)  # warm-up: kernel attributes, allocator
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = spava_ext.spava_attention(q, k, v, layout)
+    for seed in (22, 23):
+        q2, k2, v2 = grid_inputs(1, L, 8, 2, D, dtype=torch.bfloat16, seed=seed, device="cuda")
+        q.copy_(q2), k.copy_(k2), v.copy_(v2)
+        graph.replay()
+        want = spava_ext.spava_attention(q2, k2, v2, layout)
+        assert torch.equal(out, want), seed  # same kernels, same inputs: same bytes
+
+
+def test_nccl_world_size_one_prefill_and_decode():
+    """The NCCL path (comm stream, stream-ordered waits) with one rank, against the reference."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                            device_id=torch.device("cuda", 0))
+    try:
+        D = HEAD_DIMS[-1]
+        L, a, nq, T = 900, 64, 9, 3
+        layout = SpavaLayout(L, a, nq, 1, 50)
+        q, k, v = grid_inputs(1, L + T, 4, 2, D, dtype=torch.bfloat16, seed=31, device="cuda")
+        out = spava_ext.spava_attention(q[:, :L], k[:, :L], v[:, :L], layout)
+        ref = reference.spava_attention(q[:, :L].cpu(), k[:, :L].cpu(), v[:, :L].cpu(), layout)
+        low = reference.spava_attention(q[:, :L].cpu(), k[:, :L].cpu(), v[:, :L].cpu(), layout,
+                                        upcast=False)
+        assert_attn_close("nccl prefill", out, ref, low)
+        cache = spava_ext.SpavaKVCache(layout, 0, 1, 1, 2, D, torch.bfloat16, "cuda", T)
+        cache.store_prefill(0, k[:, :L], v[:, :L])
+        dec = spava_ext.decode_attention(q[:, L:], k[:, L:], v[:, L:], cache, 0)
+        dense = reference.dense_causal_attention(q.cpu(), k.cpu(), v.cpu())[:, L:]
+        low_d = reference.masked_attention(q.cpu(), k.cpu(), v.cpu(),
+                                           torch.ones(L + T, L + T, dtype=torch.bool).tril(),
+                                           D ** -0.5, upcast=False)[0][:, L:]
+        assert_attn_close("nccl decode", dec, dense, low_d)
+    finally:
+        dist.destroy_process_group()

@@ -5,6 +5,7 @@ Public API::
     SpavaLayout(seq_len, anchor_len, query_len, world_size, passing_len, pool_kernel=5)
     spava_attention(q, k, v, layout, group=None, softmax_scale=None)   # per-rank shard in, out
     reference.spava_attention(q, k, v, layout, softmax_scale=None)     # full sequence, fp32 math
+    SpavaKVCache, decode_attention(q, k_new, v_new, cache, layer, group=None)  # exact decode
     ops.attn_fwd / ops.select_passing / ops.merge_states               # torch.ops.spava.*
 """
 
@@ -12,7 +13,9 @@ import torch  # noqa: F401  (loads libtorch before our extension)
 
 from . import ops, reference
 from .attention import spava_attention
+from .decode import SpavaKVCache, decode_attention
 from .layout import SpavaLayout
 
-__all__ = ["SpavaLayout", "spava_attention", "reference", "ops"]
+__all__ = ["SpavaLayout", "spava_attention", "SpavaKVCache", "decode_attention", "reference",
+           "ops"]
 __version__ = "0.1.0"

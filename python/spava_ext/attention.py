@@ -16,6 +16,7 @@ Attention reads them in place as strided ``[B, n, Hkv, D]`` views.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Optional
 
@@ -26,8 +27,8 @@ from . import ops
 from .comm import GroupComm
 from .layout import SpavaLayout
 
-__all__ = ["spava_attention", "spava_attention_rank", "KeySegments", "question_keys",
-           "host1_keys", "host2_keys"]
+__all__ = ["spava_attention", "spava_attention_rank", "KeySegments", "ExactRows",
+           "question_keys", "host1_keys", "host2_keys"]
 
 
 class KeySegments:
@@ -111,6 +112,37 @@ def host2_keys(k, v, layout: SpavaLayout, rank: int, recv1, recv2) -> KeySegment
                                             v[:, a + c1 : a + c1 + c2], diag=0)
 
 
+class ExactRows:
+    """Rows that must be exact although each rank holds only part of their keys: every rank
+    computes a partial state (fp32 out + lse) over its keys, the partials are gathered (one
+    packed fp32 buffer per rank), and the LSE merge writes the exact rows. Used for the question
+    rows of the prefill and for every decode step."""
+
+    def __init__(self, parts: torch.Tensor, pending, shape: tuple) -> None:
+        self._parts, self._pending, self._shape = parts, pending, shape
+
+    @classmethod
+    def start(cls, q_rows: torch.Tensor, keys: KeySegments, comm, softmax_scale,
+              what: str) -> "ExactRows":
+        """Compute this rank's partial for ``q_rows [B, n, Hq, D]`` and start its gather."""
+        B, n, Hq, D = q_rows.shape
+        part = q_rows.new_empty(B * n * Hq * D + B * Hq * n, dtype=torch.float32)
+        ops.attn_fwd(q_rows, keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
+                     out=part[: B * n * Hq * D].view(B, n, Hq, D),
+                     lse=part[B * n * Hq * D :].view(B, Hq, n))
+        parts = comm.buffer((comm.world, part.numel()), part.dtype, part.device, what)
+        return cls(parts, comm.all_gather(parts, part, what), (B, n, Hq, D))
+
+    def finish(self, out_rows: torch.Tensor) -> None:
+        """Wait for the gather and merge the partials into ``out_rows [B, n, Hq, D]``."""
+        self._pending.wait()
+        B, n, Hq, D = self._shape
+        W = self._parts.shape[0]
+        outs = self._parts[:, : B * n * Hq * D].view(W, B, n, Hq, D)
+        lses = self._parts[:, B * n * Hq * D :].view(W, B, Hq, n)
+        ops.merge_states(outs, lses, out=out_rows)
+
+
 def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
     if world != layout.world_size:
         raise ValueError(f"spava_attention: process group has {world} ranks, layout.world_size "
@@ -158,6 +190,11 @@ def spava_attention(
     return spava_attention_rank(q, k, v, layout, GroupComm(group, timeout), softmax_scale)
 
 
+def _nvtx(name: str, on: bool):
+    """An NVTX range around one step of the schedule (CUDA only; free without a profiler)."""
+    return torch.cuda.nvtx.range(f"spava/{name}") if on else contextlib.nullcontext()
+
+
 def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None) -> torch.Tensor:
     """The schedule of one rank with an explicit communicator (``comm.rank``, ``comm.world``,
     ``comm.buffer``, ``comm.all_gather``): :class:`~spava_ext.comm.GroupComm` for real runs,
@@ -165,17 +202,18 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
     rank, world = comm.rank, comm.world
     _check_inputs(q, k, v, layout, rank, world)
     seg = layout.local_segments(rank)
-    a, c1, c2, nq = seg.anchor, seg.chunk1, seg.chunk2, seg.question
-    B, _, Hq, D = q.shape
+    a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
     out = torch.empty_like(q)
     q_question = q[:, seg.question_start :]
 
+    nv = q.is_cuda
     # 1  select the two passing blocks and start their gathers
     cap = layout.passing_cap
     if cap > 0:
         p = cap if layout.passing_len is None else layout.passing_len
-        _, send = ops.select_passing(q_question, k, v, [seg.chunk1_start, seg.chunk2_start],
-                                     [c1, c2], p, layout.pool_kernel, capacity=cap)
+        with _nvtx("select", nv):
+            _, send = ops.select_passing(q_question, k, v, [seg.chunk1_start, seg.chunk2_start],
+                                         [c1, c2], p, layout.pool_kernel, capacity=cap)
         shape = (world,) + send.shape[1:]
         recv1 = comm.buffer(shape, send.dtype, send.device, "passing #1")  # recv1[j] = P_j
         recv2 = comm.buffer(shape, send.dtype, send.device, "passing #2")  # P_(2W-1-j)
@@ -183,37 +221,32 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
         gather2 = comm.all_gather(recv2, send[1], "passing #2")
 
     # 2  question partial (fp32) over this rank's share of the keys, then gather (out, lse)
-    keys = question_keys(k, v, layout, rank)
-    part = q.new_empty(B * nq * Hq * D + B * Hq * nq, dtype=torch.float32)
-    part_out = part[: B * nq * Hq * D].view(B, nq, Hq, D)
-    part_lse = part[B * nq * Hq * D :].view(B, Hq, nq)
-    ops.attn_fwd(q_question, keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
-                 out=part_out, lse=part_lse)
-    parts = comm.buffer((world, part.numel()), part.dtype, part.device, "question partials")
-    gather_q = comm.all_gather(parts, part, "question partials")
+    with _nvtx("question", nv):
+        question = ExactRows.start(q_question, question_keys(k, v, layout, rank), comm,
+                                   softmax_scale, "question partials")
 
     # 3  first virtual host: rows [anchor | C_r]
     if a + c1 > 0:
         if cap > 0:
             gather1.wait()
         keys = host1_keys(k, v, layout, rank, recv1 if cap > 0 else None)
-        ops.attn_fwd(q[:, : a + c1], keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
-                     out=out[:, : a + c1])
+        with _nvtx("host1", nv):
+            ops.attn_fwd(q[:, : a + c1], keys.k, keys.v, keys.row_begin, keys.diag,
+                         softmax_scale, out=out[:, : a + c1])
 
     # 4  second virtual host: rows C_(2W-1-r)
     if c2 > 0:
         gather1.wait()
         gather2.wait()
         keys = host2_keys(k, v, layout, rank, recv1, recv2)
-        ops.attn_fwd(q[:, a + c1 : a + c1 + c2], keys.k, keys.v, keys.row_begin, keys.diag,
-                     softmax_scale, out=out[:, a + c1 : a + c1 + c2])
+        with _nvtx("host2", nv):
+            ops.attn_fwd(q[:, a + c1 : a + c1 + c2], keys.k, keys.v, keys.row_begin, keys.diag,
+                         softmax_scale, out=out[:, a + c1 : a + c1 + c2])
 
     # 5  exact question rows: merge the W partials
     if cap > 0:  # every started gather is awaited, even when no rows needed it
         gather1.wait()
         gather2.wait()
-    gather_q.wait()
-    outs = parts[:, : B * nq * Hq * D].view(world, B, nq, Hq, D)
-    lses = parts[:, B * nq * Hq * D :].view(world, B, Hq, nq)
-    ops.merge_states(outs, lses, out=out[:, seg.question_start :])
+    with _nvtx("merge", nv):
+        question.finish(out[:, seg.question_start :])
     return out

@@ -2,6 +2,9 @@
 
     spava demo [--world-size W] [--frames F] ...   Spava attention on a synthetic video layer
                                                    over W ranks vs dense attention
+    spava bench --simulate-world-size W [...]      one GPU plays every rank of a W-rank layer:
+                                                   per-rank times, critical path, bytes sent,
+                                                   predicted overlap, ring / APB / dense baselines
 """
 
 from __future__ import annotations
@@ -129,6 +132,37 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- bench
+def cmd_bench(args) -> int:
+    import json
+
+    from .simulate import SimConfig, format_report, simulate
+
+    if not torch.cuda.is_available():
+        print("spava bench: --simulate-world-size runs the ranks' work on a CUDA GPU; none found",
+              file=sys.stderr)
+        return 2
+    try:
+        hq, hkv = (int(x) for x in args.heads.split("/"))
+    except ValueError:
+        print(f"spava bench: --heads must look like 28/4, got {args.heads!r}", file=sys.stderr)
+        return 2
+    cfg = SimConfig(context=args.context, question=args.question,
+                    world=args.simulate_world_size, heads_q=hq, heads_kv=hkv,
+                    head_dim=args.head_dim, anchor=args.anchor, passing=args.passing,
+                    bandwidths_gbs=[float(b) for b in args.bandwidth.split(",")],
+                    repeats=args.repeats, dense=not args.no_dense)
+    res = simulate(cfg)
+    res["card"] = torch.cuda.get_device_name()
+    print(f"spava bench on {res['card']}")
+    print(format_report(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spava", description=__doc__,
@@ -148,12 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeats", type=int, default=3)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+    bench = sub.add_parser("bench", help="single-GPU simulation of a W-rank Spava layer")
+    bench.add_argument("--simulate-world-size", type=int, required=True, metavar="W")
+    bench.add_argument("--context", type=int, default=131072, help="context tokens (anchor incl.)")
+    bench.add_argument("--question", type=int, default=64)
+    bench.add_argument("--heads", default="28/4", help="query/kv heads (Qwen2.5-VL-7B: 28/4)")
+    bench.add_argument("--head-dim", type=int, default=128)
+    bench.add_argument("--anchor", type=int, default=None, help="default: the paper's")
+    bench.add_argument("--passing", type=int, default=None, help="default: the paper's")
+    bench.add_argument("--bandwidth", default="450,50", help="link GB/s per direction, comma list")
+    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--no-dense", action="store_true", help="skip the dense SDPA baselines")
+    bench.add_argument("--json", default=None, help="write the full result here")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "world_size", 1) < 1:
-        print("spava: --world-size must be >= 1", file=sys.stderr)
+    if getattr(args, "world_size", 1) < 1 or getattr(args, "simulate_world_size", 1) < 1:
+        print("spava: the world size must be >= 1", file=sys.stderr)
         return 2
     return args.func(args)

@@ -41,15 +41,25 @@ def rank_and_world(group: Optional[dist.ProcessGroup]) -> tuple[int, int]:
 
 class Pending:
     """A started collective. ``wait()`` raises ``RuntimeError`` naming ``what`` on failure or
-    timeout, so a missing or failing rank surfaces as an error instead of a hang."""
+    timeout, so a missing or failing rank surfaces as an error instead of a hang.
 
-    def __init__(self, work: Optional[dist.Work], what: str, timeout: timedelta) -> None:
+    CPU (gloo): ``wait`` blocks the host for at most ``timeout``. CUDA (NCCL): ``wait`` only makes
+    the current (compute) stream wait for the gather, with no host synchronisation; a rank that
+    never joins is caught by the process group's own timeout (its watchdog aborts the job on every
+    rank), set through ``torch.distributed.init_process_group(timeout=...)``."""
+
+    def __init__(self, work: Optional[dist.Work], what: str, timeout: timedelta,
+                 on_device: bool = False) -> None:
         self._work, self._what, self._timeout = work, what, timeout
+        self._on_device = on_device
 
     def wait(self) -> None:
         if self._work is None:
             return
         work, self._work = self._work, None
+        if self._on_device:
+            work.wait()  # stream-ordered: the current stream waits for the NCCL stream
+            return
         try:
             ok = work.wait(self._timeout)
         except Exception as e:  # gloo/NCCL raise on timeout or peer failure
@@ -66,21 +76,45 @@ def all_gather_async(
     group: Optional[dist.ProcessGroup],
     what: str,
     timeout: Optional[timedelta] = None,
+    stream: Optional["torch.cuda.Stream"] = None,
 ) -> Pending:
-    """Gather ``inp`` of every rank into ``out [W, *inp.shape]`` (contiguous) without blocking."""
+    """Gather ``inp`` of every rank into ``out [W, *inp.shape]`` (contiguous) without blocking.
+
+    With ``stream`` (CUDA tensors), the collective is issued on that stream after it waits for
+    the current one (event in); ``Pending.wait`` is the event out. Both tensors are recorded on
+    the stream so the caching allocator cannot reuse them before the gather ends."""
     timeout = timeout or default_timeout()
-    _, world = rank_and_world(group)
-    if world == 1:
-        out[0].copy_(inp)
+    if group is None and not (dist.is_available() and dist.is_initialized()):
+        out[0].copy_(inp)  # a single process without a process group: a local copy
         return Pending(None, what, timeout)
     # The concatenated form [W * n, ...] is the one every backend accepts.
     flat = out.view((-1,) + tuple(inp.shape[1:])) if inp.dim() > 0 else out.view(-1)
-    work = _all_gather_single(flat, inp.contiguous(), group=group, async_op=True)
-    return Pending(work, what, timeout)
+    inp = inp.contiguous()
+    if stream is None:
+        work = _all_gather_single(flat, inp, group=group, async_op=True)
+        return Pending(work, what, timeout)
+    stream.wait_stream(torch.cuda.current_stream(inp.device))
+    with torch.cuda.stream(stream):
+        work = _all_gather_single(flat, inp, group=group, async_op=True)
+    inp.record_stream(stream)
+    out.record_stream(stream)
+    return Pending(work, what, timeout, on_device=True)
+
+
+_COMM_STREAMS: dict = {}
+
+
+def comm_stream(device: torch.device) -> "torch.cuda.Stream":
+    """The dedicated communication stream of ``device`` (one per process and device)."""
+    key = torch.device(device).index
+    if key not in _COMM_STREAMS:
+        _COMM_STREAMS[key] = torch.cuda.Stream(device=device)
+    return _COMM_STREAMS[key]
 
 
 class GroupComm:
-    """Gathers over a torch.distributed group (or locally when there is a single rank)."""
+    """Gathers over a torch.distributed group (or locally when there is a single rank); CUDA
+    gathers run on the device's dedicated communication stream."""
 
     def __init__(self, group: Optional[dist.ProcessGroup] = None,
                  timeout: Optional[timedelta] = None) -> None:
@@ -92,7 +126,8 @@ class GroupComm:
         return torch.empty(shape, dtype=dtype, device=device)
 
     def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str) -> Pending:
-        return all_gather_async(out, inp, self.group, what, self.timeout)
+        stream = comm_stream(inp.device) if inp.is_cuda else None
+        return all_gather_async(out, inp, self.group, what, self.timeout, stream)
 
 
 class SimulatedComm:

@@ -22,8 +22,12 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   if (params.kernel_variant == 1) {
     using Cfg = attn::Sm90Config<T, kHeadDim>;
     auto kernel = attn::attn_fwd_sm90_kernel<Cfg>;
-    SPAVA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          Cfg::kSmemBytes));
+    static const bool configured = [&] {  // once per instantiation (also keeps graph capture clean)
+      SPAVA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            Cfg::kSmemBytes));
+      return true;
+    }();
+    (void)configured;
     const dim3 grid((params.q_len + Cfg::kBlockM - 1) / Cfg::kBlockM, params.heads_q,
                     params.batch);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
@@ -49,8 +53,12 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
                                    Cfg::kSwizzleBytes);
   }
   auto kernel = attn::attn_fwd_sm90_ws_kernel<Cfg>;
-  SPAVA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        Cfg::kSmemBytes));
+  static const bool configured = [&] {  // once per instantiation (also keeps graph capture clean)
+    SPAVA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          Cfg::kSmemBytes));
+    return true;
+  }();
+  (void)configured;
   const int splits = std::max(1, params.num_splits);
   const dim3 grid(splits * ((params.q_len + Cfg::kBlockM - 1) / Cfg::kBlockM), params.heads_q,
                   params.batch);

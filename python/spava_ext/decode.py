@@ -1,0 +1,123 @@
+"""Exact decode attention over the sharded KV cache of a Spava prefill (DESIGN.md §1 "Decode").
+
+After the prefill, rank r keeps per layer ``[anchor slice r | C_r | C_(2W-1-r)]`` (disjoint across
+ranks: their union is the prompt's context exactly once) and rank 0 also keeps the question and
+every generated token. Passing blocks are not cached. For each new token every rank computes a
+partial state over its cache, the partials are gathered and LSE-merged: exact attention, the same
+result on every rank. All ranks run the model on the same token; only rank 0 appends its K/V.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from .attention import ExactRows, KeySegments
+from .comm import GroupComm
+from .layout import SpavaLayout
+
+__all__ = ["SpavaKVCache", "decode_attention"]
+
+
+class SpavaKVCache:
+    """The KV cache of one rank, all layers: ``k, v [layers, B, capacity, Hkv, D]``.
+
+    Args:
+        layout: the prefill's layout.
+        rank: this rank.
+        num_layers, batch, heads_kv, head_dim, dtype, device: cache geometry.
+        max_new_tokens: room for generated tokens (kept on rank 0 only).
+    """
+
+    def __init__(self, layout: SpavaLayout, rank: int, num_layers: int, batch: int,
+                 heads_kv: int, head_dim: int, dtype: torch.dtype, device: torch.device | str,
+                 max_new_tokens: int) -> None:
+        if max_new_tokens < 0:
+            raise ValueError(f"SpavaKVCache: max_new_tokens must be >= 0, got {max_new_tokens}")
+        self.layout, self.rank, self.num_layers = layout, rank, num_layers
+        a0, a1 = layout.anchor_slice(rank)
+        seg = layout.local_segments(rank)
+        # local prefill rows kept: (start, end) ranges of the rank's shard, in order
+        self._keep = [(a0, a1), (seg.chunk1_start, seg.chunk2_start + seg.chunk2)]
+        if rank == 0:
+            self._keep.append((seg.question_start, seg.length))
+        self.prefill_len = sum(e - s for s, e in self._keep)
+        self.capacity = self.prefill_len + (max_new_tokens if rank == 0 else 0)
+        shape = (num_layers, batch, self.capacity, heads_kv, head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.lengths = [0] * num_layers  # valid rows per layer
+
+    def store_prefill(self, layer: int, k_local: torch.Tensor, v_local: torch.Tensor) -> None:
+        """Keep this rank's share of a layer's prefill K/V (``[B, L_r, Hkv, D]``, local order)."""
+        if k_local.shape[1] != self.layout.local_len(self.rank):
+            raise ValueError(f"SpavaKVCache.store_prefill: k has {k_local.shape[1]} rows, rank "
+                             f"{self.rank} holds {self.layout.local_len(self.rank)}")
+        n = 0
+        for s, e in self._keep:
+            self.k[layer, :, n : n + e - s].copy_(k_local[:, s:e])
+            self.v[layer, :, n : n + e - s].copy_(v_local[:, s:e])
+            n += e - s
+        self.lengths[layer] = n
+
+    def append(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
+        """Append new tokens' K/V ``[B, T, Hkv, D]`` (rank 0 only)."""
+        if self.rank != 0:
+            raise ValueError("SpavaKVCache.append: only rank 0 keeps generated tokens")
+        n, t = self.lengths[layer], k_new.shape[1]
+        if n + t > self.capacity:
+            raise ValueError(f"SpavaKVCache.append: {n} + {t} tokens exceed the capacity "
+                             f"{self.capacity} (max_new_tokens too small)")
+        self.k[layer, :, n : n + t].copy_(k_new)
+        self.v[layer, :, n : n + t].copy_(v_new)
+        self.lengths[layer] = n + t
+
+    def layer_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of the valid rows of a layer: ``[B, n, Hkv, D]`` each."""
+        n = self.lengths[layer]
+        return self.k[layer, :, :n], self.v[layer, :, :n]
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    cache: SpavaKVCache,
+    layer: int,
+    group: Optional[dist.ProcessGroup] = None,
+    softmax_scale: Optional[float] = None,
+    *,
+    timeout: Optional[timedelta] = None,
+) -> torch.Tensor:
+    """Exact attention of new tokens over the whole sharded cache; call on every rank.
+
+    Args:
+        q: ``[B, T, Hq, D]`` the new tokens' queries (the same on every rank).
+        k_new, v_new: ``[B, T, Hkv, D]`` their keys/values (appended to rank 0's cache here).
+        cache: this rank's :class:`SpavaKVCache`; layer: which layer.
+        group, softmax_scale, timeout: as for :func:`spava_attention`.
+
+    Returns ``[B, T, Hq, D]`` in q's dtype, identical on every rank: new token t attends to the
+    whole prompt, the earlier generated tokens and new tokens up to itself.
+    """
+    comm = GroupComm(group, timeout)
+    if comm.rank != cache.rank or comm.world != cache.layout.world_size:
+        raise ValueError(f"decode_attention: group rank/size {comm.rank}/{comm.world} does not "
+                         f"match the cache (rank {cache.rank}, W = {cache.layout.world_size})")
+    if q.dim() != 4 or k_new.shape != v_new.shape or k_new.shape[:2] != q.shape[:2]:
+        raise ValueError(f"decode_attention: shapes q {tuple(q.shape)}, k_new "
+                         f"{tuple(k_new.shape)}, v_new {tuple(v_new.shape)} do not match")
+    keys = KeySegments()
+    if cache.rank == 0:
+        before = cache.lengths[layer]
+        cache.append(layer, k_new, v_new)
+        k, v = cache.layer_kv(layer)
+        keys.add(k[:, :before], v[:, :before]).add(k[:, before:], v[:, before:], diag=0)
+    else:
+        keys.add(*cache.layer_kv(layer))
+    out = torch.empty_like(q)
+    ExactRows.start(q, keys, comm, softmax_scale, "decode partials").finish(out)
+    return out
