@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU box routine (device tool): build from source, GPU tests, sanitizers, benchmarks, and a
 # short table at the end. Logs go to $OUT (the device tool brings them back).
-#   bash scripts/gpu_check.sh [all|build|test|sanitize|bench|quick]     (default: all)
+#   bash scripts/gpu_check.sh [all|build|test|sanitize|bench|quick|evidence]   (default: all)
+#   evidence = build, GPU tests, the W=8 simulator (spava bench), the layer sweep, e2e prefill
 # Needs the nvidia-cutlass 4.2.0.0 wheel in .whl/ (carried: `pip download --no-deps
 # nvidia-cutlass==4.2.0.0 -d .whl`). Set SPAVA_COMMIT to record the commit in the results.
 set -uo pipefail
@@ -60,6 +61,12 @@ sass() {  # resource usage and instruction mix of the attention kernel
     | sort | uniq -c | sort -rn | head -20 >"$OUT/sass_mix.txt"
 }
 
+evidence() {
+  step simulate 200 python3 -m spava_ext bench --simulate-world-size 8 --json "$OUT/simulate_w8.json"
+  step layer 300 python3 benchmarks/bench_layer.py
+  step e2e 300 python3 benchmarks/bench_e2e.py
+}
+
 case $MODE in
   build) build ;;
   test) build && gpu_tests ;;
@@ -67,10 +74,12 @@ case $MODE in
   bench) build && step bench 900 python3 benchmarks/bench_kernels.py ;;
   quick) build && gpu_tests; sass; step bench 600 python3 benchmarks/bench_kernels.py --quick ;;
   all) build && { gpu_tests; sanitize; sass; step bench 330 python3 benchmarks/bench_kernels.py; } ;;
+  evidence) build && { gpu_tests; evidence; } ;;
 esac
 
 echo "==== spava gpu_check ($MODE) on $(head -n 2 "$OUT/gpu.txt" 2>/dev/null | tail -n 1)"
 for line in "${summary[@]}"; do echo "$line"; done
 [ -f "$OUT/bench.log" ] && grep -E "TF/s|us |ms " "$OUT/bench.log" | head -40
+for f in simulate layer e2e; do [ -f "$OUT/$f.log" ] && tail -n 14 "$OUT/$f.log"; done
 [ -f "$OUT/sass_mix.txt" ] && head -8 "$OUT/sass_mix.txt"
 exit 0

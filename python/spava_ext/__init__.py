@@ -17,5 +17,13 @@ from .decode import SpavaKVCache, decode_attention
 from .layout import SpavaLayout
 
 __all__ = ["SpavaLayout", "spava_attention", "SpavaKVCache", "decode_attention", "reference",
-           "ops"]
+           "ops", "generate"]
+
+
+def generate(model, inputs, **kwargs):
+    """Spava prefill + distributed decode with a transformers model (see
+    :func:`spava_ext.integrations.transformers.generate`; needs ``transformers``)."""
+    from .integrations.transformers import generate as _generate
+
+    return _generate(model, inputs, **kwargs)
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ from .attention import ExactRows, KeySegments
 from .comm import GroupComm
 from .layout import SpavaLayout
 
-__all__ = ["SpavaKVCache", "decode_attention"]
+__all__ = ["SpavaKVCache", "decode_attention", "decode_attention_comm"]
 
 
 class SpavaKVCache:
@@ -103,7 +103,13 @@ def decode_attention(
     Returns ``[B, T, Hq, D]`` in q's dtype, identical on every rank: new token t attends to the
     whole prompt, the earlier generated tokens and new tokens up to itself.
     """
-    comm = GroupComm(group, timeout)
+    return decode_attention_comm(q, k_new, v_new, cache, layer, GroupComm(group, timeout),
+                                 softmax_scale)
+
+
+def decode_attention_comm(q, k_new, v_new, cache: SpavaKVCache, layer: int, comm,
+                          softmax_scale: Optional[float] = None) -> torch.Tensor:
+    """:func:`decode_attention` with an explicit communicator (``GroupComm`` or a simulator)."""
     if comm.rank != cache.rank or comm.world != cache.layout.world_size:
         raise ValueError(f"decode_attention: group rank/size {comm.rank}/{comm.world} does not "
                          f"match the cache (rank {cache.rank}, W = {cache.layout.world_size})")

@@ -1,0 +1,1 @@
+"""Integrations with model libraries (import them explicitly: they need the library)."""

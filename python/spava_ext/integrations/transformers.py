@@ -1,0 +1,220 @@
+"""Hugging Face transformers integration: Spava attention in every decoder layer's prefill and
+exact distributed decode, through the library's attention-function registry (no modeling files
+are copied).
+
+The attention function ``"spava"`` (registered on import) reads what to do from the active
+:class:`SpavaRun` context: during the prefill it runs the rank's Spava schedule on the layer's
+post-RoPE q/k/v and keeps the rank's share of K/V in a :class:`SpavaKVCache`; during decode it
+runs :func:`decode_attention` over that cache. The model itself is called on the rank's local
+tokens (``layout.shard``) with global position ids, without a transformers cache.
+
+Text models (Qwen2 / Qwen2.5, Llama family) are supported here; the vision path of Qwen2.5-VL is
+not yet (see the README).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+import torch.distributed as dist
+from transformers import AttentionInterface
+
+from ..attention import spava_attention_rank
+from ..comm import GroupComm, rank_and_world
+from ..decode import SpavaKVCache, decode_attention_comm
+from ..layout import SpavaLayout
+
+__all__ = ["SpavaRun", "spava_prefill", "spava_decode_step", "generate", "ATTN_IMPLEMENTATION"]
+
+ATTN_IMPLEMENTATION = "spava"
+
+
+@dataclass
+class SpavaRun:
+    """What the ``"spava"`` attention function does while this run is active.
+
+    ``layer_attention``: optional override ``fn(q, k, v, layout, comm, scale, layer) -> out``
+    (``[B, L, H, D]`` tensors) used by the simulator to time other methods in the same model.
+    ``capture``: optional ``fn(layer, q, k, v, out)`` called after each prefill layer (tests).
+    """
+
+    layout: SpavaLayout
+    comm: object
+    cache: Optional[SpavaKVCache] = None
+    mode: str = "prefill"
+    layer_attention: Optional[Callable] = None
+    capture: Optional[Callable] = None
+
+
+_ACTIVE: contextvars.ContextVar[Optional[SpavaRun]] = contextvars.ContextVar("spava_run",
+                                                                            default=None)
+
+
+def _spava_attention_interface(module, query, key, value, attention_mask, scaling=None,
+                               dropout=0.0, **kwargs):
+    """transformers attention function: q [B, H, L, D], k/v [B, Hkv, L, D] (post-RoPE)."""
+    run = _ACTIVE.get()
+    if run is None:
+        raise RuntimeError("spava attention ran outside a Spava run: use "
+                           "spava_ext.generate(...) or spava_prefill(...)")
+    if attention_mask is not None:
+        raise ValueError("spava attention: padded batches (an attention mask) are not supported")
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    layer = module.layer_idx
+    if run.mode == "prefill":
+        if run.layer_attention is not None:
+            out = run.layer_attention(q, k, v, run.layout, run.comm, scaling, layer)
+        else:
+            out = spava_attention_rank(q, k, v, run.layout, run.comm, scaling)
+        if run.cache is not None:
+            run.cache.store_prefill(layer, k, v)
+        if run.capture is not None:
+            run.capture(layer, q, k, v, out)
+    else:
+        out = decode_attention_comm(q, k, v, run.cache, layer, run.comm, scaling)
+    return out, None
+
+
+AttentionInterface.register(ATTN_IMPLEMENTATION, _spava_attention_interface)
+
+
+def _decoder(model):
+    """(decoder stack, lm head) of a causal LM."""
+    base = getattr(model, "model", model)
+    return base, getattr(model, "lm_head", None)
+
+
+def _run(model, run: SpavaRun, inputs_embeds: torch.Tensor, position_ids: torch.Tensor):
+    base, _ = _decoder(model)
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    token = _ACTIVE.set(run)
+    try:
+        out = base(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False)
+    finally:
+        _ACTIVE.reset(token)
+        model.set_attn_implementation(previous)
+    return out.last_hidden_state
+
+
+@torch.no_grad()
+def spava_prefill(model, input_ids: torch.Tensor, layout: SpavaLayout, comm,
+                  cache: Optional[SpavaKVCache] = None, **run_options) -> torch.Tensor:
+    """Run the model's decoder on this rank's local tokens with Spava attention in every layer.
+
+    ``input_ids [B, L]`` is the full prompt (every rank passes the same); returns the rank's last
+    hidden states ``[B, L_r, hidden]`` in local order (its last row is the prompt's last token,
+    exact on every rank)."""
+    if input_ids.shape[1] != layout.seq_len:
+        raise ValueError(f"spava_prefill: {input_ids.shape[1]} tokens, layout expects "
+                         f"{layout.seq_len}")
+    rank = comm.rank
+    embed = model.get_input_embeddings()
+    local_ids = layout.shard(input_ids, rank, dim=1)
+    positions = layout.local_indices(rank).to(input_ids.device).unsqueeze(0)
+    run = SpavaRun(layout, comm, cache, "prefill", **run_options)
+    return _run(model, run, embed(local_ids), positions.expand(input_ids.shape[0], -1))
+
+
+@torch.no_grad()
+def spava_decode_step(model, token_ids: torch.Tensor, position: int, layout: SpavaLayout, comm,
+                      cache: SpavaKVCache) -> torch.Tensor:
+    """One decode step for ``token_ids [B, T]`` at global positions ``position ...`` (every rank,
+    the same tokens); returns the logits of the last new token ``[B, vocab]`` (fp32)."""
+    B, T = token_ids.shape
+    positions = torch.arange(position, position + T, device=token_ids.device).expand(B, T)
+    run = SpavaRun(layout, comm, cache, "decode")
+    hidden = _run(model, run, model.get_input_embeddings()(token_ids), positions)
+    return _decoder(model)[1](hidden[:, -1]).float()
+
+
+def _next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
+                generator: Optional[torch.Generator]) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / max(temperature, 1e-5), dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    inputs: dict,
+    *,
+    max_new_tokens: int,
+    passing_len: Union[int, None, str] = "auto",
+    anchor_len: Union[int, str] = "auto",
+    query_len: Optional[int] = None,
+    group: Optional[dist.ProcessGroup] = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    stop_token_ids: Optional[list[int]] = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
+
+    Args:
+        model: a transformers causal LM (Qwen2 / Llama family), the same weights on every rank.
+        inputs: what the tokenizer/processor returns for the full prompt (``input_ids [B, L]``;
+            an ``attention_mask`` must be all ones: no padding).
+        max_new_tokens: tokens to generate at most.
+        passing_len: p, ``"auto"`` for the paper's default, ``None`` for exact mode.
+        anchor_len: a, or ``"auto"``.
+        query_len: question tokens at the end of the prompt (attended exactly; required for text
+            models: the part of the prompt after the long context).
+        group: process group (default: the global one; none needed for a single process).
+        do_sample, temperature, top_p, seed: sampling (rank 0 samples and broadcasts).
+        stop_token_ids: default the model's ``eos_token_id``.
+
+    Returns the generated token ids ``[B, n <= max_new_tokens]`` on every rank.
+    """
+    input_ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask")
+    if mask is not None and not bool(mask.all()):
+        raise ValueError("spava_ext.generate: padded prompts are not supported (attention_mask "
+                         "has zeros)")
+    if query_len is None:
+        raise ValueError("spava_ext.generate: query_len (question tokens at the end of the "
+                         "prompt) is required for text models")
+    rank, world = rank_and_world(group)
+    L = input_ids.shape[1]
+    auto = SpavaLayout.auto(L, query_len, world)
+    layout = SpavaLayout(L, auto.anchor_len if anchor_len == "auto" else anchor_len, query_len,
+                         world, auto.passing_len if passing_len == "auto" else passing_len)
+    comm = GroupComm(group)
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    dtype = next(model.parameters()).dtype
+    cache = SpavaKVCache(layout, rank, cfg.num_hidden_layers, input_ids.shape[0],
+                         cfg.num_key_value_heads, head_dim, dtype, input_ids.device,
+                         max_new_tokens)
+    if stop_token_ids is None:
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        stop_token_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    generator = torch.Generator(device=input_ids.device).manual_seed(seed) if do_sample else None
+
+    hidden = spava_prefill(model, input_ids, layout, comm, cache)
+    logits = _decoder(model)[1](hidden[:, -1]).float()
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    generated = []
+    for step in range(max_new_tokens):
+        token = _next_token(logits, do_sample, temperature, top_p, generator)
+        if world > 1:  # rank 0 decides (sampling RNG, or bit differences) and tells the others
+            dist.broadcast(token, src=dist.get_global_rank(group, 0) if group else 0, group=group)
+        generated.append(token)
+        if stop_token_ids:
+            done |= torch.isin(token, torch.tensor(stop_token_ids, device=token.device))
+            if bool(done.all()):
+                break
+        if step + 1 < max_new_tokens:
+            logits = spava_decode_step(model, token[:, None], L + step, layout, comm, cache)
+    return torch.stack(generated, dim=1) if generated else input_ids.new_zeros(
+        (input_ids.shape[0], 0))
