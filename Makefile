@@ -13,7 +13,7 @@ demo: install
 	$(PY) -m spava_ext demo --world-size $(WORLD)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rf tests
 
 clean:
 	rm -rf build python/spava_ext/*.so
