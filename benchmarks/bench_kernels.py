@@ -21,7 +21,6 @@ whole per-rank spava_attention of every rank with received passing blocks synthe
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -174,13 +173,6 @@ def main() -> int:
                                                   out=out, lse=lse), warmup=3, repeats=reps)
                 entry = {"rank": rank, "call": name, "rows": qr.shape[1], "pairs": pairs,
                          "spava": {**t, "tflops": tflops(pairs, D, Hq, t["ms"])}}
-                if wname == "qwen2.5-vl-7b":  # the cp.async kernel, same call, for comparison
-                    os.environ["SPAVA_ATTN_KERNEL"] = "cpasync"
-                    tc = gpu_time(lambda: ops.attn_fwd(qr, keys.k, keys.v, keys.row_begin,
-                                                       keys.diag, out=out, lse=lse),
-                                  warmup=3, repeats=reps)
-                    del os.environ["SPAVA_ATTN_KERNEL"]
-                    entry["spava_cpasync"] = {**tc, "tflops": tflops(pairs, D, Hq, tc["ms"])}
                 want_flex = not args.no_flex and wname == "qwen2.5-vl-7b" and name != "question"
                 if want_flex:
                     try:
@@ -190,10 +182,8 @@ def main() -> int:
                         entry["flex"] = {"error": f"{type(e).__name__}: {e}"[:300]}
                 w["calls"].append(entry)
                 flex = entry.get("flex", {}).get("tflops")
-                cpa = entry.get("spava_cpasync", {}).get("tflops")
                 table.append(f"{wname:<18} r{rank} {name:<8} {qr.shape[1]:>6} rows "
                              f"{t['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f} TF/s"
-                             + (f"   cp.async {cpa:>4.0f}" if cpa else "")
                              + (f"   flex {flex:>4.0f} TF/s" if flex else ""))
         for rank in range(args.world):
             q, k, v, _, _ = rank_tensors(layout, rank, Hq, Hkv, D, dtype)

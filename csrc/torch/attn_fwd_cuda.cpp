@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <string>
 
 #include "attn_fwd/attn_fwd.h"
 #include "checks.h"
@@ -56,9 +54,6 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
   p.softmax_scale_log2 = float(d.softmax_scale * 1.4426950408889634);  // log2(e)
   p.dtype = to_dtype(q.scalar_type());
   p.out_fp32 = out.scalar_type() == at::kFloat;
-  // SPAVA_ATTN_KERNEL=cpasync selects the cp.async kernel (kept for side-by-side benchmarks).
-  const char* variant = std::getenv("SPAVA_ATTN_KERNEL");
-  p.kernel_variant = variant != nullptr && std::string(variant) == "cpasync" ? 1 : 0;
   constexpr int64_t kDiagClamp = int64_t(1) << 30;
   for (size_t s = 0; s < k.size(); ++s) {
     if (d.seg_lens[s] == 0) continue;  // empty segments contribute nothing

@@ -49,7 +49,6 @@ struct AttnFwdParams {
   float softmax_scale_log2;  // softmax_scale * log2(e), for exp2
   DType dtype;               // of q, k, v (bf16 or fp16)
   bool out_fp32;
-  int kernel_variant;  // 0: warp-specialised TMA kernel, 1: cp.async kernel (for comparisons)
   // Split-KV: when num_splits > 1 each query tile's key tiles are cut into num_splits ranges
   // processed by separate CTAs; partial states go to split_out [num_splits, b, q_len, h_q, d]
   // and split_lse [num_splits, b, h_q, q_len] (fp32, caller-allocated) and are LSE-merged.

@@ -48,7 +48,7 @@ void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream) {
 int attn_fwd_num_splits(const AttnFwdParams& p, int num_sms) {
   // All head dims use 128 x 128 tiles (config.h).
   constexpr int kBlockM = 128, kBlockN = 128;
-  if (p.kernel_variant != 0 || p.q_len == 0) return 1;
+  if (p.q_len == 0) return 1;
   const int m_blocks = (p.q_len + kBlockM - 1) / kBlockM;
   const int ctas = m_blocks * p.heads_q * p.batch;
   if (ctas >= num_sms) return 1;

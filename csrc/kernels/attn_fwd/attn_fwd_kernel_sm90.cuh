@@ -21,10 +21,11 @@
 #include <cutlass/array.h>
 #include <cutlass/numeric_conversion.h>
 
-#include "attn_fwd/attn_fwd_kernel_sm90_cpasync.cuh"  // TileCursor, acc_rowcol, quad_* helpers
 #include "attn_fwd/config.h"
 #include "attn_fwd/mask.cuh"
 #include "attn_fwd/tma_params.h"
+#include "attn_fwd/tile_utils.cuh"
+#include "common/device_utils.cuh"
 
 namespace spava::attn {
 

@@ -1,13 +1,11 @@
-// Launch template of attn_fwd on sm90: config -> tensor maps -> kernel attributes -> launch.
-//   kernel_variant 0: warp-specialised TMA kernel (attn_fwd_kernel_sm90.cuh, the default)
-//   kernel_variant 1: cp.async kernel (attn_fwd_kernel_sm90_cpasync.cuh)
+// Launch template of attn_fwd on sm90: config -> tensor maps -> kernel attributes -> launch
+// (-> LSE merge of the splits when split-KV is on).
 #pragma once
 
 #include <algorithm>
 
 #include "attn_fwd/attn_fwd.h"
 #include "attn_fwd/attn_fwd_kernel_sm90.cuh"
-#include "attn_fwd/attn_fwd_kernel_sm90_cpasync.cuh"
 #include "attn_fwd/config.h"
 #include "attn_fwd/tma_params.h"
 #include "common/tma.h"
@@ -19,21 +17,6 @@ namespace spava {
 template <typename T, int kHeadDim>
 void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   if (params.q_len == 0 || params.batch == 0 || params.heads_q == 0) return;
-  if (params.kernel_variant == 1) {
-    using Cfg = attn::Sm90Config<T, kHeadDim>;
-    auto kernel = attn::attn_fwd_sm90_kernel<Cfg>;
-    static const bool configured = [&] {  // once per instantiation (also keeps graph capture clean)
-      SPAVA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            Cfg::kSmemBytes));
-      return true;
-    }();
-    (void)configured;
-    const dim3 grid((params.q_len + Cfg::kBlockM - 1) / Cfg::kBlockM, params.heads_q,
-                    params.batch);
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
-    SPAVA_CUDA_CHECK(cudaGetLastError());
-    return;
-  }
   using Cfg = attn::Sm90WsConfig<T, kHeadDim>;
   AttnFwdTmaParams tp;
   tp.p = params;

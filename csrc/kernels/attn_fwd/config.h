@@ -23,45 +23,7 @@ constexpr auto k_major_smem_atom() {
   }
 }
 
-// v1 (non-warp-specialised): 2 warpgroups, each owns 64 query rows; both load K/V with cp.async
-// one tile ahead (2 stages). 128 x 128 tiles: smem 160 KB at D = 128 (one CTA per SM).
-template <typename T, int kHeadDim_>
-struct Sm90Config {
-  using Element = T;
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;
-  static constexpr int kBlockN = 128;
-  static constexpr int kStages = 2;
-  static constexpr int kWarpGroups = kBlockM / 64;
-  static constexpr int kThreads = kWarpGroups * 128;
-
-  using AtomLayout = Layout<Shape<Int<kWarpGroups>, _1, _1>>;
-  using MmaQK = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(),
-      AtomLayout{}));
-  using MmaPV = decltype(make_tiled_mma(
-      GMMA::rs_op_selector<T, T, float, Shape<_64, Int<kHeadDim>, Int<kBlockN>>, GMMA::Major::K,
-                           GMMA::Major::MN>(),
-      AtomLayout{}));
-
-  using SmemAtom = decltype(k_major_smem_atom<T, kHeadDim>());
-  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  using SmemLayoutKV = decltype(tile_to_shape(
-      SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
-  // V read as the B operand of P.V: (d, key, stage), the same bytes viewed MN-major.
-  using SmemLayoutVt = decltype(composition(
-      SmemLayoutKV{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
-                                          Step<_2, _1, _3>{})));
-
-  struct SharedStorage {
-    alignas(1024) T q[cosize_v<SmemLayoutQ>];
-    alignas(1024) T k[cosize_v<SmemLayoutKV>];
-    alignas(1024) T v[cosize_v<SmemLayoutKV>];
-  };
-  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
-};
-
-// v2 (warp-specialised, TMA): warpgroup 0 produces (one thread issues TMA loads of Q and of the
+// Warp-specialised TMA kernel: warpgroup 0 produces (one thread issues TMA loads of Q and of the
 // K/V tiles into a kStages ring guarded by full/empty mbarriers), warpgroups 1 and 2 consume,
 // 64 query rows each, alternating their GEMM issue (ping-pong) so that one warpgroup's softmax
 // overlaps the other's GEMMs. Smem 160 KB at D = 128.
