@@ -81,54 +81,74 @@ def _spava_attention_interface(module, query, key, value, attention_mask, scalin
 AttentionInterface.register(ATTN_IMPLEMENTATION, _spava_attention_interface)
 
 
-def _decoder(model):
-    """(decoder stack, lm head) of a causal LM."""
+@dataclass
+class _Parts:
+    decoder: torch.nn.Module  # the decoder stack (called with inputs_embeds / position_ids)
+    lm_head: torch.nn.Module
+    vl: Optional[torch.nn.Module]  # the multimodal base model (Qwen2-VL family), else None
+
+
+def _parts(model) -> _Parts:
     base = getattr(model, "model", model)
-    return base, getattr(model, "lm_head", None)
+    if hasattr(base, "language_model") and hasattr(base, "visual"):
+        return _Parts(base.language_model, model.lm_head, base)
+    return _Parts(base, model.lm_head, None)
 
 
 def _run(model, run: SpavaRun, inputs_embeds: torch.Tensor, position_ids: torch.Tensor):
-    base, _ = _decoder(model)
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    decoder = _parts(model).decoder
+    previous = decoder.config._attn_implementation
+    decoder.set_attn_implementation(ATTN_IMPLEMENTATION)
     token = _ACTIVE.set(run)
     try:
-        out = base(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False)
+        out = decoder(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False)
     finally:
         _ACTIVE.reset(token)
-        model.set_attn_implementation(previous)
+        decoder.set_attn_implementation(previous)
     return out.last_hidden_state
+
+
+@torch.no_grad()
+def prefill_embeds(model, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
+                   layout: SpavaLayout, comm, cache: Optional[SpavaKVCache] = None,
+                   **run_options) -> torch.Tensor:
+    """Run the decoder on this rank's share of the full prompt's ``inputs_embeds [B, L, h]``
+    with global ``position_ids`` (``[B, L]``, or ``[3, B, L]`` for M-RoPE), Spava attention in
+    every layer. Returns the rank's last hidden states ``[B, L_r, h]`` in local order; the last
+    row is the prompt's last token (exact on every rank)."""
+    if inputs_embeds.shape[1] != layout.seq_len:
+        raise ValueError(f"spava prefill: {inputs_embeds.shape[1]} tokens, layout expects "
+                         f"{layout.seq_len}")
+    rank = comm.rank
+    local = layout.shard(inputs_embeds, rank, dim=1)
+    positions = layout.shard(position_ids, rank, dim=position_ids.dim() - 1)
+    return _run(model, SpavaRun(layout, comm, cache, "prefill", **run_options), local, positions)
 
 
 @torch.no_grad()
 def spava_prefill(model, input_ids: torch.Tensor, layout: SpavaLayout, comm,
                   cache: Optional[SpavaKVCache] = None, **run_options) -> torch.Tensor:
-    """Run the model's decoder on this rank's local tokens with Spava attention in every layer.
-
-    ``input_ids [B, L]`` is the full prompt (every rank passes the same); returns the rank's last
-    hidden states ``[B, L_r, hidden]`` in local order (its last row is the prompt's last token,
-    exact on every rank)."""
-    if input_ids.shape[1] != layout.seq_len:
-        raise ValueError(f"spava_prefill: {input_ids.shape[1]} tokens, layout expects "
-                         f"{layout.seq_len}")
-    rank = comm.rank
-    embed = model.get_input_embeddings()
-    local_ids = layout.shard(input_ids, rank, dim=1)
-    positions = layout.local_indices(rank).to(input_ids.device).unsqueeze(0)
-    run = SpavaRun(layout, comm, cache, "prefill", **run_options)
-    return _run(model, run, embed(local_ids), positions.expand(input_ids.shape[0], -1))
+    """:func:`prefill_embeds` for a text prompt ``input_ids [B, L]`` (1-D positions 0..L-1)."""
+    B, L = input_ids.shape
+    positions = torch.arange(L, device=input_ids.device).expand(B, L)
+    return prefill_embeds(model, model.get_input_embeddings()(input_ids), positions, layout,
+                          comm, cache, **run_options)
 
 
 @torch.no_grad()
 def spava_decode_step(model, token_ids: torch.Tensor, position: int, layout: SpavaLayout, comm,
-                      cache: SpavaKVCache) -> torch.Tensor:
+                      cache: SpavaKVCache, rope_deltas: Optional[torch.Tensor] = None
+                      ) -> torch.Tensor:
     """One decode step for ``token_ids [B, T]`` at global positions ``position ...`` (every rank,
-    the same tokens); returns the logits of the last new token ``[B, vocab]`` (fp32)."""
+    the same tokens; M-RoPE models add ``rope_deltas [B, 1]``); returns the logits of the last new
+    token ``[B, vocab]`` (fp32)."""
     B, T = token_ids.shape
     positions = torch.arange(position, position + T, device=token_ids.device).expand(B, T)
+    if rope_deltas is not None:  # text tokens after the vision part: the same id on all 3 axes
+        positions = (positions + rope_deltas.to(positions.device)).unsqueeze(0).expand(3, B, T)
     run = SpavaRun(layout, comm, cache, "decode")
     hidden = _run(model, run, model.get_input_embeddings()(token_ids), positions)
-    return _decoder(model)[1](hidden[:, -1]).float()
+    return _parts(model).lm_head(hidden[:, -1]).float()
 
 
 def _next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
@@ -158,63 +178,96 @@ def generate(
     top_p: float = 1.0,
     stop_token_ids: Optional[list[int]] = None,
     seed: int = 0,
+    timings: Optional[dict] = None,
 ) -> torch.Tensor:
     """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
 
     Args:
-        model: a transformers causal LM (Qwen2 / Llama family), the same weights on every rank.
-        inputs: what the tokenizer/processor returns for the full prompt (``input_ids [B, L]``;
-            an ``attention_mask`` must be all ones: no padding).
+        model: a transformers causal LM (Qwen2 / Llama family) or a Qwen2-VL-family model, the
+            same weights on every rank.
+        inputs: what the tokenizer / processor returns for the full prompt (``input_ids [B, L]``
+            and, for a VL model, ``pixel_values_videos``, ``video_grid_thw`` ...); an
+            ``attention_mask`` must be all ones (no padding).
         max_new_tokens: tokens to generate at most.
         passing_len: p, ``"auto"`` for the paper's default, ``None`` for exact mode.
         anchor_len: a, or ``"auto"``.
-        query_len: question tokens at the end of the prompt (attended exactly; required for text
-            models: the part of the prompt after the long context).
+        query_len: question tokens at the end of the prompt (attended exactly). Default for VL
+            models: everything after the last vision token; required for text models.
         group: process group (default: the global one; none needed for a single process).
         do_sample, temperature, top_p, seed: sampling (rank 0 samples and broadcasts).
         stop_token_ids: default the model's ``eos_token_id``.
+        timings: if a dict is given, it receives seconds for "vision+embed", "prefill",
+            "first_token" and "decode" and the count "decode_tokens" (with device syncs).
 
     Returns the generated token ids ``[B, n <= max_new_tokens]`` on every rank.
     """
+    import time
+
+    from .qwen_vl import default_query_len, prepare_vl_prompt
+
+    def tick():
+        if input_ids.is_cuda:
+            torch.cuda.synchronize(input_ids.device)
+        return time.perf_counter()
+
     input_ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
     if mask is not None and not bool(mask.all()):
         raise ValueError("spava_ext.generate: padded prompts are not supported (attention_mask "
                          "has zeros)")
+    parts = _parts(model)
+    if query_len is None and parts.vl is not None:
+        query_len = default_query_len(parts.vl, input_ids)
     if query_len is None:
         raise ValueError("spava_ext.generate: query_len (question tokens at the end of the "
                          "prompt) is required for text models")
     rank, world = rank_and_world(group)
+    comm = GroupComm(group)
+    t0 = tick()
+    if parts.vl is not None:
+        embeds, positions, deltas = prepare_vl_prompt(model, parts.vl, inputs, comm)
+    else:
+        embeds = model.get_input_embeddings()(input_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        deltas = None
     L = input_ids.shape[1]
     auto = SpavaLayout.auto(L, query_len, world)
     layout = SpavaLayout(L, auto.anchor_len if anchor_len == "auto" else anchor_len, query_len,
                          world, auto.passing_len if passing_len == "auto" else passing_len)
-    comm = GroupComm(group)
-    cfg = model.config
+    cfg = parts.decoder.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    dtype = next(model.parameters()).dtype
     cache = SpavaKVCache(layout, rank, cfg.num_hidden_layers, input_ids.shape[0],
-                         cfg.num_key_value_heads, head_dim, dtype, input_ids.device,
+                         cfg.num_key_value_heads, head_dim, embeds.dtype, input_ids.device,
                          max_new_tokens)
     if stop_token_ids is None:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         stop_token_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
     generator = torch.Generator(device=input_ids.device).manual_seed(seed) if do_sample else None
 
-    hidden = spava_prefill(model, input_ids, layout, comm, cache)
-    logits = _decoder(model)[1](hidden[:, -1]).float()
+    t1 = tick()
+    hidden = prefill_embeds(model, embeds, positions, layout, comm, cache)
+    t2 = tick()
+    logits = parts.lm_head(hidden[:, -1]).float()
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     generated = []
+    t3 = None
     for step in range(max_new_tokens):
         token = _next_token(logits, do_sample, temperature, top_p, generator)
         if world > 1:  # rank 0 decides (sampling RNG, or bit differences) and tells the others
             dist.broadcast(token, src=dist.get_global_rank(group, 0) if group else 0, group=group)
         generated.append(token)
+        t3 = t3 or tick()
         if stop_token_ids:
             done |= torch.isin(token, torch.tensor(stop_token_ids, device=token.device))
             if bool(done.all()):
                 break
         if step + 1 < max_new_tokens:
-            logits = spava_decode_step(model, token[:, None], L + step, layout, comm, cache)
+            logits = spava_decode_step(model, token[:, None], L + step, layout, comm, cache,
+                                       deltas)
+    t4 = tick()
+    if timings is not None:
+        timings.update({"vision+embed": t1 - t0, "prefill": t2 - t1,
+                        "first_token": (t3 or t4) - t0, "decode": t4 - (t3 or t4),
+                        "decode_tokens": max(0, len(generated) - 1), "layout": repr(layout)})
     return torch.stack(generated, dim=1) if generated else input_ids.new_zeros(
         (input_ids.shape[0], 0))
