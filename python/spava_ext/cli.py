@@ -5,6 +5,8 @@
     spava bench --simulate-world-size W [...]      one GPU plays every rank of a W-rank layer:
                                                    per-rank times, critical path, bytes sent,
                                                    predicted overlap, ring / APB / dense baselines
+    torchrun --nproc-per-node N -m spava_ext generate --model DIR --video FILE --question TEXT
+                                                   answer a question about a video (Qwen2.5-VL)
 """
 
 from __future__ import annotations
@@ -163,6 +165,102 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- generate
+class _FirstTokenClock:
+    """A generate() streamer that notes when the first new token arrives (dense baseline)."""
+
+    def __init__(self):
+        self.calls, self.first = 0, None
+
+    def put(self, value):
+        self.calls += 1
+        if self.calls == 2 and self.first is None:  # call 1 is the prompt
+            self.first = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+def cmd_generate(args) -> int:
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    for what, path, ok in (("model directory", args.model, os.path.isdir(args.model)),
+                           ("video file", args.video, os.path.isfile(args.video))):
+        if not ok:
+            print(f"spava generate: {what} '{path}' not found (local files only, no downloads)",
+                  file=sys.stderr)
+            return 2
+    import transformers
+
+    from .integrations.transformers import generate
+    from .video import read_video
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo",
+                                device_id=device if cuda else None)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    try:
+        t0 = time.perf_counter()
+        model = transformers.AutoModelForImageTextToText.from_pretrained(
+            args.model, dtype=torch.bfloat16 if cuda else torch.float32, local_files_only=True)
+        model = model.to(device).eval()
+        processor = transformers.AutoProcessor.from_pretrained(args.model, local_files_only=True)
+        frames, fps = read_video(args.video, args.fps, args.max_frames)
+        messages = [{"role": "user", "content": [{"type": "video"},
+                                                 {"type": "text", "text": args.question}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = processor(text=[text], videos=[frames], return_tensors="pt").to(device)
+        say(f"spava generate: {len(frames)} frames at {fps:.2f} fps -> "
+            f"{inputs['input_ids'].shape[1]} prompt tokens; attention {args.attention}, "
+            f"{world} rank(s); loading took {time.perf_counter() - t0:.1f}s", flush=True)
+        timings: dict = {}
+        if args.attention == "spava":
+            passing = None if args.passing_len == "exact" else (
+                "auto" if args.passing_len == "auto" else int(args.passing_len))
+            anchor = "auto" if args.anchor_len == "auto" else int(args.anchor_len)
+            bar = None
+            if rank == 0 and args.max_new_tokens > 1:
+                from tqdm import tqdm
+                bar = tqdm(total=args.max_new_tokens, desc="decode", unit="tok", leave=False)
+            ids = generate(model, dict(inputs), max_new_tokens=args.max_new_tokens,
+                           passing_len=passing, anchor_len=anchor, timings=timings,
+                           on_token=(lambda step, tok: bar.update(1)) if bar else None)
+            if bar:
+                bar.close()
+        else:  # dense: the model's own generate on rank 0, the reference for a comparison
+            if rank != 0:
+                return 0
+            clock = _FirstTokenClock()
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=args.max_new_tokens,
+                                     do_sample=False, streamer=clock)
+            end = time.perf_counter()
+            ids = out[:, inputs["input_ids"].shape[1]:]
+            first = clock.first or end
+            timings = {"first_token": first - start, "decode": end - first,
+                       "decode_tokens": max(0, ids.shape[1] - 1)}
+        answer = processor.batch_decode(ids, skip_special_tokens=True)[0]
+        say(f"answer: {answer}")
+        parts = [f"{k} {timings[k]:.3f}s" for k in ("vision+embed", "prefill", "first_token",
+                                                      "decode") if k in timings]
+        if timings.get("decode_tokens"):
+            parts.append(f"{timings['decode_tokens'] / max(timings['decode'], 1e-9):.1f} tokens/s")
+        say("timing: " + ", ".join(parts))
+        if "layout" in timings:
+            say(f"layout: {timings['layout']}")
+        return 0
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 # ---------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spava", description=__doc__,
@@ -195,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-dense", action="store_true", help="skip the dense SDPA baselines")
     bench.add_argument("--json", default=None, help="write the full result here")
     bench.set_defaults(func=cmd_bench)
+    gen = sub.add_parser("generate", help="answer a question about a video (run with torchrun)")
+    gen.add_argument("--model", required=True, help="local model directory (Qwen2.5-VL)")
+    gen.add_argument("--video", required=True)
+    gen.add_argument("--question", required=True)
+    gen.add_argument("--max-frames", type=int, default=64)
+    gen.add_argument("--fps", type=float, default=1.0)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--attention", choices=["spava", "dense"], default="spava")
+    gen.add_argument("--passing-len", default="auto", help="an int, 'auto' or 'exact'")
+    gen.add_argument("--anchor-len", default="auto", help="an int or 'auto'")
+    gen.set_defaults(func=cmd_generate)
     return parser
 
 

@@ -179,6 +179,7 @@ def generate(
     stop_token_ids: Optional[list[int]] = None,
     seed: int = 0,
     timings: Optional[dict] = None,
+    on_token: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> torch.Tensor:
     """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
 
@@ -198,6 +199,7 @@ def generate(
         stop_token_ids: default the model's ``eos_token_id``.
         timings: if a dict is given, it receives seconds for "vision+embed", "prefill",
             "first_token" and "decode" and the count "decode_tokens" (with device syncs).
+        on_token: called as ``on_token(step, token_ids [B])`` after each generated token.
 
     Returns the generated token ids ``[B, n <= max_new_tokens]`` on every rank.
     """
@@ -257,6 +259,8 @@ def generate(
             dist.broadcast(token, src=dist.get_global_rank(group, 0) if group else 0, group=group)
         generated.append(token)
         t3 = t3 or tick()
+        if on_token is not None:
+            on_token(step, token)
         if stop_token_ids:
             done |= torch.isin(token, torch.tensor(stop_token_ids, device=token.device))
             if bool(done.all()):
