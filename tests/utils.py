@@ -83,3 +83,20 @@ def run_ranks(fn: Callable, world: int, *args) -> list:
     if errors:
         raise AssertionError("\n".join(errors))
     return [res["ok"] for res in results]
+
+
+def write_video(path, frames: int, seed: int = 0, size: int = 64, fps: int = 4) -> None:
+    """A short random-noise video file (mpeg4 in .mp4) written with PyAV."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for _ in range(frames):
+            img = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
