@@ -83,3 +83,21 @@ def test_world_size_mismatch_is_an_error():
     layout1 = SpavaLayout(60, 4, 2, 1, 3)
     with pytest.raises(ValueError, match="rows on rank 0"):
         spava_ext.spava_attention(q[:, 1:], k[:, 1:], v[:, 1:], layout1)
+
+
+@pytest.mark.parametrize("world", [1, 3, 5])
+def test_emulated_ranks_equal_the_reference(world):
+    """All ranks in one process with the data they would exchange: the reference's output."""
+    from spava_ext.attention import spava_attention_rank
+    from spava_ext.comm import emulate_ranks
+
+    for i, case in enumerate(CASES):
+        B, L, a, nq, Hq, Hkv, D, p, dtype = case
+        layout = SpavaLayout(L, a, nq, world, p)
+        q, k, v = case_inputs(i, case)
+        outs = emulate_ranks(lambda r, comm: spava_attention_rank(
+            *[layout.shard(t, r) for t in (q, k, v)], layout, comm), world)
+        ref = reference.spava_attention(q, k, v, layout)
+        low = reference.spava_attention(q, k, v, layout, upcast=False)
+        assert_attn_close(f"emulated W={world} case {i}", layout.unshard(outs), ref,
+                          low if dtype != torch.float32 else None)

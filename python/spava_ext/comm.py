@@ -9,6 +9,8 @@ A communicator gives the schedule gather buffers (``buffer``) and starts gathers
 * :class:`SimulatedComm` plays one rank of a W-rank run on a single device: buffers are filled
   once with random data (what the other ranks would have sent) and gathers only place this
   rank's own part, so timings measure the rank's compute alone.
+* :func:`emulate_ranks` runs all W ranks in one process with the data they would really
+  exchange (exact results, for accuracy studies on one device).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch.distributed as dist
 # torch >= 2.14 renamed all_gather_into_tensor (and deprecated the old name).
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
-__all__ = ["Pending", "GroupComm", "SimulatedComm", "all_gather_async", "rank_and_world",
-           "default_timeout"]
+__all__ = ["Pending", "GroupComm", "SimulatedComm", "emulate_ranks", "all_gather_async",
+           "rank_and_world", "default_timeout"]
 
 
 def default_timeout() -> timedelta:
@@ -148,3 +150,41 @@ class SimulatedComm:
     def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str) -> Pending:
         out[self.rank].copy_(inp)
         return Pending(None, what, default_timeout())
+
+
+class _RecordComm:
+    """Pass 1 of :func:`emulate_ranks`: records what one rank sends to each gather."""
+
+    def __init__(self, rank: int, world: int, sent: dict) -> None:
+        self.rank, self.world, self._sent = rank, world, sent
+
+    def buffer(self, shape, dtype, device, what):
+        return torch.zeros(shape, dtype=dtype, device=device)
+
+    def all_gather(self, out, inp, what):
+        self._sent[(what, self.rank)] = inp.clone()
+        return Pending(None, what, default_timeout())
+
+
+class _ReplayComm:
+    """Pass 2 of :func:`emulate_ranks`: gathers return what every rank sent in pass 1."""
+
+    def __init__(self, rank: int, world: int, sent: dict) -> None:
+        self.rank, self.world, self._sent = rank, world, sent
+
+    def buffer(self, shape, dtype, device, what):
+        return torch.stack([self._sent[(what, r)] for r in range(self.world)])
+
+    def all_gather(self, out, inp, what):
+        return Pending(None, what, default_timeout())
+
+
+def emulate_ranks(run_rank, world: int) -> list:
+    """Run every rank of a W-rank job in this process, with the data the ranks would really
+    exchange: ``run_rank(rank, comm)`` is called twice per rank, first to record what each rank
+    sends (everything a rank sends is computed before it waits for anything), then with gathers
+    that return the recorded data. Returns the second pass's results, in rank order."""
+    sent: dict = {}
+    for r in range(world):
+        run_rank(r, _RecordComm(r, world, sent))
+    return [run_rank(r, _ReplayComm(r, world, sent)) for r in range(world)]
