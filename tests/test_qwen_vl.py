@@ -1,4 +1,5 @@
-"""Qwen2.5-VL through spava_ext.generate: tiny random model, synthetic video, 1..3 gloo ranks."""
+"""Qwen2.5-VL and Qwen2-VL through spava_ext.generate: tiny random models, synthetic video,
+1..3 gloo ranks."""
 
 import pytest
 import torch
@@ -12,22 +13,28 @@ T, H, W = 6, 4, 4  # temporal patches x patch grid: 6 * 16 / 4 = 24 video tokens
 NEW = 5
 
 
-def tiny_vl():
+def tiny_vl(kind: str = "qwen2.5-vl"):
     torch.manual_seed(0)
-    cfg = transformers.Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=200, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=0,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                          "mrope_section": [4, 2, 2]}),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-                           out_hidden_size=64, fullatt_block_indexes=[1], window_size=56,
-                           patch_size=14, temporal_patch_size=2, spatial_merge_size=2,
-                           tokens_per_second=2),
-        image_token_id=190, video_token_id=191, vision_start_token_id=192,
-        vision_end_token_id=193)
-    model = transformers.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    text = dict(vocab_size=200, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                 "mrope_section": [4, 2, 2]})
+    ids = dict(image_token_id=190, video_token_id=191, vision_start_token_id=192,
+               vision_end_token_id=193)
+    if kind == "qwen2.5-vl":
+        cfg = transformers.Qwen2_5_VLConfig(
+            text_config=text, vision_config=dict(
+                depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                fullatt_block_indexes=[1], window_size=56, patch_size=14, temporal_patch_size=2,
+                spatial_merge_size=2, tokens_per_second=2), **ids)
+        model = transformers.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    else:
+        cfg = transformers.Qwen2VLConfig(
+            text_config=text, vision_config=dict(
+                depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+                temporal_patch_size=2, spatial_merge_size=2), **ids)
+        model = transformers.Qwen2VLForConditionalGeneration(cfg).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(40)  # no near-ties in greedy decoding
     return model
@@ -45,23 +52,25 @@ def inputs():
             "mm_token_type_ids": 2 * (ids == 191).int()}
 
 
-def _rank(rank, world, passing_len):
+def _rank(rank, world, passing_len, kind="qwen2.5-vl"):
     timings = {}
-    ids = spava_ext.generate(tiny_vl(), inputs(), max_new_tokens=NEW, passing_len=passing_len,
-                             anchor_len=8, stop_token_ids=[], timings=timings)
+    ids = spava_ext.generate(tiny_vl(kind), inputs(), max_new_tokens=NEW,
+                             passing_len=passing_len, anchor_len=8, stop_token_ids=[],
+                             timings=timings)
     return ids, timings
 
 
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_exact_mode_matches_hf_generate_with_frame_parallel_vision(world):
-    model = tiny_vl()
+@pytest.mark.parametrize("kind,world", [("qwen2.5-vl", 1), ("qwen2.5-vl", 2), ("qwen2.5-vl", 3),
+                                        ("qwen2-vl", 2)])
+def test_exact_mode_matches_hf_generate_with_frame_parallel_vision(kind, world):
+    model = tiny_vl(kind)
     with torch.no_grad():
         want = model.generate(**inputs(), max_new_tokens=NEW, do_sample=False,
                               output_scores=True, return_dict_in_generate=True)
     top2 = torch.stack(want.scores).topk(2, dim=-1).values
     assert (top2[..., 0] - top2[..., 1]).min() > 1e-2  # precondition: no near-ties
     L = inputs()["input_ids"].shape[1]
-    for r, (ids, timings) in enumerate(run_ranks(_rank, world, None)):
+    for r, (ids, timings) in enumerate(run_ranks(_rank, world, None, kind)):
         assert torch.equal(ids, want.sequences[:, L:]), (world, r, ids, want.sequences[:, L:])
         assert timings["decode_tokens"] == NEW - 1 and timings["prefill"] > 0
 
