@@ -1,7 +1,7 @@
 """Layer table: simulated W = 2, 4, 8 at 32K-256K context tokens (one H100 plays every rank).
 
-For each point: Spava's critical path (max over ranks of the whole per-rank layer), ZigZag ring
-and APB-style per-rank attention on the same kernel, dense causal SDPA on the full sequence, and
+For each point: Spava's critical path (max over ranks of the whole per-rank layer), ZigZag ring,
+APB-style and Star-style per-rank attention on the same kernel, dense causal SDPA on the full sequence, and
 the predicted hidden share of the passing-block traffic at 450 and 50 GB/s.
 
     python benchmarks/bench_layer.py [--worlds 2,4,8] [--contexts 32768,65536,131072,262144]
@@ -37,17 +37,18 @@ def main() -> int:
                             repeats=args.repeats, dense=n not in dense_cache)
             res = simulate(cfg)
             dense = dense_cache.setdefault(n, res.get("dense_ms"))
-            crit, zz, apb = (res["critical_path_ms"], res["zigzag_ring_critical_ms"],
-                             res["apb_critical_ms"])
+            crit, zz, apb, star = (res["critical_path_ms"], res["zigzag_ring_critical_ms"],
+                                   res["apb_critical_ms"], res["star_critical_ms"])
             hidden = {bw: min(r["links"][bw]["hidden_fraction"] for r in res["ranks"])
                       for bw in res["ranks"][0]["links"]}
             point = {"context": n, "world": w, "layout": res["layout"], "critical_path_ms": crit,
-                     "zigzag_ring_ms": zz, "apb_ms": apb, "dense_ms": dense,
+                     "zigzag_ring_ms": zz, "apb_ms": apb, "star_ms": star, "dense_ms": dense,
                      "min_hidden_fraction": hidden,
                      "rank_layer_ms": [r["layer_ms"] for r in res["ranks"]]}
             points.append(point)
             lines.append(f"n={n:>6} W={w}  spava {crit:8.3f} ms  ring {zz:8.3f} ({zz / crit:4.2f}x)"
-                         f"  APB {apb:8.3f} ({apb / crit:4.2f}x)  dense cuDNN {dense['cudnn']:8.1f}"
+                         f"  APB {apb:8.3f} ({apb / crit:4.2f}x)  Star {star:8.3f} "
+                         f"({star / crit:4.2f}x)  dense cuDNN {dense['cudnn']:8.1f}"
                          f" ({dense['cudnn'] / crit:5.1f}x)  hidden "
                          + " ".join(f"{100 * f:.0f}%@{bw}" for bw, f in hidden.items()))
             print(lines[-1], flush=True)

@@ -12,8 +12,9 @@ replays the schedule with a link bandwidth to predict how much communication the
 
 Baselines on the same GPU and kernels: dense causal SDPA (cuDNN, flash) on the full sequence;
 ZigZag ring attention's per-rank work (2W chunks, rank r holds r and 2W-1-r, full causal
-attention, no selection) and APB-style per-rank work (W chunks without zigzag, passing 2p) both
-computed with the same ``attn_fwd``, communication excluded.
+attention, no selection), APB-style per-rank work (W chunks without zigzag, passing 2p) and
+Star-style per-rank work (W blocks, block 0 as every host's anchor), all computed with the same
+``attn_fwd``, communication excluded.
 """
 
 from __future__ import annotations
@@ -164,6 +165,28 @@ def _apb(cfg: SimConfig, layout: SpavaLayout) -> list[float]:
     return times
 
 
+def _star(cfg: SimConfig, layout: SpavaLayout) -> list[float]:
+    """Per-rank attention of Star Attention: the context (everything before the question) in W
+    blocks, block 0 is the anchor that every other host prepends; plus the question partial
+    over the host's block (phase 2). Same kernel, communication excluded."""
+    g = torch.Generator(device="cuda").manual_seed(97)
+    Hq, Hkv, D, W = cfg.heads_q, cfg.heads_kv, cfg.head_dim, cfg.world
+    sizes = balanced_split(layout.seq_len - layout.query_len, W)
+    times = []
+    for r in range(W):
+        c, c0 = sizes[r], sizes[0]
+        q = _rand((1, c, Hq, D), g)
+        k, v = _rand((1, c, Hkv, D), g), _rand((1, c, Hkv, D), g)
+        keys = KeySegments()
+        if r:
+            keys.add(_rand((1, c0, Hkv, D), g), _rand((1, c0, Hkv, D), g))  # the anchor block
+        keys.add(k, v, diag=0)
+        qq = _rand((1, cfg.question, Hq, D), g)
+        times.append(_attn_ms(q, keys, cfg.repeats)
+                     + _attn_ms(qq, KeySegments().add(k, v), cfg.repeats))
+    return times
+
+
 def _dense(cfg: SimConfig, L: int) -> dict:
     q = torch.randn(1, cfg.heads_q, L, cfg.head_dim, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, cfg.heads_kv, L, cfg.head_dim, device="cuda", dtype=torch.bfloat16)
@@ -186,9 +209,11 @@ def simulate(cfg: SimConfig) -> dict:
     crit = max(ranks, key=lambda x: x["layer_ms"])
     result = {"config": asdict(cfg), "layout": repr(layout), "ranks": ranks,
               "critical_path_ms": crit["layer_ms"], "critical_rank": crit["rank"],
-              "zigzag_ring_ms": _zigzag_ring(cfg, layout.seq_len), "apb_ms": _apb(cfg, layout)}
+              "zigzag_ring_ms": _zigzag_ring(cfg, layout.seq_len), "apb_ms": _apb(cfg, layout),
+              "star_ms": _star(cfg, layout)}
     result["zigzag_ring_critical_ms"] = max(result["zigzag_ring_ms"])
     result["apb_critical_ms"] = max(result["apb_ms"])
+    result["star_critical_ms"] = max(result["star_ms"])
     if cfg.dense:
         result["dense_ms"] = _dense(cfg, layout.seq_len)
     return result
@@ -213,6 +238,9 @@ def format_report(res: dict) -> str:
                  f"{zz / crit:.2f}x faster")
     lines.append(f"APB-style per-rank attention (same kernel): {apb:.3f} ms -> spava "
                  f"{apb / crit:.2f}x faster")
+    star = res["star_critical_ms"]
+    lines.append(f"Star-style per-rank attention (same kernel): {star:.3f} ms -> spava "
+                 f"{star / crit:.2f}x faster")
     for name, ms in res.get("dense_ms", {}).items():
         lines.append(f"dense causal SDPA ({name}) on {cfg['context'] + cfg['question']} tokens: "
                      f"{ms:.1f} ms -> spava critical path {ms / crit:.1f}x faster")
