@@ -208,5 +208,16 @@ def test_nccl_world_size_one_prefill_and_decode():
                                            torch.ones(L + T, L + T, dtype=torch.bool).tril(),
                                            D ** -0.5, upcast=False)[0][:, L:]
         assert_attn_close("nccl decode", dec, dense, low_d)
+        # the NCCL path (comm stream, stream-ordered waits) captured in a CUDA graph
+        qs, ks, vs = (t[:, :L].clone() for t in (q, k, v))
+        spava_ext.spava_attention(qs, ks, vs, layout)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = spava_ext.spava_attention(qs, ks, vs, layout)
+        q2, k2, v2 = grid_inputs(1, L, 4, 2, D, dtype=torch.bfloat16, seed=32, device="cuda")
+        qs.copy_(q2), ks.copy_(k2), vs.copy_(v2)
+        graph.replay()
+        assert torch.equal(captured, spava_ext.spava_attention(q2, k2, v2, layout))
     finally:
         dist.destroy_process_group()
