@@ -111,7 +111,7 @@ def main() -> int:
     path = write_result("e2e_prefill", result)
     print(f"{layout}\nper-rank prefill (Spava), ms: " + " ".join(f"{t:.0f}" for t in spava))
     print("per-rank prefill (ZigZag ring, compute only), ms: " + " ".join(f"{t:.0f}" for t in ring))
-    print(f"dense prefill on one GPU: " + ", ".join(f"{k} {v:.0f} ms" for k, v in dense.items()))
+    print("dense prefill on one GPU: " + ", ".join(f"{k} {v:.0f} ms" for k, v in dense.items()))
     print(f"end-to-end prefill speedup at W={args.world}: {best / crit:.2f}x vs dense, "
           f"{ring_crit / crit:.2f}x vs ZigZag ring  (wrote {path})")
     return 0
