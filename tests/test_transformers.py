@@ -102,3 +102,25 @@ def test_generate_input_errors():
     with pytest.raises(ValueError, match="padded"):
         spava_ext.generate(model, {"input_ids": prompt(), "attention_mask": torch.zeros(1, L)},
                            max_new_tokens=2, query_len=4)
+
+
+def _sample_rank(rank, world, stop):
+    model = tiny_model("qwen2")
+    kw = dict(max_new_tokens=NEW, passing_len=5, anchor_len=16, query_len=NQ)
+    sampled = spava_ext.generate(model, {"input_ids": prompt()}, do_sample=True, temperature=3.0,
+                                 top_p=0.9, seed=11, stop_token_ids=[], **kw)
+    again = spava_ext.generate(model, {"input_ids": prompt()}, do_sample=True, temperature=3.0,
+                               top_p=0.9, seed=11, stop_token_ids=[], **kw)
+    stopped = spava_ext.generate(model, {"input_ids": prompt()}, stop_token_ids=[stop], **kw)
+    return sampled, again, stopped
+
+
+def test_sampling_is_shared_and_reproducible_and_stop_tokens_stop():
+    greedy = run_ranks(_generate_rank, 1, "qwen2", 5)[0]
+    stop = int(greedy[0, 2])  # the third greedy token
+    out = run_ranks(_sample_rank, 2, stop)
+    for sampled, again, stopped in out:
+        assert torch.equal(sampled, out[0][0])  # rank 0 samples, every rank gets its tokens
+        assert torch.equal(sampled, again)  # same seed, same tokens
+        first = int((greedy[0] == stop).nonzero()[0])
+        assert torch.equal(stopped, greedy[:, : first + 1])  # stops right after the stop token

@@ -80,14 +80,18 @@ class _Session:
             passing = None if args.passing_len == "exact" else (
                 "auto" if args.passing_len == "auto" else int(args.passing_len))
             anchor = "auto" if args.anchor_len == "auto" else int(args.anchor_len)
-            bar = None
-            if progress and self.rank == 0 and args.max_new_tokens > 1:
+            bars = {}
+            if progress and self.rank == 0:
                 from tqdm import tqdm
-                bar = tqdm(total=args.max_new_tokens, desc="decode", unit="tok", leave=False)
+                layers = self.model.config.get_text_config().num_hidden_layers
+                bars["prefill"] = tqdm(total=layers, desc="prefill", unit="layer", leave=False)
+                bars["decode"] = tqdm(total=args.max_new_tokens, desc="decode", unit="tok",
+                                      leave=False)
             ids = generate(self.model, dict(inputs), max_new_tokens=args.max_new_tokens,
                            passing_len=passing, anchor_len=anchor, timings=timings,
-                           on_token=(lambda step, tok: bar.update(1)) if bar else None)
-            if bar:
+                           on_token=(lambda s, t: bars["decode"].update(1)) if bars else None,
+                           on_layer=(lambda i: bars["prefill"].update(1)) if bars else None)
+            for bar in bars.values():
                 bar.close()
         else:  # dense: the model's own generate on rank 0, the reference for a comparison
             if self.rank != 0:

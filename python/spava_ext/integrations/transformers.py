@@ -180,6 +180,7 @@ def generate(
     seed: int = 0,
     timings: Optional[dict] = None,
     on_token: Optional[Callable[[int, torch.Tensor], None]] = None,
+    on_layer: Optional[Callable[[int], None]] = None,
 ) -> torch.Tensor:
     """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
 
@@ -200,6 +201,7 @@ def generate(
         timings: if a dict is given, it receives seconds for "vision+embed", "prefill",
             "first_token" and "decode" and the count "decode_tokens" (with device syncs).
         on_token: called as ``on_token(step, token_ids [B])`` after each generated token.
+        on_layer: called as ``on_layer(layer)`` after each decoder layer of the prefill.
 
     Returns the generated token ids ``[B, n <= max_new_tokens]`` on every rank.
     """
@@ -247,7 +249,8 @@ def generate(
     generator = torch.Generator(device=input_ids.device).manual_seed(seed) if do_sample else None
 
     t1 = tick()
-    hidden = prefill_embeds(model, embeds, positions, layout, comm, cache)
+    capture = (lambda layer, *tensors: on_layer(layer)) if on_layer is not None else None
+    hidden = prefill_embeds(model, embeds, positions, layout, comm, cache, capture=capture)
     t2 = tick()
     logits = parts.lm_head(hidden[:, -1]).float()
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
