@@ -227,7 +227,7 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
 
     # 3  first virtual host: rows [anchor | C_r]
     if a + c1 > 0:
-        if cap > 0:
+        if cap > 0 and rank > 0:  # rank 0's first host sees no passing block: no need to wait
             gather1.wait()
         keys = host1_keys(k, v, layout, rank, recv1 if cap > 0 else None)
         with _nvtx("host1", nv):
