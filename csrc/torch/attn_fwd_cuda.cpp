@@ -8,6 +8,7 @@
 
 #include "attn_fwd/attn_fwd.h"
 #include "checks.h"
+#include "cuda_params.h"
 #include "cuda_checks.h"
 #include "dtype_map.h"
 #include "ops.h"
@@ -35,16 +36,7 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
   p.q_batch_stride = q.stride(0);
   p.q_row_stride = q.stride(1);
   p.q_head_stride = q.stride(2);
-  p.out = out.mutable_data_ptr();
-  p.out_batch_stride = out.stride(0);
-  p.out_row_stride = out.stride(1);
-  p.out_head_stride = out.stride(2);
-  if (lse) {
-    p.lse = lse->mutable_data_ptr<float>();
-    p.lse_batch_stride = lse->stride(0);
-    p.lse_head_stride = lse->stride(1);
-    p.lse_row_stride = lse->stride(2);
-  }
+  set_out_and_lse(p, out, lse);
   p.batch = int(d.batch);
   p.q_len = int(d.q_len);
   p.heads_q = int(d.heads_q);

@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "checks.h"
+#include "cuda_params.h"
 #include "dtype_map.h"
 #include "merge_states/merge_states.h"
 #include "ops.h"
@@ -24,16 +25,7 @@ void merge_states_cuda(const at::Tensor& outs, const at::Tensor& lses, const at:
   p.lses_batch_stride = lses.stride(1);
   p.lses_head_stride = lses.stride(2);
   p.lses_row_stride = lses.stride(3);
-  p.out = out.mutable_data_ptr();
-  p.out_batch_stride = out.stride(0);
-  p.out_row_stride = out.stride(1);
-  p.out_head_stride = out.stride(2);
-  if (lse) {
-    p.lse = lse->mutable_data_ptr<float>();
-    p.lse_batch_stride = lse->stride(0);
-    p.lse_head_stride = lse->stride(1);
-    p.lse_row_stride = lse->stride(2);
-  }
+  set_out_and_lse(p, out, lse);
   p.num_parts = int(n);
   p.batch = int(outs.size(1));
   p.rows = int(outs.size(2));
