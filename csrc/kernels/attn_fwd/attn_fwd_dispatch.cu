@@ -46,8 +46,8 @@ void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream) {
 }  // namespace
 
 int attn_fwd_num_splits(const AttnFwdParams& p, int num_sms) {
-  // All head dims use 128 x 128 tiles (config.h).
-  constexpr int kBlockM = 128, kBlockN = 128;
+  const int kBlockM = attn::attn_block_m(p.head_dim);  // tiles of config.h
+  constexpr int kBlockN = attn::kAttnBlockN;
   if (p.q_len == 0) return 1;
   const int m_blocks = (p.q_len + kBlockM - 1) / kBlockM;
   const int ctas = m_blocks * p.heads_q * p.batch;

@@ -1,15 +1,17 @@
-// attn_fwd for sm_90a, v2: warp-specialised, TMA loads, wgmma, ping-pong consumers.
+// attn_fwd for sm_90a, v3: warp-specialised, TMA loads, wgmma, ping-pong consumers with
+// intra-warpgroup overlap.
 //
-// CTA = kBlockM query rows x one query head x one batch; 3 warpgroups (Sm90WsConfig):
+// CTA = kBlockM query rows x one query head x one batch; 1 + kConsumerWarpGroups warpgroups
+// (Sm90WsConfig):
 //   WG0 (producer): one thread issues TMA loads of Q (once) and of every visible (segment, key
 //       tile) pair's K and V into a kStages ring. Barriers per stage: k_full/v_full (1 arrival +
 //       TMA bytes), k_empty/v_empty (every consumer thread arrives when done reading).
-//   WG1, WG2 (consumers): 64 query rows each. Per key tile:
-//       wait k_full | ping-pong turn | S = Q K^T (wgmma SS) | pass the turn | wait S, release K
-//       mask (partial tiles) | online softmax (fp32, exp2) | P = bf16(S)
-//       wait v_full | O += P V (wgmma RS) | wait, release V
-//   The turn (two named barriers) makes the warpgroups issue their S GEMMs alternately, so one
-//   warpgroup's softmax runs while the tensor cores work for the other.
+//   WG1.. (consumers): 64 query rows each. Step i (tile i of the range):
+//       wait K_i | my turn: issue S_i = Q K_i^T, rescale O, issue O += P_(i-1) V_(i-1) | pass turn
+//       wait S_i, release K_i | mask (partial tiles) + online softmax of S_i (fp32, exp2)
+//       wait P V, release V_(i-1) | P_i = T(S_i)
+//   and one last O += P V. So the softmax of tile i overlaps this warpgroup's own P V GEMM and,
+//   through the turns (two named barriers), the other warpgroup's GEMMs.
 // Tile order, trip counts and masks come from SegmentMask: producer and consumers walk the same
 // TileCursor. Rows past q_len and keys past a segment's end are zero-filled by TMA.
 #pragma once
@@ -23,6 +25,7 @@
 
 #include "attn_fwd/config.h"
 #include "attn_fwd/mask.cuh"
+#include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tma_params.h"
 #include "attn_fwd/tile_utils.cuh"
 #include "common/device_utils.cuh"
@@ -79,7 +82,8 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
                                         int m_last, int hq, int b, TileRange range, int split) {
   using T = typename Cfg::Element;
   constexpr int kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim, kStages = Cfg::kStages;
-  constexpr int kTurnThreads = Cfg::kConsumerThreads;
+  constexpr int kTurnThreads = 256;  // a turn barrier: the warpgroup passing it + the taker
+  constexpr int kWarpGroups = Cfg::kConsumerWarpGroups;
   const AttnFwdParams& p = tp.p;
   const int wtid = threadIdx.x % 128;
   const int row0 = m0 + 64 * wg;  // first query row of this warpgroup
@@ -105,28 +109,16 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
   Tensor cS = make_tensor(tScS.data(), acc_rowcol(tScS.layout()));
   constexpr int kRows = size<0>(S.shape());
 
-  float row_max[kRows], row_sum[kRows];
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    row_max[i] = -INFINITY;
-    row_sum[i] = 0.f;
-  }
+  OnlineSoftmax<kRows> softmax;
   const float scale_log2 = p.softmax_scale_log2;
-  // Ping-pong: warpgroup w issues its S GEMM after a barrier that the other warpgroup arrives
-  // on once it has issued its own. Warpgroup 1 opens the first turn of warpgroup 0.
-  const int my_turn = 8 + wg, their_turn = 8 + (wg ^ 1);
-  if (wg == 1) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
 
-  Barrier::wait(&smem.q_full, 0);
-  TileCursor cur;
-  for (int i = 0; i < range.begin; ++i) cur.advance<kBlockN>(p, m0, m_last);
-  for (int i = 0; i < range.count; ++i) {
-    cur.advance<kBlockN>(p, m0, m_last);
-    const int stage = i % kStages, phase = (i / kStages) & 1;
-    const bool has_next = i + 1 < range.count;
+  // P = the exponentials of the previous tile in T, the A operand of O += P V (registers).
+  constexpr int kN = decltype(size(tSrS))::value;
+  cutlass::NumericArrayConverter<T, float, kN> to_t;
+  cutlass::Array<T, kN> p_frag;
+  Tensor tOrP = make_tensor(make_rmem_ptr<T>(p_frag.data()), acc_as_a_operand(tSrS.layout()));
 
-    Barrier::wait(&smem.k_full[stage], phase);
-    cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
+  auto issue_qk = [&](int stage) {  // S = Q K^T, asynchronous
     mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
     warpgroup_fence_operand(tSrS);
     warpgroup_arrive();
@@ -136,47 +128,8 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
       mma_qk.accumulate_ = GMMA::ScaleOut::One;
     }
     warpgroup_commit_batch();
-    // the other warpgroup may issue now; warpgroup 1 skips its last hand-over (nobody waits)
-    if (wg == 0 || has_next) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(tSrS);
-    Barrier::arrive(&smem.k_empty[stage]);
-
-    const KvSegment& seg = p.segments[cur.seg];
-    const int n0 = cur.tile * kBlockN;
-    if (!SegmentMask::tile_is_full<64, kBlockN>(seg, row0, n0)) {
-#pragma unroll
-      for (int e = 0; e < size(S); ++e) {
-        const auto c = cS(e);
-        if (!SegmentMask::visible(seg, row0 + get<0>(c), n0 + get<1>(c))) S(e) = -INFINITY;
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      float mx = row_max[r];
-#pragma unroll
-      for (int j = 0; j < size<1>(S.shape()); ++j) mx = fmaxf(mx, S(r, j));
-      mx = quad_max(mx);
-      const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-      const float correction = fast_exp2(row_max[r] * scale_log2 - m_scaled);
-      row_max[r] = mx;
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < size<1>(S.shape()); ++j) {
-        const float e = fast_exp2(S(r, j) * scale_log2 - m_scaled);
-        S(r, j) = e;
-        sum += e;
-      }
-      row_sum[r] = row_sum[r] * correction + sum;
-#pragma unroll
-      for (int j = 0; j < size<1>(O.shape()); ++j) O(r, j) *= correction;
-    }
-    constexpr int kN = decltype(size(tSrS))::value;
-    cutlass::NumericArrayConverter<T, float, kN> to_t;
-    auto p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
-    Tensor tOrP = make_tensor(make_rmem_ptr<T>(&p_frag), acc_as_a_operand(tSrS.layout()));
-
-    Barrier::wait(&smem.v_full[stage], phase);
+  };
+  auto issue_pv = [&](int stage) {  // O += P V, asynchronous
     warpgroup_fence_operand(tOrO);
     warpgroup_arrive();
 #pragma unroll
@@ -184,9 +137,80 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
       cute::gemm(mma_pv, tOrP(_, _, kb), tOrVt(_, _, kb, stage), tOrO);
     }
     warpgroup_commit_batch();
+  };
+  auto mask_and_softmax = [&](const TileCursor& cur) {  // S -> exponentials, masked keys -> 0
+    const KvSegment& seg = p.segments[cur.seg];
+    const int n0 = cur.tile * kBlockN;
+    if (!SegmentMask::tile_is_full<64, kBlockN>(seg, row0, n0)) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {  // keys of this row past `last` are hidden
+        const int last = SegmentMask::last_visible_key(seg, row0 + get<0>(cS(r, 0))) - n0;
+#pragma unroll
+        for (int j = 0; j < size<1>(S.shape()); ++j) {
+          if (get<1>(cS(r, j)) > last) S(r, j) = -INFINITY;
+        }
+      }
+    }
+    softmax.step(S, scale_log2);
+  };
+
+  // Software pipeline (intra-warpgroup overlap): while the tensor cores compute S_i = Q K_i^T
+  // and O += P_(i-1) V_(i-1), this warpgroup waits only for S_i, runs its softmax, and then
+  // waits for the P V GEMM. Turns on top (ping-pong for two warpgroups, round robin for more):
+  // warpgroup w issues both GEMMs of a step in its turn, so the others' softmax overlaps them.
+  // Turn barriers 8 + w: w syncs on its own, then hands over to w + 1. Each warpgroup takes
+  // range.count turns; the last warpgroup opens the first turn of warpgroup 0 and skips its own
+  // last hand-over (nobody waits for it).
+  const bool last_wg = wg == kWarpGroups - 1;
+  const int my_turn = 8 + wg, their_turn = 8 + (last_wg ? 0 : wg + 1);
+  const int n = range.count;
+  if (n > 0) {
+    if (last_wg) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
+    Barrier::wait(&smem.q_full, 0);
+    TileCursor cur;
+    for (int i = 0; i < range.begin; ++i) cur.advance<kBlockN>(p, m0, m_last);
+    cur.advance<kBlockN>(p, m0, m_last);
+
+    Barrier::wait(&smem.k_full[0], 0);  // tile 0: S only
+    cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
+    issue_qk(0);
+    if (!last_wg || n > 1) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(tSrS);
+    Barrier::arrive(&smem.k_empty[0]);
+    mask_and_softmax(cur);
+    p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+
+    int prev_stage = 0, prev_phase = 0;
+    for (int i = 1; i < n; ++i) {
+      cur.advance<kBlockN>(p, m0, m_last);
+      const int stage = i % kStages, phase = (i / kStages) & 1;
+      Barrier::wait(&smem.k_full[stage], phase);
+      cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
+      issue_qk(stage);
+      softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
+      Barrier::wait(&smem.v_full[prev_stage], prev_phase);
+      issue_pv(prev_stage);
+      if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
+      warpgroup_wait<1>();  // S_i is ready; P V may still run
+      warpgroup_fence_operand(tSrS);
+      Barrier::arrive(&smem.k_empty[stage]);
+      mask_and_softmax(cur);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      // P's registers were an operand of the finished GEMM: pin them before overwriting
+      warpgroup_fence_operand(tOrP);
+      Barrier::arrive(&smem.v_empty[prev_stage]);
+      p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+      prev_stage = stage;
+      prev_phase = phase;
+    }
+    softmax.rescale(O);  // the last P V, outside the turns
+    Barrier::wait(&smem.v_full[prev_stage], prev_phase);
+    issue_pv(prev_stage);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
-    Barrier::arrive(&smem.v_empty[stage]);
+    Barrier::arrive(&smem.v_empty[prev_stage]);
   }
 
   // epilogue: normalise, write out and lse (or this split's partial state)
@@ -209,7 +233,7 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
   const bool out_fp32 = split_kv || p.out_fp32;
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const float sum = quad_sum(row_sum[r]);
+    const float sum = quad_sum(softmax.row_sum[r]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     const int row = row0 + get<0>(cO(r, 0));
     if (row >= p.q_len) continue;
@@ -230,7 +254,7 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
     }
     if (lse_ptr != nullptr && (wtid % 4) == 0) {
       lse_ptr[lse_base + int64_t(row) * lse_row_stride] =
-          sum > 0.f ? row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
+          sum > 0.f ? softmax.row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
     }
   }
 }

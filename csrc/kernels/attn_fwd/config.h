@@ -23,22 +23,35 @@ constexpr auto k_major_smem_atom() {
   }
 }
 
+// Consumer warpgroups (64 query rows each) per CTA. D = 64 runs three: its GEMMs are half as
+// long per softmax as D = 128's, so a third warpgroup keeps the tensor cores fed (and fits the
+// register file at 160 per consumer thread).
+constexpr __host__ __device__ int attn_consumer_warpgroups(int head_dim) {
+  return head_dim <= 64 ? 3 : 2;
+}
+constexpr __host__ __device__ int attn_block_m(int head_dim) {
+  return 64 * attn_consumer_warpgroups(head_dim);
+}
+constexpr int kAttnBlockN = 128;
+
 // Warp-specialised TMA kernel: warpgroup 0 produces (one thread issues TMA loads of Q and of the
-// K/V tiles into a kStages ring guarded by full/empty mbarriers), warpgroups 1 and 2 consume,
-// 64 query rows each, alternating their GEMM issue (ping-pong) so that one warpgroup's softmax
-// overlaps the other's GEMMs. Smem 160 KB at D = 128.
+// K/V tiles into a kStages ring guarded by full/empty mbarriers), the consumer warpgroups take
+// 64 query rows each and issue their GEMMs in turns (ping-pong / round robin) so that one
+// warpgroup's softmax overlaps the others' GEMMs. Smem 160 KB at D = 128.
 template <typename T, int kHeadDim_>
 struct Sm90WsConfig {
   using Element = T;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;
-  static constexpr int kBlockN = 128;
+  static constexpr int kConsumerWarpGroups = attn_consumer_warpgroups(kHeadDim);
+  static constexpr int kBlockM = 64 * kConsumerWarpGroups;
+  static constexpr int kBlockN = kAttnBlockN;
   static constexpr int kStages = 2;
-  static constexpr int kConsumerWarpGroups = 2;
   static constexpr int kConsumerThreads = kConsumerWarpGroups * 128;
   static constexpr int kThreads = kConsumerThreads + 128;
-  static constexpr int kProducerRegs = 24;  // setmaxnreg: 128 * 24 + 256 * 240 <= 64K
-  static constexpr int kConsumerRegs = 240;
+  // setmaxnreg: 128 * producer + consumer threads * consumer <= 64K registers
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = kConsumerWarpGroups == 2 ? 240 : 160;
+  static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536);
 
   using OneWarpGroup = Layout<Shape<_1, _1, _1>>;
   using MmaQK = decltype(make_tiled_mma(

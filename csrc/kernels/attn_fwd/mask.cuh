@@ -37,8 +37,9 @@ struct SegmentMask {
     return m0 >= seg.row_begin && n0 + kBlockN - 1 <= m0 + seg.diag && n0 + kBlockN <= seg.len;
   }
 
-  static __device__ __forceinline__ bool visible(const KvSegment& seg, int row, int key) {
-    return row >= seg.row_begin && key <= row + seg.diag && key < seg.len;
+  // The largest key `row` sees in `seg` (it sees keys 0..that), -1 if none: the rule above.
+  static __device__ __forceinline__ int last_visible_key(const KvSegment& seg, int row) {
+    return row < seg.row_begin ? -1 : min(row + seg.diag, seg.len - 1);
   }
 };
 
