@@ -25,6 +25,13 @@ def select() -> None:
     q = torch.randn(1, 7, 8, 64, device="cuda", dtype=torch.half)
     k = torch.randn(1, 500, 2, 64, device="cuda", dtype=torch.half)
     ops.select_passing(q, k, k, [3, 250], [240, 249], 30, 5)
+    ops.select_passing(q, k, k, [3, 250, 499], [240, 249, 0], 245, 5, capacity=300)  # m = len
+    ops.select_passing(q, k.round(), k, [0], [500], 100, 1)  # integer scores: ties
+    q = torch.randn(2, 40, 14, 256, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(2, 900, 2, 256, device="cuda", dtype=torch.bfloat16)
+    ops.select_passing(q, k, k, [0, 450], [450, 449], 64, 127)  # two load rounds per tile
+    k = torch.randn(1, 52000, 1, 64, device="cuda", dtype=torch.bfloat16)
+    ops.select_passing(q[:1, :, :7, :64], k, k, [0], [52000], 1000, 5)  # keys in global memory
     torch.cuda.synchronize()
 
 

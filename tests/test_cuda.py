@@ -102,29 +102,110 @@ def test_attn_fwd_cuda_errors():
 
 
 # ---------------------------------------------------------------------------------- select
+def check_select(q, k, v, starts, lens, p, pool, capacity=None, name=""):
+    """CUDA select_passing equals the reference bit for bit (indices and the gathered rows), and
+    a second call gives the same bytes."""
+    idx, kv = ops.select_passing(q, k, v, starts, lens, p, pool, capacity=capacity)
+    ref_idx, ref_kv = reference.select_passing(q.cpu(), k.cpu(), v.cpu(), starts, lens, p, pool,
+                                               capacity=capacity)
+    assert torch.equal(idx.cpu(), ref_idx), (name, p, pool)
+    assert torch.equal(kv.cpu(), ref_kv), (name, p, pool)
+    idx2, kv2 = ops.select_passing(q, k, v, starts, lens, p, pool, capacity=capacity)
+    assert torch.equal(idx, idx2) and torch.equal(kv, kv2), name  # same input, same bytes
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("Hq,Hkv,D,nq", [(7, 1, 64, 3), (28, 4, 128, 64), (16, 2, 80, 1)])
 def test_select_passing_cuda_equals_reference(dtype, Hq, Hkv, D, nq):
     q, k, v = grid_inputs(2, 3000, Hq, Hkv, D, dtype=dtype, seed=D, device="cuda")
     starts, lens = [5, 1700, 2990], [1695, 1290, 0]
     for p, pool in [(128, 5), (1000, 3), (2000, 1)]:
-        idx, kv = ops.select_passing(q[:, -nq:], k, v, starts, lens, p, pool)
-        ref_idx, ref_kv = reference.select_passing(q[:, -nq:].cpu(), k.cpu(), v.cpu(), starts,
-                                                   lens, p, pool)
-        assert torch.equal(idx.cpu(), ref_idx), (p, pool)
-        assert torch.equal(kv.cpu(), ref_kv), (p, pool)
-        idx2, kv2 = ops.select_passing(q[:, -nq:], k, v, starts, lens, p, pool)
-        assert torch.equal(idx, idx2) and torch.equal(kv, kv2)  # same input, same bytes
+        check_select(q[:, -nq:], k, v, starts, lens, p, pool)
 
 
 def test_select_passing_cuda_long_chunk():
     """A 64K-token chunk and p = 8192 (smoothed scores no longer fit in shared memory)."""
     q, k, v = grid_inputs(1, 65536 + 64, 8, 2, 128, dtype=torch.bfloat16, seed=9, device="cuda")
-    starts, lens = [0], [65536]
-    idx, kv = ops.select_passing(q[:, -64:], k, v, starts, lens, 8192, 5)
-    ref_idx, ref_kv = reference.select_passing(q[:, -64:].cpu(), k.cpu(), v.cpu(), starts, lens,
-                                               8192, 5)
-    assert torch.equal(idx.cpu(), ref_idx) and torch.equal(kv.cpu(), ref_kv)
+    check_select(q[:, -64:], k, v, [0], [65536], 8192, 5, name="64K chunk")
+
+
+def tie_inputs(B, L, Hq, Hkv, D, dtype, seed, levels):
+    """Scores with few distinct values: k in {0, 1} on `levels` leading columns, q all ones, so
+    score = number of ones; long runs of equal keys cross every radix digit and warp range."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.ones(B, 4, Hq, D)
+    k = torch.zeros(B, L, Hkv, D)
+    k[..., :levels] = torch.randint(0, 2, (B, L, Hkv, levels), generator=g).float()
+    v = torch.randn(B, L, Hkv, D, generator=g)
+    return tuple(t.to("cuda", dtype) for t in (q, k, v))
+
+
+@pytest.mark.parametrize("levels", [0, 1, 3])
+def test_select_passing_cuda_ties(levels):
+    """Many equal smoothed scores (all equal when levels = 0): the m-th largest key sits inside a
+    run of equal keys, so every radix digit is needed and the lowest positions must win."""
+    q, k, v = tie_inputs(2, 9000, 8, 2, 64, torch.bfloat16, seed=levels, levels=levels)
+    starts, lens = [0, 4000, 8999], [4000, 4999, 1]
+    for p, pool in [(1, 1), (700, 1), (2500, 5), (3999, 3)]:
+        check_select(q, k, v, starts, lens, p, pool, name=f"levels {levels}")
+
+
+def test_select_passing_cuda_shapes():
+    """Head dims 8..512 (one or several load rounds per tile in the score kernel, idle threads
+    when 256 % (D/8) != 0), a pool window wider than a tile, GQA 1 and 7, batch 2, a long
+    question (several qsum splits, each looping), 16 irregular chunks."""
+    cases = [  # (B, L, Hq, Hkv, D, nq, pool)
+        (2, 2000, 4, 4, 8, 5, 5), (1, 2000, 7, 1, 96, 9, 9), (2, 2500, 14, 2, 512, 3, 127),
+        (1, 3000, 14, 2, 256, 300, 31), (2, 1900, 6, 3, 80, 2, 1)]
+    for i, (B, L, Hq, Hkv, D, nq, pool) in enumerate(cases):
+        q, k, v = grid_inputs(B, L, Hq, Hkv, D, dtype=torch.float16, seed=40 + i, device="cuda")
+        starts = [0, 17, 400, 401, 1000, 1300, 1301, 1302, 1500, 1513, 1600, 1700, 1750, 1800,
+                  1850, 1899][:16]
+        lens = [17, 383, 1, 0, 300, 1, 1, 198, 13, 87, 100, 50, 50, 50, 49, 1]
+        for p in (1, 40, 150):
+            check_select(q[:, -nq:], k, v, starts, lens, p, pool, name=f"case {i}")
+
+
+def test_select_passing_cuda_no_selection_and_padding():
+    """p >= len for every chunk (rows kept in order, no scoring), p >= len for some chunks only,
+    an empty chunk, and a capacity larger than every m (zero / -1 padding)."""
+    q, k, v = grid_inputs(2, 1200, 8, 2, 128, dtype=torch.bfloat16, seed=5, device="cuda")
+    starts, lens = [0, 300, 700, 1100], [300, 400, 0, 100]
+    check_select(q[:, -7:], k, v, starts, lens, 400, 5, name="p = max len")
+    check_select(q[:, -7:], k, v, starts, lens, 10**6, 5, capacity=512, name="p huge")
+    check_select(q[:, -7:], k, v, starts, lens, 200, 3, capacity=777, name="mixed + padding")
+
+
+def test_select_passing_cuda_keys_in_global_memory():
+    """A chunk whose keys exceed kernel 3's shared memory next to one whose keys fit."""
+    q, k, v = grid_inputs(1, 61000, 8, 2, 64, dtype=torch.bfloat16, seed=6, device="cuda")
+    check_select(q[:, -16:], k, v, [0, 60000], [60000, 1000], 300, 5, name="global keys")
+
+
+def test_select_passing_cuda_graph_replay():
+    """Captured in a CUDA graph (the kernels may be chained with programmatic dependent launch)
+    and replayed on new inputs: same bytes as eager calls."""
+    q, k, v = grid_inputs(1, 5000, 28, 4, 128, dtype=torch.bfloat16, seed=7, device="cuda")
+    qq = q[:, -64:].clone()
+    starts, lens = [100, 2600], [2500, 2400]
+    idx = torch.empty(2, 1, 4, 512, dtype=torch.long, device="cuda")
+    kv = torch.empty(2, 512, 2, 1, 4, 128, dtype=torch.bfloat16, device="cuda")
+
+    def run():
+        ops.select_passing(qq, k, v, starts, lens, 512, 5, indices=idx, kv=kv)
+
+    run()  # warm-up: kernel attributes, allocator
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for seed in (8, 9):
+        q2, k2, v2 = grid_inputs(1, 5000, 28, 4, 128, dtype=torch.bfloat16, seed=seed,
+                                 device="cuda")
+        qq.copy_(q2[:, -64:]), k.copy_(k2), v.copy_(v2)
+        graph.replay()
+        want_idx, want_kv = ops.select_passing(q2[:, -64:], k2, v2, starts, lens, 512, 5)
+        assert torch.equal(idx, want_idx) and torch.equal(kv, want_kv), seed
 
 
 def test_merge_states_cuda_in_place_rows():

@@ -85,4 +85,26 @@ void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
   }
 }
 
+void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
+                        const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+                        at::IntArrayRef row_begin, at::IntArrayRef diag,
+                        std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
+                        const std::vector<at::Tensor>& lse, const std::optional<at::Tensor>& ready,
+                        at::IntArrayRef wait_for, int64_t max_ctas,
+                        const std::optional<at::Tensor>& sched, bool finish) {
+  // sched / finish only shape the CUDA schedule; the CPU op computes everything in one call
+  // (a finishing call has nothing left to do).
+  const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
+                                         out, lse, ready, wait_for, max_ctas, sched, finish);
+  if (finish) return;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const AttnFwdProblemArgs& a = args[i];
+    // The CPU op runs now, on this thread: data a flag says has not landed is an error.
+    SPAVA_CHECK_VALUE(a.wait_for < 0 || ready->select(0, a.wait_for).item<int>() != 0,
+                      "attn_fwd_group", "problem ", i, " waits for ready[", a.wait_for,
+                      "], which is 0 (the CPU op cannot wait for another stream)");
+    attn_fwd_cpu(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
+  }
+}
+
 }  // namespace spava

@@ -1,58 +1,63 @@
-// CUDA glue of spava::attn_fwd: checks -> AttnFwdParams -> run_attn_fwd on the current stream.
+// CUDA glue of spava::attn_fwd and spava::attn_fwd_group: checks -> AttnFwdParams (one problem
+// per set of query rows) -> plan (units, split-KV workspaces) -> run_attn_fwd on the current
+// stream. attn_fwd is a group of one problem.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <vector>
 
 #include "attn_fwd/attn_fwd.h"
 #include "checks.h"
-#include "cuda_params.h"
 #include "cuda_checks.h"
+#include "cuda_params.h"
 #include "dtype_map.h"
 #include "ops.h"
 
 namespace spava {
+namespace {
 
-void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
-                   const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                   at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
-                   const std::optional<at::Tensor>& lse) {
-  const AttnFwdDims d = check_attn_fwd(q, k, v, row_begin, diag, softmax_scale, out, lse);
-  check_sm90("attn_fwd", q);
-  SPAVA_CHECK_TYPE(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf, "attn_fwd",
-                   "CUDA kernels take bf16 or fp16 q/k/v, got ", q.scalar_type());
-  bool compiled = false;
-  for (int i = 0; i < kNumAttnFwdHeadDims; ++i) compiled |= kAttnFwdHeadDims[i] == d.head_dim;
-  SPAVA_CHECK_VALUE(compiled, "attn_fwd", "head dim ", d.head_dim,
-                    " is not compiled in this build (see spava_ext.ops.build_info())");
+constexpr int64_t kDiagClamp = int64_t(1) << 30;
+
+// A positive number from the environment, else `fallback`.
+double env_positive(const char* name, double fallback) {
+  const char* env = std::getenv(name);
+  const double x = env != nullptr ? std::atof(env) : 0.0;
+  return x > 0 ? x : fallback;
+}
+
+// Appends problem (q, its segments, out, lse) to p. Problems without rows and empty segments
+// are dropped.
+void add_problem(AttnFwdParams& p, const at::Tensor& q, const std::vector<at::Tensor>& k,
+                 const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                 at::IntArrayRef diag, const at::Tensor& out, const std::optional<at::Tensor>& lse,
+                 const int* ready) {
+  if (q.size(1) == 0) return;  // nothing to write
+  SPAVA_CHECK_VALUE(p.num_problems < kMaxAttnProblems, "attn_fwd", "more than ", kMaxAttnProblems,
+                    " problems in one launch");
+  SPAVA_CHECK_VALUE(q.size(1) < kDiagClamp, "attn_fwd", "q_len ", q.size(1), " out of range");
   check_rows_aligned("attn_fwd", "q", q);
   check_rows_aligned("attn_fwd", "out", out);
-  const c10::cuda::CUDAGuard guard(q.device());
-
-  AttnFwdParams p{};
-  p.q = q.const_data_ptr();
-  p.q_batch_stride = q.stride(0);
-  p.q_row_stride = q.stride(1);
-  p.q_head_stride = q.stride(2);
-  set_out_and_lse(p, out, lse);
-  p.batch = int(d.batch);
-  p.q_len = int(d.q_len);
-  p.heads_q = int(d.heads_q);
-  p.heads_kv = int(d.heads_kv);
-  p.head_dim = int(d.head_dim);
-  p.softmax_scale = float(d.softmax_scale);
-  p.softmax_scale_log2 = float(d.softmax_scale * 1.4426950408889634);  // log2(e)
-  p.dtype = to_dtype(q.scalar_type());
-  p.out_fp32 = out.scalar_type() == at::kFloat;
-  constexpr int64_t kDiagClamp = int64_t(1) << 30;
+  AttnProblem& pr = p.problems[p.num_problems++];
+  pr.q = q.const_data_ptr();
+  pr.q_batch_stride = q.stride(0);
+  pr.q_row_stride = q.stride(1);
+  pr.q_head_stride = q.stride(2);
+  set_out_and_lse(pr, out, lse);
+  pr.q_len = int(q.size(1));
+  pr.out_fp32 = out.scalar_type() == at::kFloat;
+  pr.ready = ready;
+  pr.seg_begin = p.num_segments;
   for (size_t s = 0; s < k.size(); ++s) {
-    if (d.seg_lens[s] == 0) continue;  // empty segments contribute nothing
+    const int64_t len = k[s].size(1);
+    if (len == 0) continue;  // empty segments contribute nothing
     SPAVA_CHECK_VALUE(p.num_segments < kMaxKvSegments, "attn_fwd", "more than ", kMaxKvSegments,
-                      " non-empty key segments");
-    SPAVA_CHECK_VALUE(d.seg_lens[s] < kDiagClamp && std::abs(row_begin[s]) < kDiagClamp,
-                      "attn_fwd", "segment ", s, " length/row_begin out of range");
+                      " non-empty key segments in one launch");
+    SPAVA_CHECK_VALUE(len < kDiagClamp && std::abs(row_begin[s]) < kDiagClamp, "attn_fwd", "segment ", s,
+                      " length/row_begin out of range");
     check_rows_aligned("attn_fwd", "k", k[s]);
     check_rows_aligned("attn_fwd", "v", v[s]);
     KvSegment& seg = p.segments[p.num_segments++];
@@ -64,25 +69,94 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
     seg.v_batch_stride = v[s].stride(0);
     seg.v_row_stride = v[s].stride(1);
     seg.v_head_stride = v[s].stride(2);
-    seg.len = int(d.seg_lens[s]);
+    seg.len = int(len);
     seg.row_begin = int(row_begin[s]);
     seg.diag = int(std::clamp<int64_t>(diag[s], -kDiagClamp, kDiagClamp));
   }
-  SPAVA_CHECK_VALUE(d.q_len < kDiagClamp, "attn_fwd", "q_len ", d.q_len, " out of range");
-  // Split-KV for grids too small to fill the GPU (e.g. the question partial): fp32 workspaces
-  // from the caching allocator, merged by the launcher.
+  pr.num_segments = p.num_segments - pr.seg_begin;
+}
+
+// Shapes shared by every problem (q0 is problem 0's rows), then the dtype / head dim checks.
+AttnFwdParams group_params(const at::Tensor& q0, int64_t heads_kv, double softmax_scale) {
+  check_sm90("attn_fwd", q0);
+  SPAVA_CHECK_TYPE(q0.scalar_type() == at::kBFloat16 || q0.scalar_type() == at::kHalf,
+                   "attn_fwd", "CUDA kernels take bf16 or fp16 q/k/v, got ", q0.scalar_type());
+  const int64_t D = q0.size(3);
+  bool compiled = false;
+  for (int i = 0; i < kNumAttnFwdHeadDims; ++i) compiled |= kAttnFwdHeadDims[i] == D;
+  SPAVA_CHECK_VALUE(compiled, "attn_fwd", "head dim ", D,
+                    " is not compiled in this build (see spava_ext.ops.build_info())");
+  AttnFwdParams p{};
+  p.batch = int(q0.size(0));
+  p.heads_q = int(q0.size(2));
+  p.heads_kv = int(heads_kv);
+  p.head_dim = int(D);
+  p.softmax_scale = float(softmax_scale);
+  p.softmax_scale_log2 = float(softmax_scale * 1.4426950408889634);  // log2(e)
+  p.dtype = to_dtype(q0.scalar_type());
+  return p;
+}
+
+// Plan the units, allocate the split-KV workspaces (fp32, caching allocator), launch.
+void plan_and_run(AttnFwdParams& p, const at::Tensor& q0) {
   int num_sms = 0;
-  cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q.device().index());
-  p.num_splits = attn_fwd_num_splits(p, num_sms);
-  at::Tensor split_out, split_lse;
-  if (p.num_splits > 1) {
-    const auto f32 = q.options().dtype(at::kFloat);
-    split_out = at::empty({p.num_splits, d.batch, d.q_len, d.heads_q, d.head_dim}, f32);
-    split_lse = at::empty({p.num_splits, d.batch, d.heads_q, d.q_len}, f32);
-    p.split_out = split_out.mutable_data_ptr<float>();
-    p.split_lse = split_lse.mutable_data_ptr<float>();
+  cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q0.device().index());
+  plan_attn_fwd(p, num_sms);
+  std::vector<at::Tensor> workspaces;
+  const auto f32 = q0.options().dtype(at::kFloat);
+  for (int i = 0; i < p.num_problems; ++i) {
+    AttnProblem& pr = p.problems[i];
+    if (pr.num_splits <= 1) continue;
+    workspaces.push_back(at::empty({pr.num_splits, p.batch, pr.q_len, p.heads_q, p.head_dim}, f32));
+    pr.split_out = workspaces.back().mutable_data_ptr<float>();
+    workspaces.push_back(at::empty({pr.num_splits, p.batch, p.heads_q, pr.q_len}, f32));
+    pr.split_lse = workspaces.back().mutable_data_ptr<float>();
   }
   run_attn_fwd(p, c10::cuda::getCurrentCUDAStream());
+}
+
+}  // namespace
+
+void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
+                   const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                   at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
+                   const std::optional<at::Tensor>& lse) {
+  const AttnFwdDims d = check_attn_fwd(q, k, v, row_begin, diag, softmax_scale, out, lse);
+  const c10::cuda::CUDAGuard guard(q.device());
+  AttnFwdParams p = group_params(q, d.heads_kv, d.softmax_scale);
+  add_problem(p, q, k, v, row_begin, diag, out, lse, nullptr);
+  plan_and_run(p, q);
+}
+
+void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
+                         const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+                         at::IntArrayRef row_begin, at::IntArrayRef diag,
+                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
+                         const std::vector<at::Tensor>& lse,
+                         const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for,
+                         int64_t max_ctas, const std::optional<at::Tensor>& sched, bool finish) {
+  const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
+                                         out, lse, ready, wait_for, max_ctas, sched, finish);
+  const c10::cuda::CUDAGuard guard(q[0].device());
+  int64_t heads_kv = q[0].size(2);  // any divisor works when no problem has keys
+  for (const auto& a : args) {
+    if (!a.k.empty()) heads_kv = a.k[0].size(2);
+  }
+  const double scale = softmax_scale.value_or(1.0 / std::sqrt(double(q[0].size(3))));
+  AttnFwdParams p = group_params(q[0], heads_kv, scale);
+  for (size_t i = 0; i < args.size(); ++i) {
+    const AttnFwdProblemArgs& a = args[i];
+    const int* flag = a.wait_for < 0 ? nullptr : ready->const_data_ptr<int>() + a.wait_for;
+    add_problem(p, q[i], a.k, a.v, a.row_begin, a.diag, out[i], a.lse, flag);
+  }
+  p.max_ctas = int(std::min<int64_t>(max_ctas, 1 << 20));
+  p.sched = sched.has_value() ? sched->mutable_data_ptr<int>() : nullptr;
+  p.finish = finish;
+  // A flag that never arrives traps the kernel after the collective timeout; with sched, a CTA
+  // gives a unit back after SPAVA_READY_SPIN_US microseconds (default 50).
+  p.wait_timeout_ns = int64_t(env_positive("SPAVA_COLLECTIVE_TIMEOUT_S", 600.0) * 1e9);
+  p.wait_spin_ns = int64_t(env_positive("SPAVA_READY_SPIN_US", 50.0) * 1e3);
+  plan_and_run(p, q[0]);
 }
 
 }  // namespace spava

@@ -1,6 +1,8 @@
 // Argument validation for every spava op (device-independent part).
 #include "checks.h"
 
+#include "spava/attn_params.h"
+
 #include <c10/util/irange.h>
 
 #include <cmath>
@@ -83,6 +85,86 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
   SPAVA_CHECK_VALUE(std::isfinite(d.softmax_scale) && d.softmax_scale > 0, "attn_fwd",
                     "softmax_scale must be finite and > 0, got ", d.softmax_scale);
   return d;
+}
+
+std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
+    const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
+    const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+    at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
+    const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
+    const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for, int64_t max_ctas,
+    const std::optional<at::Tensor>& sched, bool finish) {
+  const size_t P = q.size();
+  SPAVA_CHECK_VALUE(P >= 1 && P <= size_t(kMaxAttnProblems), "attn_fwd_group", "needs 1 to ",
+                    kMaxAttnProblems, " problems, got ", P);
+  SPAVA_CHECK_VALUE(num_segments.size() == P && out.size() == P && lse.size() == P, "attn_fwd_group",
+                    "q, num_segments, out and lse must have one entry per problem, got ", P, ", ",
+                    num_segments.size(), ", ", out.size(), ", ", lse.size());
+  SPAVA_CHECK_VALUE(wait_for.empty() || wait_for.size() == P, "attn_fwd_group",
+                    "wait_for must be empty or have one entry per problem (", P, "), got ",
+                    wait_for.size());
+  SPAVA_CHECK_VALUE(max_ctas >= 0, "attn_fwd_group", "max_ctas must be >= 0, got ", max_ctas);
+  SPAVA_CHECK_VALUE(!finish || sched.has_value(), "attn_fwd_group",
+                    "finish=True needs the sched workspace of the first call");
+  if (sched.has_value()) {
+    SPAVA_CHECK_TYPE(sched->scalar_type() == at::kInt && sched->dim() == 1 &&
+                         sched->is_contiguous() && sched->numel() >= kAttnSchedInts,
+                     "attn_fwd_group", "sched must be a contiguous int32 tensor of at least ",
+                     kAttnSchedInts, " elements, got ", sched->scalar_type(), " ",
+                     shape_str(*sched));
+    SPAVA_CHECK_VALUE(sched->device() == q.at(0).device(), "attn_fwd_group", "sched is on ",
+                      sched->device(), ", q on ", q.at(0).device());
+  }
+  int64_t total = 0;
+  for (const auto n : num_segments) {
+    SPAVA_CHECK_VALUE(n >= 0, "attn_fwd_group", "num_segments entries must be >= 0, got ", n);
+    total += n;
+  }
+  SPAVA_CHECK_VALUE(k.size() == size_t(total) && v.size() == size_t(total) &&
+                        row_begin.size() == size_t(total) && diag.size() == size_t(total),
+                    "attn_fwd_group", "sum(num_segments) = ", total, " but k, v, row_begin, diag have ",
+                    k.size(), ", ", v.size(), ", ", row_begin.size(), ", ", diag.size(), " entries");
+  if (ready.has_value()) {
+    SPAVA_CHECK_TYPE(ready->scalar_type() == at::kInt && ready->dim() == 1 && ready->is_contiguous(),
+                     "attn_fwd_group", "ready must be a contiguous 1-D int32 tensor, got ",
+                     ready->scalar_type(), " ", shape_str(*ready));
+    SPAVA_CHECK_VALUE(ready->device() == q[0].device(), "attn_fwd_group", "ready is on ",
+                      ready->device(), ", q on ", q[0].device());
+  }
+  std::vector<AttnFwdProblemArgs> args(P);
+  int64_t s0 = 0, heads_kv = -1;
+  for (size_t i = 0; i < P; ++i) {
+    AttnFwdProblemArgs& a = args[i];
+    const int64_t n = num_segments[i];
+    a.k.assign(k.begin() + s0, k.begin() + s0 + n);
+    a.v.assign(v.begin() + s0, v.begin() + s0 + n);
+    a.row_begin.assign(row_begin.begin() + s0, row_begin.begin() + s0 + n);
+    a.diag.assign(diag.begin() + s0, diag.begin() + s0 + n);
+    s0 += n;
+    if (lse[i].numel() > 0 || lse[i].dim() == 3) a.lse = lse[i];
+    const AttnFwdDims d = check_attn_fwd(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale,
+                                         out[i], a.lse);
+    SPAVA_CHECK_VALUE(q[i].scalar_type() == q[0].scalar_type() && q[i].device() == q[0].device() &&
+                          q[i].size(0) == q[0].size(0) && q[i].size(2) == q[0].size(2) &&
+                          q[i].size(3) == q[0].size(3),
+                      "attn_fwd_group", "problem ", i, ": q ", shape_str(q[i]), " ",
+                      q[i].scalar_type(), " does not match problem 0's ", shape_str(q[0]), " ",
+                      q[0].scalar_type(), " (batch, heads, head dim, dtype, device)");
+    if (n > 0) {
+      if (heads_kv < 0) heads_kv = d.heads_kv;
+      SPAVA_CHECK_VALUE(d.heads_kv == heads_kv, "attn_fwd_group", "problem ", i, " has ",
+                        d.heads_kv, " kv heads, an earlier problem has ", heads_kv);
+    }
+    if (!wait_for.empty()) {
+      a.wait_for = wait_for[i];
+      SPAVA_CHECK_VALUE(a.wait_for >= -1, "attn_fwd_group", "wait_for[", i,
+                        "] must be -1 or a flag index, got ", a.wait_for);
+      SPAVA_CHECK_VALUE(a.wait_for == -1 || (ready.has_value() && a.wait_for < ready->numel()),
+                        "attn_fwd_group", "wait_for[", i, "] = ", a.wait_for, " but ready has ",
+                        ready.has_value() ? ready->numel() : 0, " flags");
+    }
+  }
+  return args;
 }
 
 SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,

@@ -24,6 +24,24 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
                            at::IntArrayRef diag, std::optional<double> softmax_scale,
                            const at::Tensor& out, const std::optional<at::Tensor>& lse);
 
+// A group of attn_fwd problems (attn_fwd_group): problem i has query rows q[i], output out[i]
+// and lse[i] (an empty tensor: none), and the next num_segments[i] entries of k / v / row_begin
+// / diag. ready (int32, q's device) holds flags; wait_for[i] is the flag problem i waits for
+// (-1: none; an empty list: no problem waits).
+struct AttnFwdProblemArgs {
+  std::vector<at::Tensor> k, v;
+  std::vector<int64_t> row_begin, diag;
+  std::optional<at::Tensor> lse;
+  int64_t wait_for = -1;
+};
+std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
+    const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
+    const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+    at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
+    const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
+    const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for, int64_t max_ctas,
+    const std::optional<at::Tensor>& sched, bool finish);
+
 // Problem sizes of select_passing after validation.
 struct SelectPassingDims {
   int64_t batch, q_len, heads_q, heads_kv, head_dim, kv_len, num_chunks, capacity;

@@ -30,6 +30,18 @@ TORCH_LIBRARY(spava, m) {
       "attn_fwd(Tensor q, Tensor[] k, Tensor[] v, int[] row_begin, int[] diag, "
       "float? softmax_scale, Tensor(a!) out, Tensor(b!)? lse) -> ()");
 
+  // ---- a group of attn_fwd problems in one launch (CUDA: one persistent kernel)
+  // Problem i: rows q[i], out[i], lse[i] (an empty tensor: none) and the next num_segments[i]
+  // entries of k / v / row_begin / diag. ready [n] int32 flags on q's device; problem i reads no
+  // key before ready[wait_for[i]] != 0 (-1 or an empty wait_for: no wait; the CPU op raises
+  // instead of waiting). max_ctas > 0 caps the CUDA grid, leaving SMs to other streams. With
+  // sched (int32 [kAttnSchedInts], zeroed), CUDA CTAs give back units whose flag is late and a
+  // second call with finish=True (after the flags' producers) computes them; see attn_params.h.
+  m.def(
+      "attn_fwd_group(Tensor[] q, int[] num_segments, Tensor[] k, Tensor[] v, int[] row_begin, "
+      "int[] diag, float? softmax_scale, Tensor(a!)[] out, Tensor(b!)[] lse, Tensor? ready=None, "
+      "int[] wait_for=[], int max_ctas=0, Tensor(c!)? sched=None, bool finish=False) -> ()");
+
   // ---- LSE merge of partial states
   // outs [n, B, R, H, D], lses [n, B, H, R] fp32 -> out [B, R, H, D], lse [B, H, R].
   m.def("merge_states(Tensor outs, Tensor lses, Tensor(a!) out, Tensor(b!)? lse) -> ()");
@@ -41,6 +53,7 @@ TORCH_LIBRARY(spava, m) {
 TORCH_LIBRARY_IMPL(spava, CPU, m) {
   m.impl("select_passing", &spava::select_passing_cpu);
   m.impl("attn_fwd", &spava::attn_fwd_cpu);
+  m.impl("attn_fwd_group", &spava::attn_fwd_group_cpu);
   m.impl("merge_states", &spava::merge_states_cpu);
 }
 
@@ -48,6 +61,7 @@ TORCH_LIBRARY_IMPL(spava, CPU, m) {
 TORCH_LIBRARY_IMPL(spava, CUDA, m) {
   m.impl("select_passing", &spava::select_passing_cuda);
   m.impl("attn_fwd", &spava::attn_fwd_cuda);
+  m.impl("attn_fwd_group", &spava::attn_fwd_group_cuda);
   m.impl("merge_states", &spava::merge_states_cuda);
 }
 #endif

@@ -34,17 +34,26 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
     max_len = std::max(max_len, chunk_lens[c]);
     selects |= passing_len < chunk_lens[c];
   }
-  SPAVA_CHECK_VALUE(max_len < (int64_t(1) << 31) && d.kv_len < (int64_t(1) << 31),
-                    "select_passing", "sequence of ", d.kv_len, " rows is too long");
+  SPAVA_CHECK_VALUE(max_len < (int64_t(1) << 31) && d.kv_len < (int64_t(1) << 31) &&
+                        d.q_len * d.heads_q < (int64_t(1) << 31),
+                    "select_passing", "sequence of ", d.kv_len, " rows (", d.q_len,
+                    " question rows) is too long");
   SPAVA_CHECK_VALUE(!selects || d.capacity <= 32768, "select_passing",
                     "capacity ", d.capacity, " > 32768 is not supported on CUDA");
+  check_rows_aligned("select_passing", "q", q);
   check_rows_aligned("select_passing", "k", k);
   check_rows_aligned("select_passing", "v", v);
+  check_rows_aligned("select_passing", "kv", kv);
   const c10::cuda::CUDAGuard guard(q.device());
 
-  const auto f32 = q.options().dtype(at::kFloat);
-  const at::Tensor qsum = at::empty({d.batch, d.heads_kv, d.head_dim}, f32);
-  const at::Tensor scores = at::empty({d.num_chunks * d.batch * d.heads_kv, max_len}, f32);
+  // One workspace (only when some chunk selects): qsum partials (fp32), then the top-digit
+  // histograms and the keys (int32); every part starts 16-byte aligned (head_dim % 8 == 0).
+  const int64_t items = d.num_chunks * d.batch * d.heads_kv;
+  const int64_t key_stride = (max_len + 3) / 4 * 4;
+  const int64_t qsum_len = kMaxQsumSplits * d.batch * d.heads_kv * d.head_dim;
+  const int64_t hist_len = items * kRadixBins;
+  const int64_t work_len = selects ? qsum_len + hist_len + items * key_stride : 0;
+  const at::Tensor work = at::empty({work_len}, q.options().dtype(at::kInt));
 
   SelectPassingParams p{};
   p.q = q.const_data_ptr();
@@ -59,9 +68,13 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
   p.v_batch_stride = v.stride(0);
   p.v_row_stride = v.stride(1);
   p.v_head_stride = v.stride(2);
-  p.qsum = qsum.mutable_data_ptr<float>();
-  p.scores = scores.mutable_data_ptr<float>();
-  p.score_stride = max_len;
+  if (selects) {
+    int* base = work.mutable_data_ptr<int>();
+    p.qsum = reinterpret_cast<float*>(base);
+    p.hist = base + qsum_len;
+    p.keys = reinterpret_cast<uint32_t*>(base + qsum_len + hist_len);
+  }
+  p.key_stride = key_stride;
   p.indices = indices.mutable_data_ptr<int64_t>();
   p.kv = kv.mutable_data_ptr();
   p.batch = int(d.batch);
@@ -77,6 +90,7 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
     p.chunk_start[c] = int(chunk_starts[c]);
     p.chunk_len[c] = int(chunk_lens[c]);
   }
+  cudaDeviceGetAttribute(&p.num_sms, cudaDevAttrMultiProcessorCount, q.device().index());
   p.dtype = to_dtype(q.scalar_type());
   run_select_passing(p, c10::cuda::getCurrentCUDAStream());
 }

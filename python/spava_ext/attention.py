@@ -3,11 +3,15 @@
 Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q, k, v::
 
     1  select P_r, P_(2W-1-r) from the local K/V           -> gather #1 (P_r), #2 (P_(2W-1-r))
-    2  question partial over [anchor slice r | C_r | C_(2W-1-r) (| question, causal, rank 0)]
-                                                            -> gather of (out, lse)
-    3  wait #1: rows [anchor | C_r]   x [P_0..P_(r-1) | anchor | C_r]    (anchor rows skip P)
-    4  wait #2: rows C_(2W-1-r)       x [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]
-    5  wait: LSE-merge the W question partials into the question rows
+    2  one attn_fwd_group launch, three problems in this order:
+         question partial over [anchor slice r | C_r | C_(2W-1-r) (| question, causal, rank 0)]
+         rows [anchor | C_r]   x [P_0..P_(r-1) | anchor | C_r]   (anchor rows skip P; waits #1)
+         rows C_(2W-1-r)       x [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]           (waits #2)
+       On CUDA the waits are ready flags that the communication stream sets when a gather has
+       landed: the launch starts at once and each problem's tiles start as their keys arrive.
+       Tiles whose flag is late are given back and a second, finishing launch queued after the
+       gathers computes them, so the kernel never holds SMs the collectives need.
+    3  gather the question partials (out, lse); LSE-merge the W partials into the question rows
 
 Gather buffers hold one part per rank: ``recv1[j] = P_j`` and ``recv2[j] = P_(2W-1-j)``, each
 ``[cap, 2, B, Hkv, D]`` (K rows then V rows) with ``P_i`` valid in its first ``|P_i|`` rows.
@@ -28,7 +32,7 @@ from .comm import GroupComm
 from .layout import SpavaLayout
 
 __all__ = ["spava_attention", "spava_attention_rank", "KeySegments", "ExactRows",
-           "question_keys", "host1_keys", "host2_keys"]
+           "question_keys", "host1_keys", "host2_keys", "rank_problems"]
 
 
 class KeySegments:
@@ -121,17 +125,29 @@ class ExactRows:
     def __init__(self, parts: torch.Tensor, pending, shape: tuple) -> None:
         self._parts, self._pending, self._shape = parts, pending, shape
 
+    @staticmethod
+    def partial_buffer(q_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A packed fp32 buffer for the partial of ``q_rows [B, n, Hq, D]`` and its (out
+        ``[B, n, Hq, D]``, lse ``[B, Hq, n]``) views."""
+        B, n, Hq, D = q_rows.shape
+        part = q_rows.new_empty(B * n * Hq * D + B * Hq * n, dtype=torch.float32)
+        return (part, part[: B * n * Hq * D].view(B, n, Hq, D),
+                part[B * n * Hq * D :].view(B, Hq, n))
+
+    @classmethod
+    def gather(cls, part: torch.Tensor, shape: tuple, comm, what: str) -> "ExactRows":
+        """Start the gather of a computed partial (``partial_buffer``) of rows of ``shape``."""
+        parts = comm.buffer((comm.world, part.numel()), part.dtype, part.device, what)
+        return cls(parts, comm.all_gather(parts, part, what), tuple(shape))
+
     @classmethod
     def start(cls, q_rows: torch.Tensor, keys: KeySegments, comm, softmax_scale,
               what: str) -> "ExactRows":
         """Compute this rank's partial for ``q_rows [B, n, Hq, D]`` and start its gather."""
-        B, n, Hq, D = q_rows.shape
-        part = q_rows.new_empty(B * n * Hq * D + B * Hq * n, dtype=torch.float32)
-        ops.attn_fwd(q_rows, keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale,
-                     out=part[: B * n * Hq * D].view(B, n, Hq, D),
-                     lse=part[B * n * Hq * D :].view(B, Hq, n))
-        parts = comm.buffer((comm.world, part.numel()), part.dtype, part.device, what)
-        return cls(parts, comm.all_gather(parts, part, what), (B, n, Hq, D))
+        part, out, lse = cls.partial_buffer(q_rows)
+        ops.attn_fwd(q_rows, keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale, out=out,
+                     lse=lse)
+        return cls.gather(part, q_rows.shape, comm, what)
 
     def finish(self, out_rows: torch.Tensor) -> None:
         """Wait for the gather and merge the partials into ``out_rows [B, n, Hq, D]``."""
@@ -141,6 +157,32 @@ class ExactRows:
         outs = self._parts[:, : B * n * Hq * D].view(W, B, n, Hq, D)
         lses = self._parts[:, B * n * Hq * D :].view(W, B, Hq, n)
         ops.merge_states(outs, lses, out=out_rows)
+
+
+def rank_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2, out, question_out,
+                  question_lse) -> list:
+    """The attn_fwd problems of ``rank``'s layer, in launch order: the question partial (into
+    ``question_out`` / ``question_lse``), rows [anchor | C_r] (waiting for ready flag 0 when they
+    read passing blocks), rows C_(2W-1-r) (waiting for flag 1). ``recv1`` / ``recv2`` are the
+    gather buffers (None when the layout has no passing blocks)."""
+    seg = layout.local_segments(rank)
+    a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
+
+    def problem(rows, keys: KeySegments, o, lse=None, wait_for=None):
+        return ops.AttnProblem(rows, keys.k, keys.v, keys.row_begin, keys.diag, o, lse, wait_for)
+
+    q_question = q[:, seg.question_start :]
+    problems = [problem(q_question, question_keys(k, v, layout, rank), question_out,
+                        question_lse)]
+    if a + c1 > 0:
+        passing = recv1 is not None and rank > 0  # rank 0's first host sees no passing block
+        problems.append(problem(q[:, : a + c1], host1_keys(k, v, layout, rank, recv1),
+                                out[:, : a + c1], wait_for=0 if passing else None))
+    if c2 > 0:
+        problems.append(problem(q[:, a + c1 : a + c1 + c2],
+                                host2_keys(k, v, layout, rank, recv1, recv2),
+                                out[:, a + c1 : a + c1 + c2], wait_for=1))
+    return problems
 
 
 def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
@@ -209,6 +251,8 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
     nv = q.is_cuda
     # 1  select the two passing blocks and start their gathers
     cap = layout.passing_cap
+    recv1 = recv2 = None
+    gathers = []
     if cap > 0:
         p = cap if layout.passing_len is None else layout.passing_len
         with _nvtx("select", nv):
@@ -217,36 +261,36 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
         shape = (world,) + send.shape[1:]
         recv1 = comm.buffer(shape, send.dtype, send.device, "passing #1")  # recv1[j] = P_j
         recv2 = comm.buffer(shape, send.dtype, send.device, "passing #2")  # P_(2W-1-j)
-        gather1 = comm.all_gather(recv1, send[0], "passing #1")
-        gather2 = comm.all_gather(recv2, send[1], "passing #2")
+        gathers = [comm.all_gather(recv1, send[0], "passing #1"),
+                   comm.all_gather(recv2, send[1], "passing #2")]
 
-    # 2  question partial (fp32) over this rank's share of the keys, then gather (out, lse)
-    with _nvtx("question", nv):
-        question = ExactRows.start(q_question, question_keys(k, v, layout, rank), comm,
-                                   softmax_scale, "question partials")
+    # 2  one launch for the question partial and both virtual hosts
+    part, part_out, part_lse = ExactRows.partial_buffer(q_question)
+    problems = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
+    if len(gathers) < 2:  # no passing blocks: host 2 waits for nothing
+        problems = [pr._replace(wait_for=None) for pr in problems]
+    in_flight = any(g.on_device for g in gathers)
+    ready = sched = None
+    if gathers:
+        if not nv:  # CPU collectives complete on the host
+            for g in gathers:
+                g.wait()
+        ready = torch.zeros(2, dtype=torch.int32, device=q.device)
+        for i, g in enumerate(gathers):  # flag i: gather i (and, in stream order, those before)
+            g.signal(ready[i : i + 1])
+        if in_flight:
+            sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device=q.device)
+    with _nvtx("attention", nv):
+        ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched)
+        if in_flight:  # the tiles given back because their keys were late (usually none)
+            for g in gathers:
+                g.wait()
+            ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched, finish=True)
 
-    # 3  first virtual host: rows [anchor | C_r]
-    if a + c1 > 0:
-        if cap > 0 and rank > 0:  # rank 0's first host sees no passing block: no need to wait
-            gather1.wait()
-        keys = host1_keys(k, v, layout, rank, recv1 if cap > 0 else None)
-        with _nvtx("host1", nv):
-            ops.attn_fwd(q[:, : a + c1], keys.k, keys.v, keys.row_begin, keys.diag,
-                         softmax_scale, out=out[:, : a + c1])
-
-    # 4  second virtual host: rows C_(2W-1-r)
-    if c2 > 0:
-        gather1.wait()
-        gather2.wait()
-        keys = host2_keys(k, v, layout, rank, recv1, recv2)
-        with _nvtx("host2", nv):
-            ops.attn_fwd(q[:, a + c1 : a + c1 + c2], keys.k, keys.v, keys.row_begin, keys.diag,
-                         softmax_scale, out=out[:, a + c1 : a + c1 + c2])
-
-    # 5  exact question rows: merge the W partials
-    if cap > 0:  # every started gather is awaited, even when no rows needed it
-        gather1.wait()
-        gather2.wait()
+    # 3  exact question rows: gather the W partials and merge them
+    question = ExactRows.gather(part, q_question.shape, comm, "question partials")
+    for g in gathers:  # every started gather is awaited
+        g.wait()
     with _nvtx("merge", nv):
         question.finish(out[:, seg.question_start :])
     return out

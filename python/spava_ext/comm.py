@@ -51,9 +51,31 @@ class Pending:
     rank), set through ``torch.distributed.init_process_group(timeout=...)``."""
 
     def __init__(self, work: Optional[dist.Work], what: str, timeout: timedelta,
-                 on_device: bool = False) -> None:
+                 stream: Optional["torch.cuda.Stream"] = None) -> None:
         self._work, self._what, self._timeout = work, what, timeout
-        self._on_device = on_device
+        self._stream = stream  # the communication stream of a CUDA collective
+        self._on_device = stream is not None
+
+    @property
+    def on_device(self) -> bool:
+        """True while the data may still be in flight on a CUDA communication stream."""
+        return self._on_device and self._work is not None
+
+    def signal(self, flag: torch.Tensor) -> None:
+        """Set ``flag`` (a one-element int32 tensor on the device) to 1 once the data has landed,
+        without blocking the current stream: on the communication stream right after the
+        collective, or now, on the current stream, when nothing is in flight. Only for
+        collectives that are done or on a device (a CPU collective must be waited for first)."""
+        if not self.on_device:
+            if self._work is not None:
+                raise RuntimeError(f"spava: collective '{self._what}' runs on the host; wait() "
+                                   "for it before signalling")
+            flag.fill_(1)
+            return
+        with torch.cuda.stream(self._stream):
+            self._work.wait()  # the communication stream waits for the collective
+            flag.fill_(1)
+        flag.record_stream(self._stream)
 
     def wait(self) -> None:
         if self._work is None:
@@ -100,7 +122,7 @@ def all_gather_async(
         work = _all_gather_single(flat, inp, group=group, async_op=True)
     inp.record_stream(stream)
     out.record_stream(stream)
-    return Pending(work, what, timeout, on_device=True)
+    return Pending(work, what, timeout, stream=stream)
 
 
 _COMM_STREAMS: dict = {}

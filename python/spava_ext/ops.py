@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
 from . import _C  # noqa: F401  (loads the library and its schemas)
 
-__all__ = ["attn_fwd", "select_passing", "merge_states", "build_info", "FULL"]
+__all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "select_passing", "merge_states", "build_info", "FULL"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
+
+#: int32 elements of the ``sched`` workspace of :func:`attn_fwd_group` (kAttnSchedInts in
+#: csrc/include/spava/attn_params.h: a 4-int header and one deferred unit per CTA).
+SCHED_INTS = 4 + 1024
 
 
 # ---------------------------------------------------------------------------------- fakes
@@ -30,6 +34,12 @@ def _select_passing_fake(q, k, v, chunk_starts, chunk_lens, passing_len, pool_ke
 
 @torch.library.register_fake("spava::attn_fwd")
 def _attn_fwd_fake(q, k, v, row_begin, diag, softmax_scale, out, lse) -> None:
+    return None
+
+
+@torch.library.register_fake("spava::attn_fwd_group")
+def _attn_fwd_group_fake(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
+                         ready=None, wait_for=(), max_ctas=0, sched=None, finish=False) -> None:
     return None
 
 
@@ -72,6 +82,65 @@ def attn_fwd(
     torch.ops.spava.attn_fwd(q, list(k), list(v), list(row_begin), list(diag), softmax_scale, out,
                              lse)
     return out, lse
+
+
+class AttnProblem(NamedTuple):
+    """One problem of :func:`attn_fwd_group`: query rows ``q`` with their key segments (the
+    arguments of :func:`attn_fwd`), ``out`` (q's dtype or fp32), an optional ``lse``, and the
+    index of the ready flag the problem waits for (``None``: none)."""
+
+    q: torch.Tensor
+    k: Sequence[torch.Tensor]
+    v: Sequence[torch.Tensor]
+    row_begin: Sequence[int]
+    diag: Sequence[int]
+    out: torch.Tensor
+    lse: Optional[torch.Tensor] = None
+    wait_for: Optional[int] = None
+
+
+def attn_fwd_group(
+    problems: Sequence[AttnProblem],
+    softmax_scale: Optional[float] = None,
+    ready: Optional[torch.Tensor] = None,
+    max_ctas: int = 0,
+    sched: Optional[torch.Tensor] = None,
+    finish: bool = False,
+) -> None:
+    """Several :func:`attn_fwd` problems (same batch, heads, head dim and dtype) in one launch.
+
+    On CUDA one persistent kernel schedules the query tiles of every problem (problems in the
+    given order, longest tiles first inside each), so short and long rows share the GPU and the
+    epilogue of one tile overlaps the loads of the next. A problem with ``wait_for = j`` reads
+    none of its keys before ``ready[j] != 0`` (``ready``: int32 flags on q's device that another
+    stream sets, e.g. after a gather).
+
+    Without ``sched`` a CTA waits for a flag as long as it takes (and traps after
+    ``SPAVA_COLLECTIVE_TIMEOUT_S`` seconds): use it when the flags are set by work that needs no
+    SM, or leave SMs free with ``max_ctas``. With ``sched`` (int32 ``[SCHED_INTS]``, zeroed) a
+    CTA that finds a flag unset for ``SPAVA_READY_SPIN_US`` microseconds gives its unit back and
+    stops, so the launch never starves the kernels that set the flags; a second call with
+    ``finish=True`` and the same arguments, queued after those kernels, computes what was given
+    back (usually nothing). Split-KV is off with ``sched``.
+
+    On CPU the problems run one after another (``finish=True`` does nothing) and a problem whose
+    flag is 0 raises. Writes each problem's ``out`` (and ``lse`` when given) in place.
+    """
+    qs, nseg, ks, vs, rbs, dgs, outs, lses, waits = [], [], [], [], [], [], [], [], []
+    for pr in problems:
+        qs.append(pr.q)
+        nseg.append(len(pr.k))
+        ks += list(pr.k)
+        vs += list(pr.v)
+        rbs += list(pr.row_begin)
+        dgs += list(pr.diag)
+        outs.append(pr.out)
+        lses.append(pr.lse if pr.lse is not None else pr.q.new_empty(0, dtype=torch.float32))
+        waits.append(-1 if pr.wait_for is None else pr.wait_for)
+    if all(w == -1 for w in waits):
+        waits = []
+    torch.ops.spava.attn_fwd_group(qs, nseg, ks, vs, rbs, dgs, softmax_scale, outs, lses, ready,
+                                   waits, max_ctas, sched, finish)
 
 
 def select_passing(

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "spava/attn_params.h"
 #include "spava/dtype.h"
 
 namespace spava {
@@ -22,46 +23,13 @@ struct MergeStatesParams {
   DType in_dtype, out_dtype;
 };
 
-// ------------------------------------------------------------------------------------- attn_fwd
-// Key j of a segment is visible to query row i iff  i >= row_begin && j <= i + diag  (j < len).
-// The glue clamps diag to [-2^30, 2^30], which keeps every comparison in int.
-constexpr int kMaxKvSegments = 64;
-
-struct KvSegment {
-  const void* k;  // element (b=0, j=0, h=0) of the segment's keys   [b, len, h_kv, d]
-  const void* v;  // same for values
-  int64_t k_batch_stride, k_row_stride, k_head_stride;
-  int64_t v_batch_stride, v_row_stride, v_head_stride;
-  int len;        // keys in the segment (>= 1; empty segments are dropped by the glue)
-  int row_begin;  // query rows below this see none of the segment
-  int diag;       // causal offset (>= len - 1 with row_begin <= 0: fully visible)
-};
-
-struct AttnFwdParams {
-  const void* q;  // [b, q_len, h_q, d]
-  int64_t q_batch_stride, q_row_stride, q_head_stride;
-  void* out;  // [b, q_len, h_q, d], dtype (or fp32 when out_fp32)
-  int64_t out_batch_stride, out_row_stride, out_head_stride;
-  float* lse;  // [b, h_q, q_len] natural-log LSE, fp32; may be nullptr
-  int64_t lse_batch_stride, lse_head_stride, lse_row_stride;
-  int batch, q_len, heads_q, heads_kv, head_dim;
-  float softmax_scale;       // applied to q.k
-  float softmax_scale_log2;  // softmax_scale * log2(e), for exp2
-  DType dtype;               // of q, k, v (bf16 or fp16)
-  bool out_fp32;
-  // Split-KV: when num_splits > 1 each query tile's key tiles are cut into num_splits ranges
-  // processed by separate CTAs; partial states go to split_out [num_splits, b, q_len, h_q, d]
-  // and split_lse [num_splits, b, h_q, q_len] (fp32, caller-allocated) and are LSE-merged.
-  int num_splits;
-  float* split_out;
-  float* split_lse;
-  int num_segments;
-  KvSegment segments[kMaxKvSegments];
-};
-
 // ------------------------------------------------------------------------------- select_passing
 constexpr int kMaxSelectChunks = 16;
 
+// Three kernels (kernels/select_passing): (1) qsum partials, (2) scores -> smoothed keys and the
+// histogram of their top digit, (3) radix select + compaction + gather. An "item" is one
+// (chunk c, batch b, kv head h), numbered (c * b + bi) * h_kv + h. kMaxQsumSplits and kRadixBins
+// are in select_passing/select_passing.h.
 struct SelectPassingParams {
   const void* q;  // [b, q_len, h_q, d] question rows
   int64_t q_batch_stride, q_row_stride, q_head_stride;
@@ -69,17 +37,24 @@ struct SelectPassingParams {
   const void* v;
   int64_t k_batch_stride, k_row_stride, k_head_stride;
   int64_t v_batch_stride, v_row_stride, v_head_stride;
-  float* qsum;    // workspace [b, h_kv, d]: sum over question rows and group heads of q
-  float* scores;  // workspace [chunks, b, h_kv, score_stride]: raw scores k . qsum
-  int64_t score_stride;  // >= every chunk_len
-  int64_t* indices;      // [chunks, b, h_kv, capacity] kept positions along k's rows, -1 padded
-  void* kv;              // [chunks, capacity, 2, b, h_kv, d] packed K/V rows, zero padded
+  // Workspaces (fp32 / int32, caller-allocated, no initial contents needed; nullptr when no
+  // chunk selects, i.e. passing_len >= every chunk_len):
+  float* qsum;     // [kMaxQsumSplits, b, h_kv, d]: partial sums of q over (t, g) question rows
+  int* hist;       // [items, kRadixBins]: counts of the keys' top 11-bit digit (kernel 1 zeroes)
+  uint32_t* keys;  // [items, key_stride]: order-preserving uint32 keys of the smoothed scores
+  int64_t key_stride;  // >= every chunk_len, multiple of 4 (16-byte rows)
+  int64_t* indices;    // [chunks, b, h_kv, capacity] kept positions along k's rows, -1 padded
+  void* kv;            // [chunks, capacity, 2, b, h_kv, d] packed K/V rows, zero padded
   int batch, q_len, heads_q, heads_kv, head_dim;
   int num_chunks, capacity, passing_len, pool_kernel;
   int chunk_start[kMaxSelectChunks];
   int chunk_len[kMaxSelectChunks];
-  int gather_splits;  // CTAs per (chunk, b, h) in the select+gather kernel
-  int smem_scores;    // smoothed scores cached in shared memory when chunk_len <= this
+  int num_sms;  // SMs of the device: sizes the grids
+  // Launch shape, filled by run_select_passing (select_passing.cu states the rules).
+  int qsum_splits, qsum_rows;   // kernel 1: CTAs per (b, h_kv), (t, g) rows summed by each
+  int score_rows, score_tiles;  // kernel 2: chunk rows scored per CTA, CTAs per item
+  int gather_splits;            // kernel 3: CTAs per item
+  int smem_keys;                // kernel 3 caches an item's keys in shared memory when len <= this
   DType dtype;
 };
 

@@ -1,4 +1,5 @@
-// attn_fwd: segment-masked flash attention with natural-log LSE (see params.h for the rule).
+// attn_fwd: segment-masked flash attention with natural-log LSE over a group of problems
+// (see attn_params.h for the rule).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -15,9 +16,11 @@ void run_attn_fwd_sm90_(const AttnFwdParams& params, cudaStream_t stream);
 // that was not compiled and std::runtime_error on a launch failure.
 void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream);
 
-// Split-KV factor for params (1 = none): > 1 only when the grid would leave SMs idle and every
-// query tile has enough key tiles to share out. Uses the kernel's tile sizes.
-int attn_fwd_num_splits(const AttnFwdParams& params, int num_sms);
+// The schedule of a launch: per problem its query tiles, split-KV factor (> 1 only when the
+// whole launch has fewer units than SMs, a query tile has enough key tiles to share out and no
+// sched workspace is given) and
+// first unit; the total unit count. The caller then allocates the split workspaces.
+void plan_attn_fwd(AttnFwdParams& params, int num_sms);
 
 // Head dims compiled into this build, ascending, and their count.
 extern const int kAttnFwdHeadDims[];

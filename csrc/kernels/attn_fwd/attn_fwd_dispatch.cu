@@ -45,18 +45,30 @@ void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream) {
 
 }  // namespace
 
-int attn_fwd_num_splits(const AttnFwdParams& p, int num_sms) {
+void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
   const int kBlockM = attn::attn_block_m(p.head_dim);  // tiles of config.h
   constexpr int kBlockN = attn::kAttnBlockN;
-  if (p.q_len == 0) return 1;
-  const int m_blocks = (p.q_len + kBlockM - 1) / kBlockM;
-  const int ctas = m_blocks * p.heads_q * p.batch;
-  if (ctas >= num_sms) return 1;
-  // the longest query tile (the last one) bounds the useful split
-  const int tiles = attn::SegmentMask::total_tiles<kBlockN>(p, (m_blocks - 1) * kBlockM,
-                                                            p.q_len - 1);
-  const int want = (2 * num_sms + ctas - 1) / ctas;  // about two waves of CTAs
-  return std::max(1, std::min({want, tiles / 4, 32}));
+  int base_units = 0;  // units without split-KV
+  for (int i = 0; i < p.num_problems; ++i) {
+    AttnProblem& pr = p.problems[i];
+    pr.m_blocks = (pr.q_len + kBlockM - 1) / kBlockM;
+    base_units += pr.m_blocks * p.heads_q * p.batch;
+  }
+  p.num_units = 0;
+  for (int i = 0; i < p.num_problems; ++i) {
+    AttnProblem& pr = p.problems[i];
+    pr.num_splits = 1;
+    // (not with a sched workspace: the partials of a split must not span two launches)
+    if (p.sched == nullptr && base_units > 0 && base_units < num_sms && pr.m_blocks > 0) {
+      // the longest query tile (the last one) bounds the useful split
+      const int tiles = attn::SegmentMask::total_tiles<kBlockN>(
+          p, pr, (pr.m_blocks - 1) * kBlockM, pr.q_len - 1);
+      const int want = (2 * num_sms + base_units - 1) / base_units;  // about two waves
+      pr.num_splits = std::max(1, std::min({want, tiles / 4, 32}));
+    }
+    pr.unit_begin = p.num_units;
+    p.num_units += pr.m_blocks * pr.num_splits * p.heads_q * p.batch;
+  }
 }
 
 void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream) {

@@ -1,17 +1,21 @@
-// attn_fwd for sm_90a, v3: warp-specialised, TMA loads, wgmma, ping-pong consumers with
-// intra-warpgroup overlap.
+// attn_fwd for sm_90a, v4: persistent, warp-specialised, TMA loads, wgmma, consumers in turns
+// with intra-warpgroup overlap.
 //
-// CTA = kBlockM query rows x one query head x one batch; 1 + kConsumerWarpGroups warpgroups
-// (Sm90WsConfig):
-//   WG0 (producer): one thread issues TMA loads of Q (once) and of every visible (segment, key
-//       tile) pair's K and V into a kStages ring. Barriers per stage: k_full/v_full (1 arrival +
-//       TMA bytes), k_empty/v_empty (every consumer thread arrives when done reading).
-//   WG1.. (consumers): 64 query rows each. Step i (tile i of the range):
+// One launch computes every unit of a group of problems (scheduler.cuh); each CTA loops over
+// its units. A unit = kBlockM query rows x one query head x one batch (x one split) of a
+// problem; 1 + kConsumerWarpGroups warpgroups (Sm90WsConfig):
+//   WG0 (producer): one thread, per unit: waits for the problem's ready flag (once per problem),
+//       for the consumers to release Q (q_empty), TMA-loads Q, then every visible (segment, key
+//       tile) pair's K and V into a kStages ring. Ring barriers per stage: k_full/v_full (1
+//       arrival + TMA bytes), k_empty/v_empty (every consumer thread arrives when done reading);
+//       the ring position runs on across units.
+//   WG1.. (consumers): 64 query rows each. Step i (tile i of the unit's range):
 //       wait K_i | my turn: issue S_i = Q K_i^T, rescale O, issue O += P_(i-1) V_(i-1) | pass turn
-//       wait S_i, release K_i | mask (partial tiles) + online softmax of S_i (fp32, exp2)
-//       wait P V, release V_(i-1) | P_i = T(S_i)
-//   and one last O += P V. So the softmax of tile i overlaps this warpgroup's own P V GEMM and,
-//   through the turns (two named barriers), the other warpgroup's GEMMs.
+//       wait S_i, release K_i (and Q after the last S) | mask (partial tiles) + online softmax
+//       of S_i (fp32, exp2) | wait P V, release V_(i-1) | P_i = T(S_i)
+//   then one last O += P V and the epilogue, which overlaps the producer's loads for the next
+//   unit. The softmax of tile i overlaps this warpgroup's own P V GEMM and, through the turns
+//   (named barriers), the other warpgroups' GEMMs.
 // Tile order, trip counts and masks come from SegmentMask: producer and consumers walk the same
 // TileCursor. Rows past q_len and keys past a segment's end are zero-filled by TMA.
 #pragma once
@@ -25,6 +29,7 @@
 
 #include "attn_fwd/config.h"
 #include "attn_fwd/mask.cuh"
+#include "attn_fwd/scheduler.cuh"
 #include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tma_params.h"
 #include "attn_fwd/tile_utils.cuh"
@@ -46,47 +51,47 @@ __device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint64_t* 
   }
 }
 
-// The tiles [begin, begin + count) of the query tile's visit order (split-KV range).
-struct TileRange {
-  int begin, count;
-};
-
+// Loads of one unit (after its id is in smem.unit and Q's buffer is free). `t` is the CTA's
+// ring position (tiles loaded before this unit).
 template <class Cfg>
-__device__ __forceinline__ void produce(const AttnFwdTmaParams& tp,
-                                        typename Cfg::SharedStorage& smem, int m0, int m_last,
-                                        int hq, int hk, int b, TileRange range) {
+__device__ __forceinline__ void produce_unit(const AttnFwdTmaParams& tp,
+                                             typename Cfg::SharedStorage& smem,
+                                             const WorkUnit& w, int& t) {
   constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
   const AttnFwdParams& p = tp.p;
+  const AttnProblem& pr = p.problems[w.problem];
   Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Cfg::SmemLayoutKV{});
   Tensor sV = make_tensor(make_smem_ptr(smem.v), typename Cfg::SmemLayoutKV{});
-  Barrier::arrive_and_expect_tx(&smem.q_full, Cfg::kQBytes);
-  tma_load_tile<Cfg>(&tp.q, &smem.q_full, sQ, hq, m0, b);
-  TileCursor cur;
-  for (int i = 0; i < range.begin; ++i) cur.advance<kBlockN>(p, m0, m_last);
-  for (int i = 0; i < range.count; ++i) {
-    cur.advance<kBlockN>(p, m0, m_last);
-    const int stage = i % kStages, n0 = cur.tile * kBlockN;
-    if (i >= kStages) Barrier::wait(&smem.k_empty[stage], ((i / kStages) - 1) & 1);
+  Barrier::arrive_and_expect_tx(&smem.q_full, Cfg::kQBytes);  // publishes smem.unit too
+  tma_load_tile<Cfg>(&tp.q[w.problem], &smem.q_full, sQ, w.hq, w.m0, w.b);
+  TileCursor cur(pr);
+  for (int i = 0; i < w.range.begin; ++i) cur.advance<kBlockN>(p, w.m0, w.m_last);
+  for (int i = 0; i < w.range.count; ++i, ++t) {
+    cur.advance<kBlockN>(p, w.m0, w.m_last);
+    const int stage = t % kStages, n0 = cur.tile * kBlockN;
+    if (t >= kStages) Barrier::wait(&smem.k_empty[stage], ((t / kStages) - 1) & 1);
     Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
-    tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), hk, n0, b);
-    if (i >= kStages) Barrier::wait(&smem.v_empty[stage], ((i / kStages) - 1) & 1);
+    tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b);
+    if (t >= kStages) Barrier::wait(&smem.v_empty[stage], ((t / kStages) - 1) & 1);
     Barrier::arrive_and_expect_tx(&smem.v_full[stage], Cfg::kTileBytes);
-    tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), hk, n0, b);
+    tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b);
   }
 }
 
+// One unit of consumer warpgroup `wg`; `t` is the CTA's ring position (tiles consumed before).
 template <class Cfg>
-__device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
-                                        typename Cfg::SharedStorage& smem, int wg, int m0,
-                                        int m_last, int hq, int b, TileRange range, int split) {
+__device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
+                                             typename Cfg::SharedStorage& smem, int wg,
+                                             const WorkUnit& w, int& t) {
   using T = typename Cfg::Element;
   constexpr int kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim, kStages = Cfg::kStages;
   constexpr int kTurnThreads = 256;  // a turn barrier: the warpgroup passing it + the taker
   constexpr int kWarpGroups = Cfg::kConsumerWarpGroups;
   const AttnFwdParams& p = tp.p;
+  const AttnProblem& pr = p.problems[w.problem];
   const int wtid = threadIdx.x % 128;
-  const int row0 = m0 + 64 * wg;  // first query row of this warpgroup
+  const int row0 = w.m0 + 64 * wg;  // first query row of this warpgroup
 
   Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
   Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, 0));
@@ -159,32 +164,34 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
   // waits for the P V GEMM. Turns on top (ping-pong for two warpgroups, round robin for more):
   // warpgroup w issues both GEMMs of a step in its turn, so the others' softmax overlaps them.
   // Turn barriers 8 + w: w syncs on its own, then hands over to w + 1. Each warpgroup takes
-  // range.count turns; the last warpgroup opens the first turn of warpgroup 0 and skips its own
+  // range.count turns per unit; the last warpgroup opens the first turn of warpgroup 0 and skips its own
   // last hand-over (nobody waits for it).
   const bool last_wg = wg == kWarpGroups - 1;
   const int my_turn = 8 + wg, their_turn = 8 + (last_wg ? 0 : wg + 1);
-  const int n = range.count;
+  const int n = w.range.count;  // Q has landed (the caller waited for q_full)
+  if (n == 0) Barrier::arrive(&smem.q_empty);
   if (n > 0) {
     if (last_wg) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
-    Barrier::wait(&smem.q_full, 0);
-    TileCursor cur;
-    for (int i = 0; i < range.begin; ++i) cur.advance<kBlockN>(p, m0, m_last);
-    cur.advance<kBlockN>(p, m0, m_last);
+    TileCursor cur(pr);
+    for (int i = 0; i < w.range.begin; ++i) cur.advance<kBlockN>(p, w.m0, w.m_last);
+    cur.advance<kBlockN>(p, w.m0, w.m_last);
 
-    Barrier::wait(&smem.k_full[0], 0);  // tile 0: S only
+    int prev_stage = t % kStages, prev_phase = (t / kStages) & 1;
+    Barrier::wait(&smem.k_full[prev_stage], prev_phase);  // tile 0: S only
     cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
-    issue_qk(0);
+    issue_qk(prev_stage);
     if (!last_wg || n > 1) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
-    Barrier::arrive(&smem.k_empty[0]);
+    Barrier::arrive(&smem.k_empty[prev_stage]);
+    if (n == 1) Barrier::arrive(&smem.q_empty);  // Q's last use
     mask_and_softmax(cur);
     p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+    ++t;
 
-    int prev_stage = 0, prev_phase = 0;
-    for (int i = 1; i < n; ++i) {
-      cur.advance<kBlockN>(p, m0, m_last);
-      const int stage = i % kStages, phase = (i / kStages) & 1;
+    for (int i = 1; i < n; ++i, ++t) {
+      cur.advance<kBlockN>(p, w.m0, w.m_last);
+      const int stage = t % kStages, phase = (t / kStages) & 1;
       Barrier::wait(&smem.k_full[stage], phase);
       cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
       issue_qk(stage);
@@ -195,6 +202,7 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
       warpgroup_wait<1>();  // S_i is ready; P V may still run
       warpgroup_fence_operand(tSrS);
       Barrier::arrive(&smem.k_empty[stage]);
+      if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
       mask_and_softmax(cur);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
@@ -216,27 +224,29 @@ __device__ __forceinline__ void consume(const AttnFwdTmaParams& tp,
   // epilogue: normalise, write out and lse (or this split's partial state)
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
   Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
-  const bool split_kv = p.num_splits > 1;
-  void* out_ptr = p.out;
-  int64_t out_row_stride = p.out_row_stride;
-  int64_t out_base = b * p.out_batch_stride + hq * p.out_head_stride;
-  float* lse_ptr = p.lse;
-  int64_t lse_base = b * p.lse_batch_stride + hq * p.lse_head_stride, lse_row_stride = p.lse_row_stride;
+  const int b = w.b, hq = w.hq;
+  const bool split_kv = pr.num_splits > 1;
+  void* out_ptr = pr.out;
+  int64_t out_row_stride = pr.out_row_stride;
+  int64_t out_base = b * pr.out_batch_stride + hq * pr.out_head_stride;
+  float* lse_ptr = pr.lse;
+  int64_t lse_base = b * pr.lse_batch_stride + hq * pr.lse_head_stride;
+  int64_t lse_row_stride = pr.lse_row_stride;
   if (split_kv) {  // [split, b, q_len, h_q, d] and [split, b, h_q, q_len], contiguous fp32
-    out_ptr = p.split_out;
+    out_ptr = pr.split_out;
     out_row_stride = int64_t(p.heads_q) * kHeadDim;
-    out_base = ((int64_t(split) * p.batch + b) * p.q_len) * out_row_stride + hq * kHeadDim;
-    lse_ptr = p.split_lse;
-    lse_base = ((int64_t(split) * p.batch + b) * p.heads_q + hq) * p.q_len;
+    out_base = ((int64_t(w.split) * p.batch + b) * pr.q_len) * out_row_stride + hq * kHeadDim;
+    lse_ptr = pr.split_lse;
+    lse_base = ((int64_t(w.split) * p.batch + b) * p.heads_q + hq) * pr.q_len;
     lse_row_stride = 1;
   }
-  const bool out_fp32 = split_kv || p.out_fp32;
+  const bool out_fp32 = split_kv || pr.out_fp32;
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const float sum = quad_sum(softmax.row_sum[r]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     const int row = row0 + get<0>(cO(r, 0));
-    if (row >= p.q_len) continue;
+    if (row >= pr.q_len) continue;
     const int64_t row_off = out_base + int64_t(row) * out_row_stride;
 #pragma unroll
     for (int j = 0; j < size<1>(O.shape()); j += 2) {  // (2j, 2j+1) are adjacent columns
@@ -266,19 +276,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto& smem = *reinterpret_cast<typename Cfg::SharedStorage*>(smem_raw);
   const AttnFwdParams& p = tp.p;
   const int warp_group = threadIdx.x / 128;
-  const int num_splits = max(1, p.num_splits);
-  const int split = blockIdx.x % num_splits;
-  const int m_block = gridDim.x / num_splits - 1 - blockIdx.x / num_splits;  // longest first
-  const int hq = blockIdx.y, b = blockIdx.z;
-  const int hk = hq / (p.heads_q / p.heads_kv);
-  const int m0 = m_block * Cfg::kBlockM;
-  const int m_last = min(m0 + Cfg::kBlockM, p.q_len) - 1;
-  const int total = SegmentMask::total_tiles<Cfg::kBlockN>(p, m0, m_last);
-  const int begin = int(int64_t(total) * split / num_splits);
-  const TileRange range{begin, int(int64_t(total) * (split + 1) / num_splits) - begin};
 
   if (threadIdx.x == 0) {
     Barrier::init(&smem.q_full, 1);
+    Barrier::init(&smem.q_empty, Cfg::kConsumerThreads);
     for (int s = 0; s < Cfg::kStages; ++s) {
       Barrier::init(&smem.k_full[s], 1);
       Barrier::init(&smem.v_full[s], 1);
@@ -289,12 +290,29 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   }
   __syncthreads();
 
+  int t = 0;  // ring position: key tiles of this CTA's earlier units
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-    if (threadIdx.x == 0) produce<Cfg>(tp, smem, m0, m_last, hq, hk, b, range);
+    if (threadIdx.x != 0) return;
+    UnitPicker picker;
+    for (int k = 0;; ++k) {
+      const int u = picker.next(p, k);
+      if (k > 0) Barrier::wait(&smem.q_empty, (k - 1) & 1);  // consumers are done with Q and
+      smem.unit = u;                                         // have read the previous id
+      if (u < 0) {
+        Barrier::arrive(&smem.q_full);  // the end, without a load
+        break;
+      }
+      produce_unit<Cfg>(tp, smem, decode_unit<Cfg::kBlockM, Cfg::kBlockN>(p, u), t);
+    }
   } else {
     cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
-    consume<Cfg>(tp, smem, warp_group - 1, m0, m_last, hq, b, range, split);
+    for (int k = 0;; ++k) {
+      Barrier::wait(&smem.q_full, k & 1);
+      const int u = smem.unit;
+      if (u < 0) break;
+      consume_unit<Cfg>(tp, smem, warp_group - 1, decode_unit<Cfg::kBlockM, Cfg::kBlockN>(p, u), t);
+    }
   }
 }
 

@@ -1,5 +1,5 @@
-// Launch template of attn_fwd on sm90: config -> tensor maps -> kernel attributes -> launch
-// (-> LSE merge of the splits when split-KV is on).
+// Launch template of attn_fwd on sm90: config -> tensor maps -> kernel attributes -> persistent
+// launch (-> LSE merge of the splits of problems that use split-KV).
 #pragma once
 
 #include <algorithm>
@@ -14,16 +14,52 @@
 
 namespace spava {
 
+// Merge the split partials of problem `pr` into its out / lse.
+inline void merge_splits(const AttnFwdParams& params, const AttnProblem& pr, cudaStream_t stream) {
+  const int64_t B = params.batch, L = pr.q_len, H = params.heads_q, D = params.head_dim;
+  MergeStatesParams m{};
+  m.outs = pr.split_out;
+  m.outs_part_stride = B * L * H * D;
+  m.outs_batch_stride = L * H * D;
+  m.outs_row_stride = H * D;
+  m.outs_head_stride = D;
+  m.lses = pr.split_lse;
+  m.lses_part_stride = B * H * L;
+  m.lses_batch_stride = H * L;
+  m.lses_head_stride = L;
+  m.lses_row_stride = 1;
+  m.out = pr.out;
+  m.out_batch_stride = pr.out_batch_stride;
+  m.out_row_stride = pr.out_row_stride;
+  m.out_head_stride = pr.out_head_stride;
+  m.lse = pr.lse;
+  m.lse_batch_stride = pr.lse_batch_stride;
+  m.lse_head_stride = pr.lse_head_stride;
+  m.lse_row_stride = pr.lse_row_stride;
+  m.num_parts = pr.num_splits;
+  m.batch = params.batch;
+  m.rows = pr.q_len;
+  m.heads = params.heads_q;
+  m.head_dim = params.head_dim;
+  m.in_dtype = DType::kFloat32;
+  m.out_dtype = pr.out_fp32 ? DType::kFloat32 : params.dtype;
+  run_merge_states(m, stream);
+}
+
+// `params` must come from plan_attn_fwd (units, split workspaces).
 template <typename T, int kHeadDim>
 void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
-  if (params.q_len == 0 || params.batch == 0 || params.heads_q == 0) return;
+  if (params.num_units == 0) return;
   using Cfg = attn::Sm90WsConfig<T, kHeadDim>;
   AttnFwdTmaParams tp;
   tp.p = params;
-  tp.q = make_rows_tensor_map(params.q, params.dtype, params.batch, params.q_len, params.heads_q,
-                              kHeadDim, params.q_batch_stride, params.q_row_stride,
-                              params.q_head_stride, Cfg::kBoxCols, Cfg::kBlockM,
-                              Cfg::kSwizzleBytes);
+  for (int i = 0; i < params.num_problems; ++i) {
+    const AttnProblem& pr = params.problems[i];
+    tp.q[i] = make_rows_tensor_map(pr.q, params.dtype, params.batch, pr.q_len, params.heads_q,
+                                   kHeadDim, pr.q_batch_stride, pr.q_row_stride,
+                                   pr.q_head_stride, Cfg::kBoxCols, Cfg::kBlockM,
+                                   Cfg::kSwizzleBytes);
+  }
   for (int s = 0; s < params.num_segments; ++s) {
     const KvSegment& seg = params.segments[s];
     tp.k[s] = make_rows_tensor_map(seg.k, params.dtype, params.batch, seg.len, params.heads_kv,
@@ -42,40 +78,17 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
     return true;
   }();
   (void)configured;
-  const int splits = std::max(1, params.num_splits);
-  const dim3 grid(splits * ((params.q_len + Cfg::kBlockM - 1) / Cfg::kBlockM), params.heads_q,
-                  params.batch);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
+  // Persistent grid: one CTA per SM (160 KB of smem and the whole register file each), fewer
+  // when max_ctas leaves SMs to other kernels (e.g. the collectives a ready flag waits for).
+  int device = 0, num_sms = 0;
+  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
+  SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  int ctas = std::min(params.num_units, num_sms);
+  if (params.max_ctas > 0) ctas = std::min(ctas, params.max_ctas);
+  kernel<<<ctas, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
   SPAVA_CUDA_CHECK(cudaGetLastError());
-  if (splits > 1) {  // LSE-merge the partial states of the splits into out / lse
-    const int64_t B = params.batch, L = params.q_len, H = params.heads_q, D = kHeadDim;
-    MergeStatesParams m{};
-    m.outs = params.split_out;
-    m.outs_part_stride = B * L * H * D;
-    m.outs_batch_stride = L * H * D;
-    m.outs_row_stride = H * D;
-    m.outs_head_stride = D;
-    m.lses = params.split_lse;
-    m.lses_part_stride = B * H * L;
-    m.lses_batch_stride = H * L;
-    m.lses_head_stride = L;
-    m.lses_row_stride = 1;
-    m.out = params.out;
-    m.out_batch_stride = params.out_batch_stride;
-    m.out_row_stride = params.out_row_stride;
-    m.out_head_stride = params.out_head_stride;
-    m.lse = params.lse;
-    m.lse_batch_stride = params.lse_batch_stride;
-    m.lse_head_stride = params.lse_head_stride;
-    m.lse_row_stride = params.lse_row_stride;
-    m.num_parts = splits;
-    m.batch = params.batch;
-    m.rows = params.q_len;
-    m.heads = params.heads_q;
-    m.head_dim = kHeadDim;
-    m.in_dtype = DType::kFloat32;
-    m.out_dtype = params.out_fp32 ? DType::kFloat32 : params.dtype;
-    run_merge_states(m, stream);
+  for (int i = 0; i < params.num_problems; ++i) {
+    if (params.problems[i].num_splits > 1) merge_splits(params, params.problems[i], stream);
   }
 }
 

@@ -77,7 +77,8 @@ struct Sm90WsConfig {
     alignas(1024) T q[cosize_v<SmemLayoutQ>];
     alignas(1024) T k[cosize_v<SmemLayoutKV>];
     alignas(1024) T v[cosize_v<SmemLayoutKV>];
-    alignas(8) uint64_t q_full;
+    alignas(8) uint64_t q_full, q_empty;
+    int unit;  // the unit being loaded / computed, -1 at the end (scheduler.cuh)
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));

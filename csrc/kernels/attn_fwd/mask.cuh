@@ -14,11 +14,13 @@
 namespace spava::attn {
 
 struct SegmentMask {
-  // Key tiles visited by the query tile [m0, m_last] over all segments.
+  // Key tiles visited by the query tile [m0, m_last] over the problem's segments.
   template <int kBlockN>
-  static __host__ __device__ int total_tiles(const AttnFwdParams& p, int m0, int m_last) {
+  static __host__ __device__ int total_tiles(const AttnFwdParams& p, const AttnProblem& pr,
+                                             int m0, int m_last) {
     int n = 0;
-    for (int s = 0; s < p.num_segments; ++s) n += trip_count<kBlockN>(p.segments[s], m0, m_last);
+    for (int s = pr.seg_begin; s < pr.seg_begin + pr.num_segments; ++s)
+      n += trip_count<kBlockN>(p.segments[s], m0, m_last);
     return n;
   }
 

@@ -13,12 +13,15 @@ using namespace cute;
 
 // Walks the visible (segment, key tile) pairs of one query tile, in segment order.
 struct TileCursor {
-  int seg = -1, tile = 0, n_tiles = 0;
+  int seg, seg_end, tile = 0, n_tiles = 0;
+
+  __device__ __forceinline__ explicit TileCursor(const AttnProblem& pr)
+      : seg(pr.seg_begin - 1), seg_end(pr.seg_begin + pr.num_segments) {}
 
   template <int kBlockN>
   __device__ __forceinline__ bool advance(const AttnFwdParams& p, int m0, int m_last) {
     if (++tile < n_tiles) return true;
-    while (++seg < p.num_segments) {
+    while (++seg < seg_end) {
       n_tiles = SegmentMask::trip_count<kBlockN>(p.segments[seg], m0, m_last);
       if (n_tiles > 0) {
         tile = 0;

@@ -8,8 +8,8 @@
 namespace spava {
 
 struct AttnFwdTmaParams {
-  AttnFwdParams p;  // shapes, out / lse, segment lengths and visibility
-  CUtensorMap q;    // [b, q_len, h_q, d], boxes of (box_cols x kBlockM rows)
+  AttnFwdParams p;  // shapes, problems, segment lengths and visibility
+  CUtensorMap q[kMaxAttnProblems];  // per problem [b, q_len, h_q, d], boxes (box_cols x kBlockM)
   CUtensorMap k[kMaxKvSegments];  // per segment [b, len, h_kv, d], boxes of (box_cols x kBlockN)
   CUtensorMap v[kMaxKvSegments];
 };

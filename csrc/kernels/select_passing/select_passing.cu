@@ -1,45 +1,124 @@
-// Host launcher of select_passing: qsum -> scores -> select + gather.
+// Host launcher of select_passing: qsum -> scores -> select + gather, chained with programmatic
+// dependent launch where the kernels' binaries support it.
 #include "select_passing/select_passing.h"
 
 #include <algorithm>
+#include <atomic>
 
+#include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing_kernel.cuh"
 #include "spava/check.h"
 #include "spava/static_switch.h"
 
 namespace spava {
+namespace {
+
+using namespace select;
+
+// Dynamic shared memory of kernel 3 (keys + positions); with its ~9 KB of static shared memory it
+// stays under the 227 KB of sm_90.
+constexpr int kSmemBudget = 200 * 1024;
+
+// Chain kernels 2 and 3 to their predecessors with programmatic dependent launch (false: plain
+// stream order; same results, for A/B timing).
+constexpr bool kUsePdl = true;
+
+// ---- launch shapes, reasoned from bytes in flight (not yet tuned by measurement); the key
+// shape: 2 chunks x 8064 rows x 4 kv heads, D 128, 132 SMs
+// Kernel 1: at least kQsumLoads rows per row group, so a thread's loads are in flight together;
+// at most kMaxQsumSplits partials (64 x 7 rows, D 128: 14 CTAs per kv head).
+void plan_qsum(SelectPassingParams& p) {
+  const int groups = kQsumThreads / (p.head_dim / 8);
+  const int64_t rows = int64_t(p.q_len) * (p.heads_q / p.heads_kv);
+  const int64_t per =
+      std::max<int64_t>(groups * kQsumLoads, (rows + kMaxQsumSplits - 1) / kMaxQsumSplits);
+  p.qsum_rows = int(per);
+  p.qsum_splits = int((rows + per - 1) / per);
+}
+
+// Kernel 2: a tile plus its pool halo fills one round of loads (64 KB, 252 rows at D 128: 256
+// CTAs, one wave at 2 CTAs per SM) unless the halo leaves fewer than kMinScoreRows rows.
+void plan_scores(SelectPassingParams& p, int max_sel_len) {
+  const int round_rows = score_round_rows(p.head_dim / 8);
+  p.score_rows = std::max(kMinScoreRows, round_rows - 2 * (p.pool_kernel / 2));
+  p.score_tiles = (max_sel_len + p.score_rows - 1) / p.score_rows;
+}
+
+// Kernel 3: each CTA repeats its item's selection, so about one CTA per SM in all, yet no more
+// CTAs per item than leave each thread one (row, chunk) pair (16 per item at the key shape).
+void plan_gather(SelectPassingParams& p, int items) {
+  const int64_t pairs = int64_t(p.capacity) * (p.head_dim / 8);
+  const int64_t most = std::max<int64_t>(1, (pairs + kSelectThreads - 1) / kSelectThreads);
+  p.gather_splits = int(std::max<int64_t>(1, std::min<int64_t>(p.num_sms / items, most)));
+}
+
+// PDL needs griddepcontrol in the kernel's binary (compiled for sm_90+ only, see pdl_wait): a
+// kernel built for an older arch must not start before its predecessor ends. Cached for the
+// process (one build's binary is the same on every device of one arch).
+template <auto kKernel>
+bool binary_has_pdl() {
+  static std::atomic<int> cached{-1};
+  int has = cached.load(std::memory_order_relaxed);
+  if (has < 0) {
+    cudaFuncAttributes attr{};
+    SPAVA_CUDA_CHECK(cudaFuncGetAttributes(&attr, kKernel));
+    has = attr.binaryVersion >= 90;
+    cached.store(has, std::memory_order_relaxed);
+  }
+  return has != 0;
+}
+
+// kKernel<<<grid, threads, smem, stream>>>(p); with `pdl` it may start before the previous grid
+// on the stream ends (it calls pdl_wait() before touching that grid's outputs).
+template <auto kKernel>
+void launch(dim3 grid, int threads, int smem, bool pdl, cudaStream_t stream,
+            const SelectPassingParams& p) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = size_t(smem);
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = pdl && binary_has_pdl<kKernel>() ? 1 : 0;
+  SPAVA_CUDA_CHECK(cudaLaunchKernelEx(&config, kKernel, p));
+}
+
+}  // namespace
 
 void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
-  using namespace select;
   const int items = p.num_chunks * p.batch * p.heads_kv;
   if (items == 0) return;
-  int max_len = 0;
-  for (int c = 0; c < p.num_chunks; ++c) max_len = std::max(max_len, p.chunk_len[c]);
-  if (p.gather_splits == 0) p.gather_splits = std::clamp((p.capacity + 127) / 128, 1, 32);
-  // Shared memory of kernel 3: positions, then (when they fit) the smoothed scores.
-  constexpr int kSmemBudget = 200 * 1024;
-  const int sel_bytes = int(sizeof(int)) * p.capacity;
-  const int fit = std::max(0, (kSmemBudget - sel_bytes) / int(sizeof(float)));
-  p.smem_scores = std::min(max_len, fit);
-  const int smem = sel_bytes + int(sizeof(float)) * p.smem_scores;
+  int max_sel_len = 0;  // longest chunk that selects (passing_len < len)
+  for (int c = 0; c < p.num_chunks; ++c)
+    if (p.passing_len < p.chunk_len[c]) max_sel_len = std::max(max_sel_len, p.chunk_len[c]);
+  const bool selects = max_sel_len > 0;
+  plan_qsum(p);
+  plan_scores(p, max_sel_len);
+  plan_gather(p, items);
+  // Kernel 3's shared memory: the keys of chunks up to smem_keys long, then capacity positions.
+  const int sel_ints = selects ? p.capacity : 0;
+  const int fit = std::max(0, kSmemBudget / 4 - sel_ints) / 4 * 4;
+  p.smem_keys = selects ? std::min((max_sel_len + 3) / 4 * 4, fit) : 0;
+  const int smem = 4 * (p.smem_keys + sel_ints);
 
   SPAVA_HALF_DTYPE_SWITCH(p.dtype, T, [&] {
-    qsum_kernel<T><<<dim3(p.heads_kv, p.batch), kQsumThreads, 0, stream>>>(p);
-    SPAVA_CUDA_CHECK(cudaGetLastError());
-    if (max_len > 0) {
-      const dim3 grid((max_len + kScoreRowsPerBlock - 1) / kScoreRowsPerBlock, items);
-      score_kernel<T><<<grid, kScoreThreads, 0, stream>>>(p);
-      SPAVA_CUDA_CHECK(cudaGetLastError());
+    if (selects) {
+      launch<qsum_kernel<T>>(dim3(p.qsum_splits, p.heads_kv, p.batch), kQsumThreads, 0, false,
+                             stream, p);
+      launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, kUsePdl, stream,
+                              p);
     }
-    auto kernel = select_gather_kernel<T>;
-    static int smem_limit_set = 48 * 1024;  // raise the opt-in limit once, to the largest seen
-    if (smem > smem_limit_set) {
-      SPAVA_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBudget));
-      smem_limit_set = kSmemBudget;
+    static bool smem_opt_in = false;  // once: dynamic + static shared memory may exceed 48 KB
+    if (smem > 0 && !smem_opt_in) {
+      SPAVA_CUDA_CHECK(cudaFuncSetAttribute(
+          select_gather_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBudget));
+      smem_opt_in = true;
     }
-    kernel<<<dim3(p.gather_splits, items), kSelectThreads, smem, stream>>>(p);
-    SPAVA_CUDA_CHECK(cudaGetLastError());
+    launch<select_gather_kernel<T>>(dim3(p.gather_splits * items), kSelectThreads, smem,
+                                    kUsePdl && selects, stream, p);
   });
 }
 

@@ -8,8 +8,13 @@
 
 namespace spava {
 
-// Fills params.gather_splits / smem_scores if they are 0, then runs the three kernels on
-// `stream`. params.qsum and params.scores must point at workspaces of the sizes in params.h.
+constexpr int kMaxQsumSplits = 16;  // partial sums of q per (b, h_kv) written by kernel 1
+constexpr int kRadixBins = 2048;    // 11-bit radix digits (top digit: sign, exponent, 2 bits)
+
+// Fills the launch-shape fields of params (see params.h), then runs the kernels on `stream`.
+// When some chunk selects (passing_len < chunk_len), params.qsum, hist and keys must point at
+// workspaces of the sizes in params.h; they need no initial contents. Never synchronises the
+// host, so it may be captured in a CUDA graph.
 void run_select_passing(SelectPassingParams params, cudaStream_t stream);
 
 }  // namespace spava

@@ -1,226 +1,233 @@
-// select_passing kernels: (1) qsum, (2) scores + max-pool, (3) exact top-m + gather.
+// select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram;
+// kernel (3), select + gather, is in select_gather_kernel.cuh.
 //
 // Selection rule (DESIGN.md §1, tie rule included): keep the m = min(p, len) positions with the
-// largest smoothed score; among equal scores the lower position wins. Kernel 3 finds the m-th
-// largest smoothed score T exactly by a 4-pass radix select on order-preserving uint32 keys,
-// keeps every position with a larger key and the first (take_eq) positions equal to T, and
-// compacts the kept positions in ascending order with block scans. Integer counts only, so the
-// result is deterministic: same input, same bytes.
+// largest smoothed score; among equal scores the lower position wins. Scores become
+// order-preserving uint32 keys; kernel 3 finds the m-th largest key exactly by radix select
+// (11/11/10-bit digits, the first digit's histogram built here) and keeps every larger key plus
+// the lowest positions equal to it. Every sum has a fixed order and every count is an integer,
+// so the result is deterministic: same input, same bytes.
+//
+// The three kernels run back to back with programmatic dependent launch when the launcher asks
+// for it (sm_90+): kernel 2 issues its K loads before pdl_wait(), kernel 3 is resident before
+// kernel 2 ends. Every CTA of kernels 2 and 3 calls pdl_wait() before it writes or exits, so a
+// grid never completes before its predecessor.
 #pragma once
 
-#include <cub/block/block_scan.cuh>
+#include <cstdint>
 
-#include "common/device_utils.cuh"
+#include "select_passing/select_passing.h"
 #include "spava/params.h"
 
 namespace spava::select {
 
-constexpr int kScoreThreads = 256;
-constexpr int kScoreRowsPerBlock = 256;
-constexpr int kSelectThreads = 512;
-
-// ---------------------------------------------------------------------------- (1) qsum
-// grid (h_kv, b), kQsumThreads threads: qsum[b, h, d] = sum_t sum_g q[b, t, h*G + g, d].
-// Thread = (row group, 8-column chunk): 16-byte loads, then a fixed-order reduction over the
-// row groups (deterministic).
-constexpr int kQsumThreads = 256;
-
-template <typename T>
-__global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingParams p) {
-  __shared__ float part[kQsumThreads * 8];
-  const int h = blockIdx.x, b = blockIdx.y;
-  const int G = p.heads_q / p.heads_kv, chunks = p.head_dim / 8;
-  const int groups = kQsumThreads / chunks;  // head_dim <= 512 keeps this >= 4
-  const int cc = threadIdx.x % chunks, rg = threadIdx.x / chunks;
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  if (rg < groups) {
-    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + cc * 8;
-    for (int r = rg; r < p.q_len * G; r += groups) {
-      const int t = r / G, g = r % G;
-      const uint4 raw =
-          *reinterpret_cast<const uint4*>(q + t * p.q_row_stride + (h * G + g) * p.q_head_stride);
-      const T* x = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc[i] += static_cast<float>(x[i]);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < 8; ++i) part[threadIdx.x * 8 + i] = acc[i];
-  __syncthreads();
-  for (int d = threadIdx.x; d < p.head_dim; d += kQsumThreads) {
-    float sum = 0.f;
-    for (int g = 0; g < groups; ++g) sum += part[(g * chunks + d / 8) * 8 + d % 8];
-    p.qsum[(b * p.heads_kv + h) * p.head_dim + d] = sum;
-  }
+// ---------------------------------------------------------------------------- helpers
+// Blocks until the preceding grid on the stream has completed and its writes are visible; a
+// no-op when the kernel was launched without programmatic stream serialization.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
 }
 
-// ---------------------------------------------------------------------------- (2) scores
-// grid (row blocks, chunks * b * h_kv). Raw scores k . qsum of the block's rows plus a halo of
-// pool_kernel / 2 rows each side (16 lanes per key row, 16-byte loads), then the max-pool
-// clipped to the chunk: p.scores receives the smoothed scores.
-constexpr int kMaxHalo = 64;
-
-template <typename T>
-__global__ void __launch_bounds__(kScoreThreads) score_kernel(const SelectPassingParams p) {
-  const int item = blockIdx.y;  // (c * b + bi) * h_kv + h
-  const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
-  const int c = item / (p.heads_kv * p.batch);
-  const int len = p.chunk_len[c];
-  const int row0 = blockIdx.x * kScoreRowsPerBlock;
-  if (row0 >= len) return;
-  const int half = p.pool_kernel / 2;
-  __shared__ float qs[512];
-  __shared__ float raw[kScoreRowsPerBlock + 2 * kMaxHalo];
-  for (int d = threadIdx.x; d < p.head_dim; d += kScoreThreads)
-    qs[d] = p.qsum[(b * p.heads_kv + h) * p.head_dim + d];
-  __syncthreads();
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride +
-               int64_t(p.chunk_start[c]) * p.k_row_stride;
-  const int lane16 = threadIdx.x % 16, group = threadIdx.x / 16;
-  const int lo = max(0, row0 - half), hi = min(len, row0 + kScoreRowsPerBlock + half);
-  // the trip count is uniform across the block: the shuffles below need every lane of a warp
-  for (int base = lo; base < hi; base += kScoreThreads / 16) {
-    const int j = base + group;
-    float acc = 0.f;
-    if (j < hi) {
-      const T* row = k + int64_t(j) * p.k_row_stride;
-      for (int e = lane16 * 8; e < p.head_dim; e += 16 * 8) {
-        const uint4 bits = *reinterpret_cast<const uint4*>(row + e);
-        const T* x = reinterpret_cast<const T*>(&bits);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc += static_cast<float>(x[i]) * qs[e + i];
-      }
-    }
-#pragma unroll
-    for (int off = 8; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffff, acc, off);
-    if (j < hi && lane16 == 0) raw[j - lo] = acc;
-  }
-  __syncthreads();
-  float* out = p.scores + int64_t(item) * p.score_stride;
-  const int row_end = min(len, row0 + kScoreRowsPerBlock);
-  for (int j = row0 + threadIdx.x; j < row_end; j += kScoreThreads) {
-    float mx = -INFINITY;
-    for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i) mx = fmaxf(mx, raw[i - lo]);
-    out[j] = mx;
-  }
+// Lets the next grid on the stream (launched with PDL) be scheduled before this one ends.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
 }
 
-// ---------------------------------------------------------------------------- (3) select + gather
-// Order-preserving map float -> uint32 (larger float, larger key). No NaN on legal inputs.
+// Order-preserving map float -> uint32 (larger float, larger key). Scores are never NaN or -0
+// (sums start at +0), so equal keys are exactly equal scores.
 __device__ __forceinline__ uint32_t order_key(float f) {
   const uint32_t u = __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// grid (gather_splits, chunks * b * h_kv), block kSelectThreads.
-// Dynamic smem: [capacity] int positions, then [smem_scores] float smoothed scores.
-template <typename T>
-__global__ void __launch_bounds__(kSelectThreads) select_gather_kernel(const SelectPassingParams p) {
-  using BlockScan = cub::BlockScan<int, kSelectThreads>;
-  __shared__ typename BlockScan::TempStorage scan_storage;
-  __shared__ int hist[256];
-  __shared__ uint32_t s_prefix;
-  __shared__ int s_remaining;
-  extern __shared__ __align__(16) char dyn[];
-  int* sel = reinterpret_cast<int*>(dyn);
-  float* smooth_cache = reinterpret_cast<float*>(dyn + sizeof(int) * p.capacity);
+__device__ __forceinline__ uint4 ldg_16(const void* src) {
+  return __ldg(reinterpret_cast<const uint4*>(src));
+}
 
-  const int item = blockIdx.y;
+// acc[i] += x[i] for the 8 elements of a 16-byte vector of T.
+template <typename T>
+__device__ __forceinline__ void add_8(float (&acc)[8], const uint4& bits) {
+  const T* x = reinterpret_cast<const T*>(&bits);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] += static_cast<float>(x[i]);
+}
+
+// sum_i x[i] * q[i] over the 8 elements of a 16-byte vector of T, in order from +0.
+template <typename T>
+__device__ __forceinline__ float dot_8(const uint4& bits, const float (&q)[8]) {
+  const T* x = reinterpret_cast<const T*>(&bits);
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc = fmaf(static_cast<float>(x[i]), q[i], acc);
+  return acc;
+}
+
+// hist[bin] += 1 for each lane with `counts`: one shared atomic per distinct bin of the warp
+// (keys crowd into few bins). Every lane of the warp must call it.
+__device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
+  const unsigned active = __ballot_sync(0xffffffffu, counts);
+  if (counts) {
+    const unsigned same = __match_any_sync(active, bin);
+    if (int(threadIdx.x % 32) == __ffs(same) - 1) atomicAdd(hist + bin, __popc(same));
+  }
+}
+
+// ---------------------------------------------------------------------------- (1) qsum
+// grid (qsum_splits, h_kv, b). The nq * G rows r = (t, g) of kv head h are cut into ranges of
+// qsum_rows; CTA s writes qsum[s, b, h, :] = sum over its range of q[b, r / G, h*G + r % G, :].
+// Thread = (row group, 8-column chunk) with kQsumLoads 16-byte loads in flight; the row groups
+// are then summed in a fixed order. The CTAs also zero hist for kernel 2 (their share of the
+// rows of items (c, b, h), every chunk c).
+constexpr int kQsumThreads = 128;
+constexpr int kQsumLoads = 4;
+
+template <typename T>
+__global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingParams p) {
+  pdl_launch_dependents();  // kernel 2 loads its K rows meanwhile, then waits for this grid
+  __shared__ float part[kQsumThreads * 8];
+  const int s = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+  const int G = p.heads_q / p.heads_kv, cpr = p.head_dim / 8;
+  const int groups = kQsumThreads / cpr;  // >= 2: head_dim <= 512
+  const int cc = tid % cpr, rg = tid / cpr;
+  const int r0 = s * p.qsum_rows, r1 = min(p.q_len * G, r0 + p.qsum_rows);
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (rg < groups) {
+    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride +
+                 int64_t(h) * G * p.q_head_stride + cc * 8;
+    for (int r = r0 + rg; r < r1; r += groups * kQsumLoads) {
+      uint4 x[kQsumLoads];
+#pragma unroll
+      for (int u = 0; u < kQsumLoads; ++u) {
+        const int ru = r + u * groups;
+        x[u] = ru < r1 ? ldg_16(q + int64_t(ru / G) * p.q_row_stride + (ru % G) * p.q_head_stride)
+                       : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kQsumLoads; ++u) add_8<T>(acc, x[u]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) part[tid * 8 + i] = acc[i];
+
+  const int hist4 = p.num_chunks * kRadixBins / 4;  // int4 of hist per (b, h)
+  for (int i = s * kQsumThreads + tid; i < hist4; i += p.qsum_splits * kQsumThreads) {
+    const int c = i / (kRadixBins / 4), e = i % (kRadixBins / 4);
+    const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
+    reinterpret_cast<int4*>(p.hist + item * kRadixBins)[e] = make_int4(0, 0, 0, 0);
+  }
+  __syncthreads();
+  float* out = p.qsum + ((int64_t(s) * p.batch + b) * p.heads_kv + h) * p.head_dim;
+  for (int d = tid; d < p.head_dim; d += kQsumThreads) {
+    float sum = 0.f;
+    for (int g = 0; g < groups; ++g) sum += part[(g * cpr + d / 8) * 8 + d % 8];
+    out[d] = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------- (2) scores
+// grid (score_tiles * items), CTA (item, tile) owns chunk rows [row0, row0 + score_rows). It
+// scores them plus a halo of pool_kernel / 2 rows each side (clipped to the chunk): raw score =
+// k_j . qsum. Thread t < rows_step * cpr reads 8-column chunk t % cpr of rows t / cpr +
+// u * rows_step (u < kScoreLoads, all loads in flight together); each (row, chunk) dot product
+// goes to shared memory and the row sums follow in a fixed order. The max-pool of the raw scores
+// gives the keys of the CTA's rows (p.keys) and their top-digit counts (added to p.hist).
+// The launcher sizes a tile with its halo to one round of loads (64 KB) when it can.
+constexpr int kScoreThreads = 256;
+constexpr int kScoreLoads = 16;
+constexpr int kMinScoreRows = 32;
+
+// Rows of one round of loads (4096 / cpr when cpr divides 256; <= 4096).
+__host__ __device__ constexpr int score_round_rows(int cpr) {
+  return kScoreThreads / cpr * kScoreLoads;
+}
+
+// Shared-memory slot of pair f: one pad word per 32 keeps the row sums free of bank conflicts.
+__device__ __forceinline__ int padded(int f) { return f + (f >> 5); }
+
+template <typename T>
+__global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPassingParams p) {
+  constexpr int kRound = kScoreThreads * kScoreLoads;  // (row, chunk) pairs per round, at most
+  __shared__ __align__(16) float qs[512];
+  __shared__ float part[kRound + kRound / 32];
+  __shared__ float raw[kRound];  // raw scores of rows [lo, hi)
+  __shared__ int hist[kRadixBins];
+  pdl_launch_dependents();  // kernel 3 becomes resident as CTAs retire, then waits for this grid
+  const int item = blockIdx.x / p.score_tiles, tile = blockIdx.x % p.score_tiles;
   const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
   const int c = item / (p.heads_kv * p.batch);
-  const int len = p.chunk_len[c], m = min(p.passing_len, len);
-  const int tid = threadIdx.x;
-  const float* smooth = p.scores + int64_t(item) * p.score_stride;  // smoothed by kernel 2
-  const bool cached = len <= p.smem_scores;
-  auto key_at = [&](int j) { return order_key(cached ? smooth_cache[j] : smooth[j]); };
-
-  if (m < len) {
-    if (cached) {
-      for (int j = tid; j < len; j += kSelectThreads) smooth_cache[j] = smooth[j];
-    }
-    // radix select of the m-th largest key, 8 bits at a time from the top
-    if (tid == 0) {
-      s_prefix = 0;
-      s_remaining = m;
-    }
-    uint32_t mask = 0;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int i = tid; i < 256; i += kSelectThreads) hist[i] = 0;
-      __syncthreads();
-      const uint32_t prefix = s_prefix;
-      for (int j0 = 0; j0 < len; j0 += kSelectThreads) {  // warp-uniform trip count
-        const int j = j0 + tid;
-        const uint32_t key = j < len ? key_at(j) : 0u;
-        const bool counts = j < len && (key & mask) == prefix;
-        const int bin = counts ? int((key >> shift) & 255) : -1;
-        // one atomic per distinct bin and warp: keys crowd into few bins in the top digits
-        const unsigned same = __match_any_sync(0xffffffff, bin);
-        if (counts && (threadIdx.x % 32) == __ffs(same) - 1) atomicAdd(&hist[bin], __popc(same));
-      }
-      __syncthreads();
-      // digit of the wanted key: scan the bins from the top (thread i holds bin 255 - i)
-      const int remaining = s_remaining;
-      const int count = tid < 256 ? hist[255 - tid] : 0;
-      int above = 0;
-      BlockScan(scan_storage).ExclusiveSum(count, above);
-      if (tid < 256 && above < remaining && above + count >= remaining) {
-        s_remaining = remaining - above;  // keys equal to the prefix so far that are still wanted
-        s_prefix = prefix | (uint32_t(255 - tid) << shift);
-      }
-      mask |= 255u << shift;
-      __syncthreads();
-    }
-    const uint32_t thresh = s_prefix;  // the m-th largest key
-    const int take_eq = s_remaining;   // keys equal to it that are kept (lowest positions)
-
-    // compaction in position order: each thread owns a contiguous range of positions
-    const int per = (len + kSelectThreads - 1) / kSelectThreads;
-    const int j0 = min(len, tid * per), j1 = min(len, j0 + per);
-    int n_gt = 0, n_eq = 0;
-    for (int j = j0; j < j1; ++j) {
-      const uint32_t key = key_at(j);
-      n_gt += key > thresh;
-      n_eq += key == thresh;
-    }
-    int eq_before = 0, kept_before = 0;
-    BlockScan(scan_storage).ExclusiveSum(n_eq, eq_before);
-    __syncthreads();
-    const int kept = n_gt + max(0, min(n_eq, take_eq - eq_before));
-    BlockScan(scan_storage).ExclusiveSum(kept, kept_before);
-    int slot = kept_before, eq_seen = eq_before;
-    for (int j = j0; j < j1; ++j) {
-      const uint32_t key = key_at(j);
-      const bool keep = key > thresh || (key == thresh && eq_seen++ < take_eq);
-      if (keep) sel[slot++] = j;
+  const int len = p.chunk_len[c], row0 = tile * p.score_rows;
+  if (p.passing_len >= len || row0 >= len) {  // the chunk keeps every row, or past its end
+    pdl_wait();
+    return;
+  }
+  const int tid = threadIdx.x, cpr = p.head_dim / 8, half = p.pool_kernel / 2;
+  const int rows_step = kScoreThreads / cpr, round_rows = score_round_rows(cpr);
+  const bool active = tid < rows_step * cpr;
+  const int cc = tid % cpr, r_first = tid / cpr;
+  const int lo = max(0, row0 - half), hi = min(len, row0 + p.score_rows + half);
+  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride +
+               (int64_t(p.chunk_start[c]) + lo + r_first) * p.k_row_stride + cc * 8;
+  const int64_t step = int64_t(rows_step) * p.k_row_stride;
+  uint4 x[kScoreLoads];
+  auto load_round = [&](int r0) {  // tile rows [r0, r0 + round_rows) of [0, hi - lo)
+    const int rows = active ? min(round_rows, hi - lo - r0) - r_first : 0;  // of this thread
+    const T* src = k + int64_t(r0) * p.k_row_stride;
+#pragma unroll
+    for (int u = 0; u < kScoreLoads; ++u)
+      x[u] = u * rows_step < rows ? ldg_16(src + u * step) : make_uint4(0, 0, 0, 0);
+  };
+  load_round(0);  // K rows do not depend on kernel 1
+  for (int i = tid; i < kRadixBins; i += kScoreThreads) hist[i] = 0;
+  pdl_wait();  // kernel 1 has completed: qsum partials and the zeroed p.hist are visible
+  for (int d = tid; d < p.head_dim; d += kScoreThreads) {
+    float sum = 0.f;
+    for (int i = 0; i < p.qsum_splits; ++i)
+      sum += __ldcg(p.qsum + ((int64_t(i) * p.batch + b) * p.heads_kv + h) * p.head_dim + d);
+    qs[d] = sum;
+  }
+  __syncthreads();
+  float q8[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) q8[i] = qs[cc * 8 + i];
+  for (int r0 = 0;;) {  // x holds the loads of round r0 (dead during the row sums)
+    if (active) {
+#pragma unroll
+      for (int u = 0; u < kScoreLoads; ++u)
+        part[padded(tid + u * rows_step * cpr)] = dot_8<T>(x[u], q8);
     }
     __syncthreads();
-  }
-
-  // gather this split's share of rows [0, capacity)
-  const int per_split = (p.capacity + gridDim.x - 1) / gridDim.x;
-  const int i0 = blockIdx.x * per_split, i1 = min(p.capacity, i0 + per_split);
-  const int B = p.batch, H = p.heads_kv, D = p.head_dim;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
-  T* kv = static_cast<T*>(p.kv);
-  int64_t* indices = p.indices + int64_t(item) * p.capacity;
-  const int chunks_per_row = D / 8;
-  for (int idx = i0 * chunks_per_row + tid; idx < i1 * chunks_per_row; idx += kSelectThreads) {
-    const int i = idx / chunks_per_row, e = (idx % chunks_per_row) * 8;
-    T* dst_k = kv + ((((int64_t(c) * p.capacity + i) * 2 + 0) * B + b) * H + h) * D + e;
-    T* dst_v = kv + ((((int64_t(c) * p.capacity + i) * 2 + 1) * B + b) * H + h) * D + e;
-    uint4 rk = make_uint4(0, 0, 0, 0), rv = rk;
-    if (i < m) {
-      const int64_t pos = p.chunk_start[c] + (m < len ? sel[i] : i);
-      rk = *reinterpret_cast<const uint4*>(k + pos * p.k_row_stride + e);
-      rv = *reinterpret_cast<const uint4*>(v + pos * p.v_row_stride + e);
-      if (e == 0) indices[i] = pos;
-    } else if (e == 0) {
-      indices[i] = -1;
+    const int rows = min(round_rows, hi - lo - r0);
+    for (int j = tid; j < rows; j += kScoreThreads) {
+      float sum = 0.f;
+      for (int i = 0; i < cpr; ++i) sum += part[padded(j * cpr + i)];
+      raw[r0 + j] = sum;
     }
-    *reinterpret_cast<uint4*>(dst_k) = rk;
-    *reinterpret_cast<uint4*>(dst_v) = rv;
+    __syncthreads();
+    r0 += round_rows;
+    if (r0 >= hi - lo) break;
+    load_round(r0);  // only when the halo or head_dim makes a tile exceed a round
   }
+  uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
+  const int row_end = min(len, row0 + p.score_rows);
+  for (int j0 = row0; j0 < row_end; j0 += kScoreThreads) {  // warp-uniform trip count
+    const int j = j0 + tid;
+    uint32_t key = 0;
+    if (j < row_end) {
+      float mx = -INFINITY;
+      for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i) mx = fmaxf(mx, raw[i - lo]);
+      key = order_key(mx);
+      keys[j] = key;
+    }
+    count_bin(hist, j < row_end, int(key >> 21));
+  }
+  __syncthreads();
+  int* item_hist = p.hist + int64_t(item) * kRadixBins;
+  for (int i = tid; i < kRadixBins; i += kScoreThreads)
+    if (hist[i] != 0) atomicAdd(item_hist + i, hist[i]);
 }
 
 }  // namespace spava::select

@@ -1,0 +1,80 @@
+// Parameters of attn_fwd: one launch computes a *group* of problems (sets of query rows, each
+// with its own key segments), scheduled as units by a persistent kernel. Strides in elements;
+// the innermost (head_dim) dimension is always contiguous.
+#pragma once
+
+#include <cstdint>
+
+#include "spava/dtype.h"
+
+namespace spava {
+
+// Key j of a segment is visible to query row i iff  i >= row_begin && j <= i + diag  (j < len).
+// The glue clamps diag to [-2^30, 2^30], which keeps every comparison in int.
+constexpr int kMaxKvSegments = 64;  // over all problems of a launch
+constexpr int kMaxAttnProblems = 4;
+
+struct KvSegment {
+  const void* k;  // element (b=0, j=0, h=0) of the segment's keys   [b, len, h_kv, d]
+  const void* v;  // same for values
+  int64_t k_batch_stride, k_row_stride, k_head_stride;
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int len;        // keys in the segment (>= 1; empty segments are dropped by the glue)
+  int row_begin;  // query rows below this see none of the segment
+  int diag;       // causal offset (>= len - 1 with row_begin <= 0: fully visible)
+};
+
+// One problem: query rows q, their output, and the key segments
+// segments[seg_begin, seg_begin + num_segments) of the launch.
+struct AttnProblem {
+  const void* q;  // [b, q_len, h_q, d]
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  void* out;  // [b, q_len, h_q, d], dtype (or fp32 when out_fp32)
+  int64_t out_batch_stride, out_row_stride, out_head_stride;
+  float* lse;  // [b, h_q, q_len] natural-log LSE, fp32; may be nullptr
+  int64_t lse_batch_stride, lse_head_stride, lse_row_stride;
+  int q_len;
+  bool out_fp32;
+  int seg_begin, num_segments;
+  // When not null, no key or value of this problem is read before *ready != 0 (a flag another
+  // stream sets once the data has landed, e.g. after a gather). The kernel traps after
+  // AttnFwdParams::wait_timeout_ns instead of hanging.
+  const int* ready;
+  // Split-KV: each query tile's key tiles are cut into num_splits ranges processed as separate
+  // units; partial states go to split_out [num_splits, b, q_len, h_q, d] and split_lse
+  // [num_splits, b, h_q, q_len] (fp32, caller-allocated) and are LSE-merged after the kernel.
+  int num_splits;
+  float* split_out;
+  float* split_lse;
+  // Schedule, filled by plan_attn_fwd: query tiles, and the first unit of this problem.
+  int m_blocks, unit_begin;
+};
+
+struct AttnFwdParams {
+  int batch, heads_q, heads_kv, head_dim;
+  float softmax_scale;       // applied to q.k
+  float softmax_scale_log2;  // softmax_scale * log2(e), for exp2
+  DType dtype;               // of q, k, v (bf16 or fp16)
+  int num_problems;
+  AttnProblem problems[kMaxAttnProblems];
+  int num_segments;
+  KvSegment segments[kMaxKvSegments];
+  int max_ctas;  // cap on the persistent grid (0: one CTA per SM)
+  // Scheduling. sched == nullptr: CTA c takes a fixed list of units (scheduler.cuh) and waits
+  // for a ready flag as long as it takes (trapping after wait_timeout_ns). sched != nullptr
+  // (int32 workspace, kAttnSchedInts, zeroed before the first launch): units are handed out
+  // through an atomic counter; a CTA that finds a unit's flag unset after wait_spin_ns gives the
+  // unit back (a deferred list) and exits, so the launch never blocks the SMs that the kernels
+  // setting the flags may need. A second launch with finish = true, queued after the flags'
+  // producers, runs the deferred units and any not handed out.
+  int* sched;
+  bool finish;
+  int64_t wait_timeout_ns, wait_spin_ns;
+  int num_units;  // filled by plan_attn_fwd: units of all problems
+};
+
+// Layout of the sched workspace: [next unit, deferred count, next deferred, 0, deferred...].
+constexpr int kAttnSchedHeader = 4;
+constexpr int kAttnSchedInts = kAttnSchedHeader + 1024;  // one deferred unit per CTA at most
+
+}  // namespace spava

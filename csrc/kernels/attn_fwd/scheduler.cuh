@@ -1,0 +1,119 @@
+// The persistent schedule of attn_fwd: a launch's work is a list of units
+//   unit = (problem, query tile, split, head, batch),
+// numbered problem by problem (in the caller's order), and inside a problem with the batch
+// fastest, then the head, the split, and the query tile slowest, last tile first (causal rows
+// see the most keys in the last tiles: longest first). Consecutive units share a query tile and
+// a GQA group's K/V, which keeps them in L2 while a wave of CTAs reads them.
+// The producer thread of a CTA picks its next unit and publishes it to the consumers in shared
+// memory before the unit's Q load (q_full); -1 ends the CTA. Two ways to pick (params.sched):
+//   static:  CTA c of G takes units in rounds of G, in snake order (round k: c, or G - 1 - c when
+//            k is odd), which evens out the sums of a sorted list;
+//   dynamic: an atomic counter hands out units in order; units a CTA gave back (ready flag not
+//            set in time) are handed out first by the finishing launch.
+#pragma once
+
+#include <cstdint>
+
+#include "attn_fwd/mask.cuh"
+#include "spava/attn_params.h"
+
+namespace spava::attn {
+
+// The tiles [begin, begin + count) of a query tile's visit order (its split's range).
+struct TileRange {
+  int begin, count;
+};
+
+struct WorkUnit {
+  int problem, m0, m_last, hq, hk, b, split;
+  TileRange range;
+};
+
+__device__ __forceinline__ int unit_of_round(int round, int cta, int ctas) {
+  return round * ctas + ((round & 1) ? ctas - 1 - cta : cta);
+}
+
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ WorkUnit decode_unit(const AttnFwdParams& p, int u) {
+  int pi = 0;
+  while (pi + 1 < p.num_problems && u >= p.problems[pi + 1].unit_begin) ++pi;
+  const AttnProblem& pr = p.problems[pi];
+  int local = u - pr.unit_begin;
+  WorkUnit w;
+  w.problem = pi;
+  w.b = local % p.batch;
+  local /= p.batch;
+  w.hq = local % p.heads_q;
+  local /= p.heads_q;
+  const int splits = max(1, pr.num_splits);
+  w.split = local % splits;
+  const int m_block = pr.m_blocks - 1 - local / splits;
+  w.hk = w.hq / (p.heads_q / p.heads_kv);
+  w.m0 = m_block * kBlockM;
+  w.m_last = min(w.m0 + kBlockM, pr.q_len) - 1;
+  const int total = SegmentMask::total_tiles<kBlockN>(p, pr, w.m0, w.m_last);
+  // total * splits < 2^31 (total < 2^23 tiles, splits <= 32): int division, no 64-bit call
+  const int begin = total * w.split / splits;
+  w.range = {begin, total * (w.split + 1) / splits - begin};
+  return w;
+}
+
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Poll *flag (acquire, GPU scope) until it is != 0 or give_up_ns have passed; on success order
+// the async proxy (TMA) after it. With trap = true, giving up traps (the launch fails with an
+// error on the host) instead of returning false: a flag that is never set must not hang the
+// device. Inlined and call-free: a function call anywhere in the kernel makes ptxas serialise
+// every wgmma (C7510), so no printf here.
+__device__ __forceinline__ bool wait_ready(const int* flag, int64_t give_up_ns, bool trap) {
+  const uint64_t start = global_timer_ns();
+  for (;;) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+    if (v != 0) break;
+    if (int64_t(global_timer_ns() - start) > give_up_ns) {
+      if (!trap) return false;
+      asm volatile("trap;");
+    }
+    __nanosleep(256);
+  }
+  asm volatile("fence.proxy.async.global;" ::: "memory");
+  return true;
+}
+
+// The producer's unit picker (one thread per CTA).
+struct UnitPicker {
+  unsigned ready_seen = 0;  // problems whose ready flag this CTA has seen set
+
+  // The k-th unit of this CTA whose keys may be read now, or -1 when the CTA is done.
+  __device__ __forceinline__ int next(const AttnFwdParams& p, int k) {
+    int u;
+    int* st = p.sched;
+    if (st == nullptr) {
+      u = unit_of_round(k, blockIdx.x, gridDim.x);
+    } else if (p.finish) {  // deferred units first, then those never handed out
+      const int d = atomicAdd(st + 2, 1);
+      u = d < st[1] ? st[kAttnSchedHeader + d] : atomicAdd(st, 1);
+    } else {
+      u = atomicAdd(st, 1);
+    }
+    if (u >= p.num_units) return -1;
+    int pi = 0;
+    while (pi + 1 < p.num_problems && u >= p.problems[pi + 1].unit_begin) ++pi;
+    const int* flag = p.problems[pi].ready;
+    if (flag == nullptr || (ready_seen & (1u << pi))) return u;
+    const bool may_defer = st != nullptr && !p.finish;
+    if (!wait_ready(flag, may_defer ? p.wait_spin_ns : p.wait_timeout_ns, !may_defer)) {
+      st[kAttnSchedHeader + atomicAdd(st + 1, 1)] = u;  // give it back; this CTA stops
+      return -1;
+    }
+    ready_seen |= 1u << pi;
+    return u;
+  }
+};
+
+}  // namespace spava::attn

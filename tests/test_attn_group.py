@@ -1,0 +1,208 @@
+"""attn_fwd_group: several problems in one (persistent) launch, ready flags, the give-back and
+finish protocol, and its errors. CPU tests always run; CUDA tests skip without a GPU."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from spava_ext import ops, reference
+from utils import HAS_CUDA, assert_attn_close, randn_inputs
+
+FULL = ops.FULL
+cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+def make_problems(device, dtype, D=64, Hq=8, Hkv=2, B=2, seed=0, waits=(None, None, None, None)):
+    """Four problems with different row counts, segment lists (one without segments) and
+    outputs: q's dtype without lse, fp32 out with lse, a strided out view, rows that see
+    nothing."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    ka, va = rnd(B, 300, Hkv, D), rnd(B, 300, Hkv, D)  # shared keys (two problems read them)
+    kb, vb = rnd(B, 77, Hkv, D), rnd(B, 77, Hkv, D)
+    specs = [  # (rows, [(k, v, row_begin, diag)], out fp32, lse)
+        (333, [(ka[:, :129], va[:, :129], 0, FULL), (kb, vb, 40, 0)], False, False),
+        (64, [(ka, va, 0, FULL), (kb[:, :5], vb[:, :5], 0, 0)], True, True),
+        (517, [(kb, vb, 0, -3), (ka[:, 100:], va[:, 100:], 0, 0)], False, True),
+        (45, [], False, True),
+    ]
+    problems = []
+    for (rows, segs, fp32, want_lse), wait in zip(specs, waits):
+        q = rnd(B, rows, Hq, D)
+        if rows == 517:  # a strided output view
+            out = torch.zeros(B, rows, Hq + 3, D, device=device, dtype=dtype)[:, :, 1 : Hq + 1]
+        else:
+            out = torch.full((B, rows, Hq, D), float("nan"), device=device,
+                             dtype=torch.float32 if fp32 else dtype)
+        lse = torch.full((B, Hq, rows), float("nan"), device=device) if want_lse else None
+        problems.append(ops.AttnProblem(q, [s[0] for s in segs], [s[1] for s in segs],
+                                        [s[2] for s in segs], [s[3] for s in segs], out, lse,
+                                        wait))
+    return problems
+
+
+def check_against_reference(problems, name):
+    for i, pr in enumerate(problems):
+        ref, ref_lse = reference.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag)
+        low, _ = reference.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag, upcast=False)
+        assert_attn_close(f"{name} problem {i}", pr.out, ref, low)
+        if pr.lse is not None:
+            got, want = pr.lse.float().cpu(), ref_lse.float().cpu()
+            assert torch.equal(torch.isinf(got), torch.isinf(want)), f"{name} problem {i}: -inf"
+            fin = torch.isfinite(want)
+            assert not fin.any() or (got[fin] - want[fin]).abs().max() < 1e-2, f"{name} {i}: lse"
+
+
+# ------------------------------------------------------------------------------------ CPU
+def test_group_equals_separate_calls_cpu():
+    problems = make_problems("cpu", torch.float32)
+    ops.attn_fwd_group(problems)
+    for i, pr in enumerate(problems):
+        out, lse = ops.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag,
+                                out_dtype=pr.out.dtype)
+        assert torch.equal(pr.out, out), f"problem {i}"
+        if pr.lse is not None:
+            assert torch.equal(pr.lse, lse), f"problem {i} lse"
+
+
+def test_group_cpu_flags_and_finish():
+    problems = make_problems("cpu", torch.float32, waits=(None, 0, 1, None))
+    ready = torch.tensor([1, 0], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"spava::attn_fwd_group: problem 2 waits for ready\[1\]"):
+        ops.attn_fwd_group(problems, ready=ready)
+    ready[1] = 1
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    before = [pr.out.clone() for pr in problems]
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True)  # nothing left to do
+    assert all(torch.equal(a, pr.out) for a, pr in zip(before, problems))
+    check_against_reference(problems, "cpu flags")
+
+
+def test_group_bad_inputs_name_the_op_and_value():
+    problems = make_problems("cpu", torch.float32)
+    args = lambda prs: (  # noqa: E731
+        [p.q for p in prs], [len(p.k) for p in prs], [k for p in prs for k in p.k],
+        [v for p in prs for v in p.v], [r for p in prs for r in p.row_begin],
+        [d for p in prs for d in p.diag], None, [p.out for p in prs],
+        [p.lse if p.lse is not None else torch.empty(0) for p in prs])
+    op = torch.ops.spava.attn_fwd_group
+    a = args(problems)
+    with pytest.raises(ValueError, match=r"attn_fwd_group: sum\(num_segments\) = 5 but"):
+        op(a[0], [2, 2, 1, 0], *a[2:])
+    with pytest.raises(ValueError, match=r"wait_for\[1\] = 0 but ready has 0 flags"):
+        op(*a, None, [-1, 0, -1, -1])
+    with pytest.raises(ValueError, match=r"needs 1 to 4 problems, got 5"):
+        ops.attn_fwd_group(problems + problems[:1])
+    with pytest.raises(ValueError, match=r"finish=True needs the sched workspace"):
+        op(*a, finish=True)
+    with pytest.raises(TypeError, match=r"sched must be a contiguous int32 tensor of at least"):
+        op(*a, sched=torch.zeros(8, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"problem 1: q .* does not match problem 0"):
+        bad = problems[1]._replace(q=problems[1].q[:, :, :4], out=problems[1].out[:, :, :4],
+                                   lse=None)
+        ops.attn_fwd_group([problems[0], bad])
+    with pytest.raises(ValueError, match=r"max_ctas must be >= 0, got -1"):
+        op(*a, max_ctas=-1)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if HAS_CUDA else []))
+def test_group_opcheck(device):
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    q, k, v = randn_inputs(2, 24, 4, 2, 64, dtype=dtype, device=device)
+    outs = [torch.empty_like(q), torch.empty(2, 10, 4, 64, device=device)]
+    lses = [torch.empty(0, device=device), torch.empty(2, 4, 10, device=device)]
+    args = ([q, q[:, :10]], [2, 1], [k[:, :5], k[:, 5:], k], [v[:, :5], v[:, 5:], v], [3, 0, 0],
+            [FULL, 0, 0], None, outs, lses)
+    torch.library.opcheck(torch.ops.spava.attn_fwd_group.default, args)
+
+
+# ------------------------------------------------------------------------------------ CUDA
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("D", ops.build_info().get("attn_fwd_head_dims", []))
+@pytest.mark.parametrize("max_ctas", [0, 1, 3])
+def test_group_cuda_matches_reference(dtype, D, max_ctas):
+    """Every problem of one launch against the reference; max_ctas = 1 runs every unit of every
+    problem on one CTA (the ring and Q-buffer phases run on across units)."""
+    problems = make_problems("cuda", dtype, D=D, seed=D)
+    ops.attn_fwd_group(problems, max_ctas=max_ctas)
+    check_against_reference(problems, f"D{D} {dtype} max_ctas {max_ctas}")
+
+
+@cuda_only
+def test_group_cuda_sched_without_waits_does_everything_in_one_launch():
+    problems = make_problems("cuda", torch.bfloat16, waits=(None, 0, 1, 0))
+    ready = torch.ones(2, dtype=torch.int32, device="cuda")
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    assert sched[1].item() == 0, "no unit was given back"
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True)
+    check_against_reference(problems, "sched, flags set")
+
+
+@cuda_only
+def test_group_cuda_late_flags_give_units_back_and_finish_computes_them(monkeypatch):
+    """Flags unset at launch: every CTA gives its first flagged unit back after the spin limit
+    and stops; the finishing launch after the flags are set computes the rest."""
+    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
+    problems = make_problems("cuda", torch.float16, waits=(None, 0, 1, None))
+    ready = torch.zeros(2, dtype=torch.int32, device="cuda")
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    torch.cuda.synchronize()
+    assert sched[1].item() > 0, "some unit must have been given back"
+    assert torch.isnan(problems[2].out.float()).any() or problems[2].out.abs().sum() == 0
+    ready.fill_(1)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True)
+    check_against_reference(problems, "given back, then finished")
+
+
+@cuda_only
+def test_group_cuda_waits_for_a_flag_set_by_another_stream():
+    """Without sched the kernel spins until another stream sets the flag (here after a ~50 ms
+    sleep kernel); the result is complete and correct."""
+    problems = make_problems("cuda", torch.bfloat16, waits=(0, None, 0, None))
+    ready = torch.zeros(1, dtype=torch.int32, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(50_000_000)  # ~25-50 ms of clock cycles
+        ready.fill_(1)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    t0 = time.perf_counter()
+    ops.attn_fwd_group(problems, ready=ready, max_ctas=sms - 2)
+    torch.cuda.synchronize()
+    assert time.perf_counter() - t0 > 0.005, "the launch must have waited for the flag"
+    check_against_reference(problems, "flag from another stream")
+
+
+@cuda_only
+def test_group_cuda_flag_never_set_fails_instead_of_hanging(tmp_path):
+    """A flag that is never set: the kernel traps after SPAVA_COLLECTIVE_TIMEOUT_S and the
+    process gets a CUDA error (run in a subprocess: a trap ends the CUDA context)."""
+    script = tmp_path / "never.py"
+    script.write_text(
+        "import torch\nfrom spava_ext import ops\n"
+        "q = torch.randn(1, 200, 4, 64, device='cuda', dtype=torch.bfloat16)\n"
+        "k = torch.randn(1, 300, 2, 64, device='cuda', dtype=torch.bfloat16)\n"
+        "out = torch.empty_like(q)\n"
+        "ready = torch.zeros(1, dtype=torch.int32, device='cuda')\n"
+        "ops.attn_fwd_group([ops.AttnProblem(q, [k], [k], [0], [ops.FULL], out, None, 0)],"
+        " ready=ready)\n"
+        "torch.cuda.synchronize()\n"
+        "print('finished')\n")
+    env = dict(os.environ, SPAVA_COLLECTIVE_TIMEOUT_S="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "finished" not in proc.stdout, proc.stdout + proc.stderr
+    assert "CUDA error" in proc.stderr or "AcceleratorError" in proc.stderr, proc.stderr[-2000:]
+    assert time.perf_counter() - t0 < 100
