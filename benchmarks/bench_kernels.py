@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import copy_bandwidth_gbs, gpu_time, write_result  # noqa: E402
 
 from spava_ext import SpavaLayout, ops  # noqa: E402
-from spava_ext.attention import (host1_keys, host2_keys, question_keys,  # noqa: E402
+from spava_ext.attention import (host1_keys, host2_keys, question_keys, rank_problems,  # noqa: E402
                                  spava_attention_rank)
 from spava_ext.comm import SimulatedComm  # noqa: E402
 
@@ -172,6 +172,32 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
             "kernels_us": kernels}
 
 
+def bench_fused(layout, rank, q, k, v, recv1, recv2, calls, D, Hq, reps) -> dict:
+    """The rank's three problems in one attn_fwd_group launch (flags not needed: the receive
+    buffers are synthesised) against the sum of the three separate attn_fwd calls."""
+    s = layout.local_segments(rank)
+    qq = q[:, s.question_start:]
+    out = torch.empty_like(q)
+    q_out = torch.empty(qq.shape, device="cuda", dtype=torch.float32)
+    q_lse = torch.empty(1, Hq, qq.shape[1], device="cuda")
+    problems = [pr._replace(wait_for=None) for pr in
+                rank_problems(q, k, v, layout, rank, recv1, recv2, out, q_out, q_lse)]
+    t = gpu_time(lambda: ops.attn_fwd_group(problems), warmup=3, repeats=reps)
+    pairs = sum(c["pairs"] for c in calls)
+    return {"rank": rank, **t, "pairs": pairs, "tflops": tflops(pairs, D, Hq, t["ms"]),
+            "separate_ms": sum(c["spava"]["ms"] for c in calls)}
+
+
+def own_dense(L: int, Hq: int, Hkv: int, D: int, dtype, reps: int) -> dict:
+    """attn_fwd on plain causal attention (one segment, diag 0): the kernel's own dense rate."""
+    q = torch.randn(1, L, Hq, D, device="cuda", dtype=dtype)
+    k = torch.randn(1, L, Hkv, D, device="cuda", dtype=dtype)
+    v = torch.randn(1, L, Hkv, D, device="cuda", dtype=dtype)
+    out = torch.empty_like(q)
+    t = gpu_time(lambda: ops.attn_fwd(q, [k], [v], [0], [0], out=out), warmup=3, repeats=reps)
+    return {"tokens": L, **t, "tflops": tflops(L * (L + 1) // 2, D, Hq, t["ms"])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,6 +205,7 @@ def main() -> int:
     parser.add_argument("--question", type=int, default=64)
     parser.add_argument("--world", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, D128 7B only")
+    parser.add_argument("--heads", nargs="*", choices=list(HEADS), help="workloads to run")
     parser.add_argument("--no-flex", action="store_true")
     parser.add_argument("--no-dense", action="store_true")
     args = parser.parse_args()
@@ -188,7 +215,8 @@ def main() -> int:
     copy_gbs = copy_bandwidth_gbs()
     result = {"layout": repr(layout), "copy_gb_s": copy_gbs, "workloads": {}}
     table = []
-    heads = {"qwen2.5-vl-7b": HEADS["qwen2.5-vl-7b"]} if args.quick else HEADS
+    names = args.heads or (["qwen2.5-vl-7b"] if args.quick else list(HEADS))
+    heads = {n: HEADS[n] for n in names}
     for wname, (Hq, Hkv, D) in heads.items():
         w = {"heads_q": Hq, "heads_kv": Hkv, "head_dim": D, "calls": [], "layer": []}
         scale = D ** -0.5
@@ -214,6 +242,16 @@ def main() -> int:
                 table.append(f"{wname:<18} r{rank} {name:<8} {qr.shape[1]:>6} rows "
                              f"{t['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f} TF/s"
                              + (f"   flex {flex:>4.0f} TF/s" if flex else ""))
+            w["fused"] = w.get("fused", []) + [bench_fused(layout, rank, q, k, v, recv1, recv2,
+                                                           w["calls"][-3:], D, Hq, reps)]
+            f = w["fused"][-1]
+            table.append(f"{wname:<18} r{rank} one launch (3 problems) {f['ms']:>8.3f} ms "
+                         f"{f['tflops']:>6.0f} TF/s; three launches {f['separate_ms']:.3f} ms")
+        w["own_dense"] = own_dense(32768, Hq, Hkv, D, dtype, reps)
+        table.append(f"{wname:<18} attn_fwd dense causal, 32K tokens "
+                     f"{w['own_dense']['tflops']:>6.0f} TF/s (masked calls / this: "
+                     + ", ".join(f"{c['spava']['tflops'] / w['own_dense']['tflops']:.0%}"
+                                 for c in w["calls"] if c["call"] != "question") + ")")
         for rank in range(args.world):
             q, k, v, _, _ = rank_tensors(layout, rank, Hq, Hkv, D, dtype)
             comm = SimulatedComm(rank, args.world)

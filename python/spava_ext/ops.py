@@ -14,7 +14,8 @@ import torch
 
 from . import _C  # noqa: F401  (loads the library and its schemas)
 
-__all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "select_passing", "merge_states", "build_info", "FULL"]
+__all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "select_passing", "merge_states",
+           "build_info", "FULL", "SCHED_INTS"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
