@@ -42,15 +42,17 @@ build() {
 }
 
 gpu_tests() {
-  step tests 300 python3 -m pytest -q -x --timeout 120 tests/test_cuda.py tests/test_ops.py tests/test_opcheck.py \
-    tests/test_reference.py
+  step tests 400 python3 -m pytest -q --timeout 120 tests/test_cuda.py tests/test_attn_group.py \
+    tests/test_ops.py tests/test_opcheck.py tests/test_reference.py
 }
 
 sanitize() {
   step memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 1 \
     python3 scripts/sanitize_case.py all
-  step racecheck 150 compute-sanitizer --tool racecheck --error-exitcode 1 \
+  step racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 1 \
     python3 scripts/sanitize_case.py attn
+  step racecheck_select 150 compute-sanitizer --tool racecheck --error-exitcode 1 \
+    python3 scripts/sanitize_case.py select
 }
 
 sass() {  # resource usage and instruction mix of the attention kernel
