@@ -206,3 +206,62 @@ def test_group_cuda_flag_never_set_fails_instead_of_hanging(tmp_path):
     assert proc.returncode != 0 and "finished" not in proc.stdout, proc.stdout + proc.stderr
     assert "CUDA error" in proc.stderr or "AcceleratorError" in proc.stderr, proc.stderr[-2000:]
     assert time.perf_counter() - t0 < 100
+
+
+# ------------------------------------------------------------------------------ done flags
+def test_group_done_flags_and_wait_flag_cpu():
+    problems = make_problems("cpu", torch.float32)
+    done = torch.zeros(2 * len(problems), dtype=torch.int32)
+    ops.attn_fwd_group(problems, done=done)
+    assert done[1::2].tolist() == [1] * len(problems)
+    ops.wait_flag(done[1:2])
+    with pytest.raises(ValueError, match=r"spava::wait_flag: the flag is 0"):
+        ops.wait_flag(torch.zeros(1, dtype=torch.int32))
+    with pytest.raises(TypeError, match=r"spava::wait_flag: flag must be a contiguous int32"):
+        ops.wait_flag(torch.ones(1))
+    with pytest.raises(TypeError, match=r"done must be a contiguous int32 tensor of 2 \* 4"):
+        ops.attn_fwd_group(problems, done=torch.zeros(3, dtype=torch.int32))
+    torch.library.opcheck(torch.ops.spava.wait_flag.default, (done[1:2],))
+
+
+@cuda_only
+def test_group_cuda_done_flags_follow_the_units(monkeypatch):
+    """done[2i + 1] is 1 once problem i is written: at once for problems without a wait, only
+    after the finishing launch for a problem whose units were given back. A side stream that
+    waits on problem 0's flag (issued before the launch) copies its finished rows."""
+    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
+    problems = make_problems("cuda", torch.bfloat16, waits=(None, 0, None, None))
+    ready = torch.zeros(1, dtype=torch.int32, device="cuda")
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+    done = torch.zeros(2 * len(problems), dtype=torch.int32, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    copy = torch.empty_like(problems[0].out)
+    with torch.cuda.stream(side):
+        ops.wait_flag(done[1:2])
+        copy.copy_(problems[0].out)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, done=done)
+    torch.cuda.synchronize()
+    assert done[1].item() == 1 and done[3].item() == 0, done.tolist()
+    ready.fill_(1)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True, done=done)
+    torch.cuda.synchronize()
+    assert done[1::2].tolist() == [1, 1, 1, 1], done.tolist()
+    assert torch.equal(copy, problems[0].out)
+    check_against_reference(problems, "done flags")
+
+
+@cuda_only
+def test_wait_flag_cuda_orders_a_stream_after_a_flag():
+    flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+    x = torch.zeros(4, device="cuda")
+    waiter, setter = torch.cuda.Stream(), torch.cuda.Stream()
+    with torch.cuda.stream(waiter):
+        ops.wait_flag(flag)
+        x.add_(1)
+    with torch.cuda.stream(setter):
+        torch.cuda._sleep(20_000_000)
+        x.fill_(41)  # lands before the flag: the waiter's add must come after it
+        flag.fill_(1)
+    torch.cuda.synchronize()
+    assert x.tolist() == [42.0] * 4

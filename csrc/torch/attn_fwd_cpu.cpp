@@ -91,11 +91,12 @@ void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_se
                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                         const std::vector<at::Tensor>& lse, const std::optional<at::Tensor>& ready,
                         at::IntArrayRef wait_for, int64_t max_ctas,
-                        const std::optional<at::Tensor>& sched, bool finish) {
+                        const std::optional<at::Tensor>& sched, bool finish,
+                        const std::optional<at::Tensor>& done) {
   // sched / finish only shape the CUDA schedule; the CPU op computes everything in one call
   // (a finishing call has nothing left to do).
   const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
-                                         out, lse, ready, wait_for, max_ctas, sched, finish);
+                                         out, lse, ready, wait_for, max_ctas, sched, finish, done);
   if (finish) return;
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
@@ -104,7 +105,14 @@ void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_se
                       "attn_fwd_group", "problem ", i, " waits for ready[", a.wait_for,
                       "], which is 0 (the CPU op cannot wait for another stream)");
     attn_fwd_cpu(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
+    if (done) done->select(0, int64_t(2 * i + 1)).fill_(1);
   }
+}
+
+void wait_flag_cpu(const at::Tensor& flag) {
+  check_flag("wait_flag", flag);
+  SPAVA_CHECK_VALUE(flag.flatten()[0].item<int>() != 0, "wait_flag",
+                    "the flag is 0 and the CPU op cannot wait for another stream");
 }
 
 }  // namespace spava

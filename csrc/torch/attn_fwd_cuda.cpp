@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "attn_fwd/attn_fwd.h"
+#include "common/stream_ops.h"
 #include "checks.h"
 #include "cuda_checks.h"
 #include "cuda_params.h"
@@ -134,9 +135,10 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
                          std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                          const std::vector<at::Tensor>& lse,
                          const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for,
-                         int64_t max_ctas, const std::optional<at::Tensor>& sched, bool finish) {
+                         int64_t max_ctas, const std::optional<at::Tensor>& sched, bool finish,
+                         const std::optional<at::Tensor>& done) {
   const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
-                                         out, lse, ready, wait_for, max_ctas, sched, finish);
+                                         out, lse, ready, wait_for, max_ctas, sched, finish, done);
   const c10::cuda::CUDAGuard guard(q[0].device());
   int64_t heads_kv = q[0].size(2);  // any divisor works when no problem has keys
   for (const auto& a : args) {
@@ -147,7 +149,13 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
     const int* flag = a.wait_for < 0 ? nullptr : ready->const_data_ptr<int>() + a.wait_for;
+    int* done_i = done ? done->mutable_data_ptr<int>() + 2 * i : nullptr;
+    if (q[i].size(1) == 0) {  // no rows, no units: done already (the finishing call too)
+      if (done_i != nullptr) done->select(0, int64_t(2 * i + 1)).fill_(1);
+      continue;
+    }
     add_problem(p, q[i], a.k, a.v, a.row_begin, a.diag, out[i], a.lse, flag);
+    p.problems[p.num_problems - 1].done = done_i;
   }
   p.max_ctas = int(std::min<int64_t>(max_ctas, 1 << 20));
   p.sched = sched.has_value() ? sched->mutable_data_ptr<int>() : nullptr;
@@ -157,6 +165,12 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
   p.wait_timeout_ns = int64_t(env_positive("SPAVA_COLLECTIVE_TIMEOUT_S", 600.0) * 1e9);
   p.wait_spin_ns = int64_t(env_positive("SPAVA_READY_SPIN_US", 50.0) * 1e3);
   plan_and_run(p, q[0]);
+}
+
+void wait_flag_cuda(const at::Tensor& flag) {
+  check_flag("wait_flag", flag);
+  const c10::cuda::CUDAGuard guard(flag.device());
+  stream_wait_flag(flag.const_data_ptr<int>(), c10::cuda::getCurrentCUDAStream());
 }
 
 }  // namespace spava

@@ -93,7 +93,7 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
     const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for, int64_t max_ctas,
-    const std::optional<at::Tensor>& sched, bool finish) {
+    const std::optional<at::Tensor>& sched, bool finish, const std::optional<at::Tensor>& done) {
   const size_t P = q.size();
   SPAVA_CHECK_VALUE(P >= 1 && P <= size_t(kMaxAttnProblems), "attn_fwd_group", "needs 1 to ",
                     kMaxAttnProblems, " problems, got ", P);
@@ -131,6 +131,14 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     SPAVA_CHECK_VALUE(ready->device() == q[0].device(), "attn_fwd_group", "ready is on ",
                       ready->device(), ", q on ", q[0].device());
   }
+  if (done.has_value()) {
+    SPAVA_CHECK_TYPE(done->scalar_type() == at::kInt && done->dim() == 1 &&
+                         done->is_contiguous() && done->numel() == int64_t(2 * P),
+                     "attn_fwd_group", "done must be a contiguous int32 tensor of 2 * ", P,
+                     " elements, got ", done->scalar_type(), " ", shape_str(*done));
+    SPAVA_CHECK_VALUE(done->device() == q.at(0).device(), "attn_fwd_group", "done is on ",
+                      done->device(), ", q on ", q.at(0).device());
+  }
   std::vector<AttnFwdProblemArgs> args(P);
   int64_t s0 = 0, heads_kv = -1;
   for (size_t i = 0; i < P; ++i) {
@@ -165,6 +173,12 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     }
   }
   return args;
+}
+
+void check_flag(const char* op, const at::Tensor& flag) {
+  TORCH_CHECK_TYPE(flag.scalar_type() == at::kInt && flag.numel() >= 1 && flag.is_contiguous(),
+                   "spava::", op, ": flag must be a contiguous int32 tensor, got ",
+                   flag.scalar_type(), " ", shape_str(flag));
 }
 
 SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,

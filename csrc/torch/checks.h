@@ -40,7 +40,10 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
     const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for, int64_t max_ctas,
-    const std::optional<at::Tensor>& sched, bool finish);
+    const std::optional<at::Tensor>& sched, bool finish, const std::optional<at::Tensor>& done);
+
+// flag: a contiguous int32 tensor with at least one element.
+void check_flag(const char* op, const at::Tensor& flag);
 
 // Problem sizes of select_passing after validation.
 struct SelectPassingDims {

@@ -19,7 +19,9 @@ void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_se
                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                         const std::vector<at::Tensor>& lse, const std::optional<at::Tensor>& ready,
                         at::IntArrayRef wait_for, int64_t max_ctas,
-                        const std::optional<at::Tensor>& sched, bool finish);
+                        const std::optional<at::Tensor>& sched, bool finish,
+                        const std::optional<at::Tensor>& done);
+void wait_flag_cpu(const at::Tensor& flag);
 void select_passing_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                         at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
                         int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
@@ -39,7 +41,9 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                         const std::vector<at::Tensor>& lse, const std::optional<at::Tensor>& ready,
                         at::IntArrayRef wait_for, int64_t max_ctas,
-                        const std::optional<at::Tensor>& sched, bool finish);
+                        const std::optional<at::Tensor>& sched, bool finish,
+                        const std::optional<at::Tensor>& done);
+void wait_flag_cuda(const at::Tensor& flag);
 void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
                          int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,

@@ -37,10 +37,17 @@ TORCH_LIBRARY(spava, m) {
   // instead of waiting). max_ctas > 0 caps the CUDA grid, leaving SMs to other streams. With
   // sched (int32 [kAttnSchedInts], zeroed), CUDA CTAs give back units whose flag is late and a
   // second call with finish=True (after the flags' producers) computes them; see attn_params.h.
+  // done (int32 [2 * problems], zeroed): done[2i + 1] becomes 1 once problem i's rows are all
+  // written (wait_flag lets another stream start on them while the launch goes on).
   m.def(
       "attn_fwd_group(Tensor[] q, int[] num_segments, Tensor[] k, Tensor[] v, int[] row_begin, "
       "int[] diag, float? softmax_scale, Tensor(a!)[] out, Tensor(b!)[] lse, Tensor? ready=None, "
-      "int[] wait_for=[], int max_ctas=0, Tensor(c!)? sched=None, bool finish=False) -> ()");
+      "int[] wait_for=[], int max_ctas=0, Tensor(c!)? sched=None, bool finish=False, "
+      "Tensor(d!)? done=None) -> ()");
+
+  // ---- stream order on a device flag: work queued after this on the current stream starts
+  // once flag[0] (int32) != 0 (CUDA: cuStreamWaitValue32; CPU: raises if it is 0).
+  m.def("wait_flag(Tensor flag) -> ()");
 
   // ---- LSE merge of partial states
   // outs [n, B, R, H, D], lses [n, B, H, R] fp32 -> out [B, R, H, D], lse [B, H, R].
@@ -54,6 +61,7 @@ TORCH_LIBRARY_IMPL(spava, CPU, m) {
   m.impl("select_passing", &spava::select_passing_cpu);
   m.impl("attn_fwd", &spava::attn_fwd_cpu);
   m.impl("attn_fwd_group", &spava::attn_fwd_group_cpu);
+  m.impl("wait_flag", &spava::wait_flag_cpu);
   m.impl("merge_states", &spava::merge_states_cpu);
 }
 
@@ -62,6 +70,7 @@ TORCH_LIBRARY_IMPL(spava, CUDA, m) {
   m.impl("select_passing", &spava::select_passing_cuda);
   m.impl("attn_fwd", &spava::attn_fwd_cuda);
   m.impl("attn_fwd_group", &spava::attn_fwd_group_cuda);
+  m.impl("wait_flag", &spava::wait_flag_cuda);
   m.impl("merge_states", &spava::merge_states_cuda);
 }
 #endif

@@ -135,10 +135,14 @@ class ExactRows:
                 part[B * n * Hq * D :].view(B, Hq, n))
 
     @classmethod
-    def gather(cls, part: torch.Tensor, shape: tuple, comm, what: str) -> "ExactRows":
-        """Start the gather of a computed partial (``partial_buffer``) of rows of ``shape``."""
+    def gather(cls, part: torch.Tensor, shape: tuple, comm, what: str,
+               after: Optional[torch.Tensor] = None) -> "ExactRows":
+        """Start the gather of a partial (``partial_buffer``) of rows of ``shape``: computed
+        already, or (device collectives) by a later kernel that sets the flag ``after``."""
         parts = comm.buffer((comm.world, part.numel()), part.dtype, part.device, what)
-        return cls(parts, comm.all_gather(parts, part, what), tuple(shape))
+        pending = (comm.all_gather(parts, part, what) if after is None
+                   else comm.all_gather(parts, part, what, after=after))
+        return cls(parts, pending, tuple(shape))
 
     @classmethod
     def start(cls, q_rows: torch.Tensor, keys: KeySegments, comm, softmax_scale,
@@ -160,11 +164,12 @@ class ExactRows:
 
 
 def rank_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2, out, question_out,
-                  question_lse) -> list:
-    """The attn_fwd problems of ``rank``'s layer, in launch order: the question partial (into
-    ``question_out`` / ``question_lse``), rows [anchor | C_r] (waiting for ready flag 0 when they
-    read passing blocks), rows C_(2W-1-r) (waiting for flag 1). ``recv1`` / ``recv2`` are the
-    gather buffers (None when the layout has no passing blocks)."""
+                  question_lse) -> dict:
+    """The attn_fwd problems of ``rank``'s layer by name: "question" (the partial, into
+    ``question_out`` / ``question_lse``), "host1" (rows [anchor | C_r], waiting for ready flag 0
+    when they read passing blocks), "host2" (rows C_(2W-1-r), waiting for flag 1); a host
+    without rows is left out. ``recv1`` / ``recv2`` are the gather buffers (None when the layout
+    has no passing blocks)."""
     seg = layout.local_segments(rank)
     a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
 
@@ -172,17 +177,25 @@ def rank_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2, out, qu
         return ops.AttnProblem(rows, keys.k, keys.v, keys.row_begin, keys.diag, o, lse, wait_for)
 
     q_question = q[:, seg.question_start :]
-    problems = [problem(q_question, question_keys(k, v, layout, rank), question_out,
-                        question_lse)]
+    problems = {"question": problem(q_question, question_keys(k, v, layout, rank), question_out,
+                                    question_lse)}
     if a + c1 > 0:
         passing = recv1 is not None and rank > 0  # rank 0's first host sees no passing block
-        problems.append(problem(q[:, : a + c1], host1_keys(k, v, layout, rank, recv1),
-                                out[:, : a + c1], wait_for=0 if passing else None))
+        problems["host1"] = problem(q[:, : a + c1], host1_keys(k, v, layout, rank, recv1),
+                                    out[:, : a + c1], wait_for=0 if passing else None)
     if c2 > 0:
-        problems.append(problem(q[:, a + c1 : a + c1 + c2],
-                                host2_keys(k, v, layout, rank, recv1, recv2),
-                                out[:, a + c1 : a + c1 + c2], wait_for=1))
+        problems["host2"] = problem(q[:, a + c1 : a + c1 + c2],
+                                    host2_keys(k, v, layout, rank, recv1, recv2),
+                                    out[:, a + c1 : a + c1 + c2], wait_for=1)
     return problems
+
+
+# Launch orders (the kernel schedules problems in this order, longest query tiles first in
+# each). With data in flight the order follows its arrival; otherwise host 2 (long rows: every
+# passing block) goes first and host 1's short causal tiles fill the end (measured best on the
+# H100 for D = 128, see csrc/kernels/attn_fwd/NOTES.md).
+ORDER_IN_FLIGHT = ("question", "host1", "host2")
+ORDER_LOCAL = ("host2", "question", "host1")
 
 
 def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
@@ -266,11 +279,12 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
 
     # 2  one launch for the question partial and both virtual hosts
     part, part_out, part_lse = ExactRows.partial_buffer(q_question)
-    problems = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
-    if len(gathers) < 2:  # no passing blocks: host 2 waits for nothing
-        problems = [pr._replace(wait_for=None) for pr in problems]
-    in_flight = any(g.on_device for g in gathers)
-    ready = sched = None
+    named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
+    if len(gathers) < 2:  # no passing blocks: nothing to wait for
+        named = {n: pr._replace(wait_for=None) for n, pr in named.items()}
+    in_flight = nv and getattr(comm, "device_collectives", False)
+    problems = [named[n] for n in (ORDER_IN_FLIGHT if in_flight else ORDER_LOCAL) if n in named]
+    ready = sched = done = None
     if gathers:
         if not nv:  # CPU collectives complete on the host
             for g in gathers:
@@ -278,17 +292,25 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
         ready = torch.zeros(2, dtype=torch.int32, device=q.device)
         for i, g in enumerate(gathers):  # flag i: gather i (and, in stream order, those before)
             g.signal(ready[i : i + 1])
-        if in_flight:
-            sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device=q.device)
+    question = None
+    if in_flight:
+        # units handed out dynamically, late ones given back; the question partial (problem 0)
+        # raises done[1] when written, and its gather, issued now, starts then
+        sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device=q.device)
+        done = torch.zeros(2 * len(problems), dtype=torch.int32, device=q.device)
+        question = ExactRows.gather(part, q_question.shape, comm, "question partials",
+                                    after=done[1:2])
     with _nvtx("attention", nv):
-        ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched)
+        ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched, done=done)
         if in_flight:  # the tiles given back because their keys were late (usually none)
             for g in gathers:
                 g.wait()
-            ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched, finish=True)
+            ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched, finish=True,
+                               done=done)
 
     # 3  exact question rows: gather the W partials and merge them
-    question = ExactRows.gather(part, q_question.shape, comm, "question partials")
+    if question is None:
+        question = ExactRows.gather(part, q_question.shape, comm, "question partials")
     for g in gathers:  # every started gather is awaited
         g.wait()
     with _nvtx("merge", nv):

@@ -101,12 +101,15 @@ def all_gather_async(
     what: str,
     timeout: Optional[timedelta] = None,
     stream: Optional["torch.cuda.Stream"] = None,
+    after: Optional[torch.Tensor] = None,
 ) -> Pending:
     """Gather ``inp`` of every rank into ``out [W, *inp.shape]`` (contiguous) without blocking.
 
     With ``stream`` (CUDA tensors), the collective is issued on that stream after it waits for
-    the current one (event in); ``Pending.wait`` is the event out. Both tensors are recorded on
-    the stream so the caching allocator cannot reuse them before the gather ends."""
+    the current one (event in) and, with ``after``, for that device flag to be set (work queued
+    later on the current stream, e.g. the kernel that sets the flag, is not waited for);
+    ``Pending.wait`` is the event out. Both tensors are recorded on the stream so the caching
+    allocator cannot reuse them before the gather ends."""
     timeout = timeout or default_timeout()
     if group is None and not (dist.is_available() and dist.is_initialized()):
         out[0].copy_(inp)  # a single process without a process group: a local copy
@@ -119,6 +122,10 @@ def all_gather_async(
         return Pending(work, what, timeout)
     stream.wait_stream(torch.cuda.current_stream(inp.device))
     with torch.cuda.stream(stream):
+        if after is not None:
+            from . import ops  # the extension; comm itself needs only torch
+            ops.wait_flag(after)
+            after.record_stream(stream)
         work = _all_gather_single(flat, inp, group=group, async_op=True)
     inp.record_stream(stream)
     out.record_stream(stream)
@@ -149,9 +156,18 @@ class GroupComm:
                what: str) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype, device=device)
 
-    def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str) -> Pending:
+    @property
+    def device_collectives(self) -> bool:
+        """True when gathers of CUDA tensors run on the device (NCCL), asynchronously."""
+        return self.world > 1 or (dist.is_available() and dist.is_initialized())
+
+    def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str,
+                   after: Optional[torch.Tensor] = None) -> Pending:
+        """Start the gather; ``after`` (CUDA): a device flag the gather also waits for, so it can
+        be issued before the kernel that produces ``inp`` (see :func:`all_gather_async`)."""
         stream = comm_stream(inp.device) if inp.is_cuda else None
-        return all_gather_async(out, inp, self.group, what, self.timeout, stream)
+        return all_gather_async(out, inp, self.group, what, self.timeout, stream,
+                                after if inp.is_cuda else None)
 
 
 class SimulatedComm:

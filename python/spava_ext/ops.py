@@ -15,7 +15,7 @@ import torch
 from . import _C  # noqa: F401  (loads the library and its schemas)
 
 __all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "select_passing", "merge_states",
-           "build_info", "FULL", "SCHED_INTS"]
+           "wait_flag", "build_info", "FULL", "SCHED_INTS"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
@@ -40,7 +40,13 @@ def _attn_fwd_fake(q, k, v, row_begin, diag, softmax_scale, out, lse) -> None:
 
 @torch.library.register_fake("spava::attn_fwd_group")
 def _attn_fwd_group_fake(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
-                         ready=None, wait_for=(), max_ctas=0, sched=None, finish=False) -> None:
+                         ready=None, wait_for=(), max_ctas=0, sched=None, finish=False,
+                         done=None) -> None:
+    return None
+
+
+@torch.library.register_fake("spava::wait_flag")
+def _wait_flag_fake(flag) -> None:
     return None
 
 
@@ -107,6 +113,7 @@ def attn_fwd_group(
     max_ctas: int = 0,
     sched: Optional[torch.Tensor] = None,
     finish: bool = False,
+    done: Optional[torch.Tensor] = None,
 ) -> None:
     """Several :func:`attn_fwd` problems (same batch, heads, head dim and dtype) in one launch.
 
@@ -123,6 +130,10 @@ def attn_fwd_group(
     stops, so the launch never starves the kernels that set the flags; a second call with
     ``finish=True`` and the same arguments, queued after those kernels, computes what was given
     back (usually nothing). Split-KV is off with ``sched``.
+
+    ``done`` (int32 ``[2 * len(problems)]``, zeroed): ``done[2 * i + 1]`` becomes 1 once every
+    row of problem ``i`` is written, while the launch goes on; :func:`wait_flag` on another
+    stream then starts work on those rows early (e.g. their gather). Split-KV is off with it.
 
     On CPU the problems run one after another (``finish=True`` does nothing) and a problem whose
     flag is 0 raises. Writes each problem's ``out`` (and ``lse`` when given) in place.
@@ -141,7 +152,14 @@ def attn_fwd_group(
     if all(w == -1 for w in waits):
         waits = []
     torch.ops.spava.attn_fwd_group(qs, nseg, ks, vs, rbs, dgs, softmax_scale, outs, lses, ready,
-                                   waits, max_ctas, sched, finish)
+                                   waits, max_ctas, sched, finish, done)
+
+
+def wait_flag(flag: torch.Tensor) -> None:
+    """Work queued on the current stream after this call starts once ``flag[0]`` (int32) is not
+    0, without a host synchronisation (CUDA: ``cuStreamWaitValue32``, captured in CUDA graphs).
+    On CPU a flag that is 0 raises (nothing could set it later)."""
+    torch.ops.spava.wait_flag(flag)
 
 
 def select_passing(

@@ -5,10 +5,13 @@ For every rank it times the whole ``spava_attention_rank`` (received passing blo
 replays the schedule with a link bandwidth to predict how much communication the overlap hides:
 
     t=0      select                      -> gathers #1 (P_r) and #2 (P_(2W-1-r)) start, in order
-             question partial            -> its gather starts after it (same comm stream)
-             host 1 (rows [anchor|C_r])   starts when #1 has landed
-             host 2 (rows C_(2W-1-r))     starts when #2 has landed
+             one attn_fwd_group launch, problems in arrival order:
+               question partial          -> its gather starts when its done flag is raised
+               host 1 (rows [anchor|C_r]) tiles start when #1 has landed (rank 0: at once)
+               host 2 (rows C_(2W-1-r))   tiles start when #2 has landed
              merge                        starts when the question gather has landed
+The launch's duration is measured; its three parts are the separately measured problem times
+scaled to it.
 
 Baselines on the same GPU and kernels: dense causal SDPA (cuDNN, flash) on the full sequence;
 ZigZag ring attention's per-rank work (2W chunks, rank r holds r and 2W-1-r, full causal
@@ -27,7 +30,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import ops
-from .attention import KeySegments, host1_keys, host2_keys, question_keys, spava_attention_rank
+from .attention import (ORDER_IN_FLIGHT, KeySegments, host1_keys, host2_keys, question_keys,
+                        rank_problems, spava_attention_rank)
 from .comm import SimulatedComm
 from .layout import SpavaLayout, balanced_split
 from .timing import gpu_time
@@ -67,14 +71,32 @@ def _attn_ms(q_rows, keys: KeySegments, repeats: int) -> float:
                                          out=out), warmup=2, repeats=repeats)["ms"]
 
 
-def _timeline(t: dict, comm: dict) -> float:
+def _group_ms(q, k, v, layout: SpavaLayout, rank: int, recv, cfg: SimConfig) -> float:
+    """The rank's one attn_fwd_group launch (question partial and both hosts; the order of a
+    run in flight, as on real GPUs)."""
+    s = layout.local_segments(rank)
+    out = torch.empty_like(q)
+    q_out = torch.empty((1, s.question, cfg.heads_q, cfg.head_dim), device="cuda")
+    q_lse = torch.empty((1, cfg.heads_q, s.question), device="cuda")
+    named = rank_problems(q, k, v, layout, rank, recv, recv, out, q_out, q_lse)
+    problems = [named[n]._replace(wait_for=None) for n in ORDER_IN_FLIGHT if n in named]
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+
+    def run():
+        sched.zero_()
+        ops.attn_fwd_group(problems, sched=sched)
+    return gpu_time(run, warmup=2, repeats=cfg.repeats)["ms"]
+
+
+def _timeline(t: dict, comm: dict, rank: int) -> float:
     """Predicted layer time of one rank with communication (see the module docstring)."""
+    scale = t["attention"] / max(1e-9, t["question"] + t["host1"] + t["host2"])
     g1 = t["select"] + comm["passing1"]
     g2 = g1 + comm["passing2"]
-    q_done = t["select"] + t["question"]
-    gq = max(q_done, g2) + comm["question"]
-    h1 = max(q_done, g1) + t["host1"]
-    h2 = max(h1, g2) + t["host2"]
+    q_done = t["select"] + t["question"] * scale
+    gq = max(q_done, g2) + comm["question"]  # after the passing gathers (same comm stream)
+    h1 = (q_done if rank == 0 else max(q_done, g1)) + t["host1"] * scale
+    h2 = max(h1, g2) + t["host2"] * scale
     return max(h2, gq) + t["merge"]
 
 
@@ -83,8 +105,9 @@ def _rank(layout: SpavaLayout, cfg: SimConfig, rank: int) -> dict:
     n, Hq, Hkv, D = layout.local_len(rank), cfg.heads_q, cfg.heads_kv, cfg.head_dim
     q, k, v = _rand((1, n, Hq, D), g), _rand((1, n, Hkv, D), g), _rand((1, n, Hkv, D), g)
     comm = SimulatedComm(rank, cfg.world)
-    layer = gpu_time(lambda: spava_attention_rank(q, k, v, layout, comm), warmup=3,
-                     repeats=cfg.repeats)["ms"]
+    run = lambda: spava_attention_rank(q, k, v, layout, comm)  # noqa: E731
+    layer = gpu_time(run, warmup=3, repeats=cfg.repeats, pipelined=4)["ms"]  # host ahead
+    layer_sync = gpu_time(run, warmup=1, repeats=cfg.repeats)["ms"]  # one call, host included
     s = layout.local_segments(rank)
     cap = layout.passing_cap
     recv = _rand((cfg.world, cap, 2, 1, Hkv, D), g)
@@ -99,6 +122,7 @@ def _rank(layout: SpavaLayout, cfg: SimConfig, rank: int) -> dict:
                           cfg.repeats),
         "host2": _attn_ms(q[:, s.chunk2_start: s.question_start],
                           host2_keys(k, v, layout, rank, recv, recv), cfg.repeats),
+        "attention": _group_ms(q, k, v, layout, rank, recv, cfg),
     }
     outs = torch.randn(cfg.world, 1, cfg.question, Hq, D, device="cuda")
     lses = torch.randn(cfg.world, 1, Hq, cfg.question, device="cuda")
@@ -113,13 +137,14 @@ def _rank(layout: SpavaLayout, cfg: SimConfig, rank: int) -> dict:
     links = {}
     for bw in cfg.bandwidths_gbs:
         comm_ms = {key: b / (bw * 1e9) * 1e3 for key, b in sent.items()}
-        total = _timeline(steps, comm_ms)
-        compute = sum(steps.values())
+        total = _timeline(steps, comm_ms, rank)
+        compute = steps["select"] + steps["attention"] + steps["merge"]
         comm_total = sum(comm_ms.values())
         hidden = 1.0 if comm_total == 0 else 1 - max(0.0, total - compute) / comm_total
         links[f"{bw:g}"] = {"comm_ms": comm_total, "predicted_layer_ms": total,
                             "hidden_fraction": hidden}
-    return {"rank": rank, "layer_ms": layer, "steps_ms": steps, "bytes_sent": sum(sent.values()),
+    return {"rank": rank, "layer_ms": layer, "layer_sync_ms": layer_sync, "steps_ms": steps,
+            "bytes_sent": sum(sent.values()),
             "links": links}
 
 
@@ -222,14 +247,16 @@ def simulate(cfg: SimConfig) -> dict:
 def format_report(res: dict) -> str:
     cfg = res["config"]
     lines = [res["layout"],
-             f"{'rank':>4} {'layer ms':>9} {'select':>7} {'question':>8} {'host1':>7} "
-             f"{'host2':>7} {'merge':>6} {'MB sent':>8}  predicted ms @GB/s (hidden)"]
+             f"{'rank':>4} {'layer ms':>9} {'1 call':>7} {'select':>7} {'launch':>7} "
+             f"{'(question':>9} {'host1':>7} {'host2)':>7} {'merge':>6} {'MB sent':>8}  "
+             "predicted ms @GB/s (hidden)"]
     for r in res["ranks"]:
         s = r["steps_ms"]
         links = "  ".join(f"{v['predicted_layer_ms']:.3f} @{bw} ({100 * v['hidden_fraction']:.0f}%)"
                           for bw, v in r["links"].items())
-        lines.append(f"{r['rank']:>4} {r['layer_ms']:>9.3f} {s['select']:>7.3f} "
-                     f"{s['question']:>8.3f} {s['host1']:>7.3f} {s['host2']:>7.3f} "
+        lines.append(f"{r['rank']:>4} {r['layer_ms']:>9.3f} {r['layer_sync_ms']:>7.3f} "
+                     f"{s['select']:>7.3f} {s['attention']:>7.3f} "
+                     f"{s['question']:>9.3f} {s['host1']:>7.3f} {s['host2']:>7.3f} "
                      f"{s['merge']:>6.3f} {r['bytes_sent'] / 1e6:>8.1f}  {links}")
     crit = res["critical_path_ms"]
     lines.append(f"critical path (max over ranks): {crit:.3f} ms (rank {res['critical_rank']})")

@@ -40,6 +40,10 @@ struct AttnProblem {
   // stream sets once the data has landed, e.g. after a gather). The kernel traps after
   // AttnFwdParams::wait_timeout_ns instead of hanging.
   const int* ready;
+  // When not null: done[0] counts this problem's finished units and the kernel sets done[1] = 1
+  // (release, GPU scope) once every unit's output is written, so another stream can start on
+  // the rows while the launch goes on (stream_wait_flag). Zeroed by the caller.
+  int* done;
   // Split-KV: each query tile's key tiles are cut into num_splits ranges processed as separate
   // units; partial states go to split_out [num_splits, b, q_len, h_q, d] and split_lse
   // [num_splits, b, h_q, q_len] (fp32, caller-allocated) and are LSE-merged after the kernel.

@@ -58,8 +58,10 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
   for (int i = 0; i < p.num_problems; ++i) {
     AttnProblem& pr = p.problems[i];
     pr.num_splits = 1;
-    // (not with a sched workspace: the partials of a split must not span two launches)
-    if (p.sched == nullptr && base_units > 0 && base_units < num_sms && pr.m_blocks > 0) {
+    // (not with a sched workspace: the partials of a split must not span two launches; not
+    // with done flags: the merge after the kernel would write rows already reported done)
+    if (p.sched == nullptr && pr.done == nullptr && base_units > 0 && base_units < num_sms &&
+        pr.m_blocks > 0) {
       // the longest query tile (the last one) bounds the useful split
       const int tiles = attn::SegmentMask::total_tiles<kBlockN>(
           p, pr, (pr.m_blocks - 1) * kBlockM, pr.q_len - 1);

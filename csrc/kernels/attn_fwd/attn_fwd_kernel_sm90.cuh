@@ -79,6 +79,10 @@ __device__ __forceinline__ void produce_unit(const AttnFwdTmaParams& tp,
   }
 }
 
+// Named barrier of all consumer threads before a unit is counted done (0 is __syncthreads, the
+// turns use 8 + warpgroup).
+constexpr int kDoneBarrier = 1;
+
 // One unit of consumer warpgroup `wg`; `t` is the CTA's ring position (tiles consumed before).
 template <class Cfg>
 __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
@@ -265,6 +269,16 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     if (lse_ptr != nullptr && (wtid % 4) == 0) {
       lse_ptr[lse_base + int64_t(row) * lse_row_stride] =
           sum > 0.f ? softmax.row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
+    }
+  }
+  if (pr.done != nullptr) {  // count the unit; the last one raises the problem's done flag
+    __threadfence();         // this thread's stores are visible GPU-wide before the count
+    cutlass::arch::NamedBarrier::sync(Cfg::kConsumerThreads, kDoneBarrier);
+    if (wg == 0 && wtid == 0) {
+      const int units = pr.m_blocks * max(1, pr.num_splits) * p.heads_q * p.batch;
+      if (atomicAdd(pr.done, 1) + 1 == units) {
+        asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(pr.done + 1), "r"(1) : "memory");
+      }
     }
   }
 }
