@@ -27,9 +27,10 @@ struct MergeStatesParams {
 constexpr int kMaxSelectChunks = 16;
 
 // Three kernels (kernels/select_passing): (1) qsum partials, (2) scores -> smoothed keys and the
-// histogram of their top digit, (3) radix select + compaction + gather. An "item" is one
-// (chunk c, batch b, kv head h), numbered (c * b + bi) * h_kv + h. kMaxQsumSplits and kRadixBins
-// are in select_passing/select_passing.h.
+// histogram of their top digit, then, in the item's last score CTA, the radix select and
+// compaction into sel, (3) gather of the kept K/V rows. An "item" is one (chunk c, batch b, kv
+// head h), numbered (c * b + bi) * h_kv + h. kMaxQsumSplits and kRadixBins are in
+// select_passing/select_passing.h.
 struct SelectPassingParams {
   const void* q;  // [b, q_len, h_q, d] question rows
   int64_t q_batch_stride, q_row_stride, q_head_stride;
@@ -37,10 +38,12 @@ struct SelectPassingParams {
   const void* v;
   int64_t k_batch_stride, k_row_stride, k_head_stride;
   int64_t v_batch_stride, v_row_stride, v_head_stride;
-  // Workspaces (fp32 / int32, caller-allocated, no initial contents needed; nullptr when no
-  // chunk selects, i.e. passing_len >= every chunk_len):
+  // Workspaces (fp32 / int32, caller-allocated, each 16-byte aligned, no initial contents
+  // needed; nullptr when no chunk selects, i.e. passing_len >= every chunk_len):
   float* qsum;     // [kMaxQsumSplits, b, h_kv, d]: partial sums of q over (t, g) question rows
   int* hist;       // [items, kRadixBins]: counts of the keys' top 11-bit digit (kernel 1 zeroes)
+  int* tile_count;  // [items]: score CTAs of the item done (kernel 1 zeroes)
+  int* sel;        // [items, capacity]: kept positions within the chunk, ascending, [0, m) written
   uint32_t* keys;  // [items, key_stride]: order-preserving uint32 keys of the smoothed scores
   int64_t key_stride;  // >= every chunk_len, multiple of 4 (16-byte rows)
   int64_t* indices;    // [chunks, b, h_kv, capacity] kept positions along k's rows, -1 padded
@@ -53,8 +56,7 @@ struct SelectPassingParams {
   // Launch shape, filled by run_select_passing (select_passing.cu states the rules).
   int qsum_splits, qsum_rows;   // kernel 1: CTAs per (b, h_kv), (t, g) rows summed by each
   int score_rows, score_tiles;  // kernel 2: chunk rows scored per CTA, CTAs per item
-  int gather_splits;            // kernel 3: CTAs per item
-  int smem_keys;                // kernel 3 caches an item's keys in shared memory when len <= this
+  int gather_rows, gather_tiles;  // kernel 3: send-buffer rows per CTA, CTAs per item
   DType dtype;
 };
 

@@ -1,11 +1,12 @@
-// Host launcher of select_passing: qsum -> scores -> select + gather, chained with programmatic
-// dependent launch where the kernels' binaries support it.
+// Host launcher of select_passing: qsum -> scores (+ select in each item's last CTA) -> gather,
+// chained with programmatic dependent launch where the kernels' binaries support it.
 #include "select_passing/select_passing.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
-#include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing_kernel.cuh"
 #include "spava/check.h"
 #include "spava/static_switch.h"
@@ -15,13 +16,16 @@ namespace {
 
 using namespace select;
 
-// Dynamic shared memory of kernel 3 (keys + positions); with its ~9 KB of static shared memory it
-// stays under the 227 KB of sm_90.
-constexpr int kSmemBudget = 200 * 1024;
-
-// Chain kernels 2 and 3 to their predecessors with programmatic dependent launch (false: plain
-// stream order; same results, for A/B timing).
-constexpr bool kUsePdl = true;
+// Chain kernels 2 and 3 to their predecessors with programmatic dependent launch, unless the
+// environment has SPAVA_SELECT_PDL=0 (plain stream order: same results, for A/B timing). Read
+// once per process.
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SPAVA_SELECT_PDL");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
 
 // ---- launch shapes, reasoned from bytes in flight (not yet tuned by measurement); the key
 // shape: 2 chunks x 8064 rows x 4 kv heads, D 128, 132 SMs
@@ -44,12 +48,11 @@ void plan_scores(SelectPassingParams& p, int max_sel_len) {
   p.score_tiles = (max_sel_len + p.score_rows - 1) / p.score_rows;
 }
 
-// Kernel 3: each CTA repeats its item's selection, so about one CTA per SM in all, yet no more
-// CTAs per item than leave each thread one (row, chunk) pair (16 per item at the key shape).
-void plan_gather(SelectPassingParams& p, int items) {
-  const int64_t pairs = int64_t(p.capacity) * (p.head_dim / 8);
-  const int64_t most = std::max<int64_t>(1, (pairs + kSelectThreads - 1) / kSelectThreads);
-  p.gather_splits = int(std::max<int64_t>(1, std::min<int64_t>(p.num_sms / items, most)));
+// Kernel 3: one round of kGatherPairs (row, 8-column chunk) pairs per thread, every K and V
+// load in flight at once (64 rows, 128 CTAs at the key shape: 32 KB of loads per SM).
+void plan_gather(SelectPassingParams& p) {
+  p.gather_rows = gather_rows(p.head_dim / 8);
+  p.gather_tiles = (p.capacity + p.gather_rows - 1) / p.gather_rows;
 }
 
 // PDL needs griddepcontrol in the kernel's binary (compiled for sm_90+ only, see pdl_wait): a
@@ -90,35 +93,22 @@ void launch(dim3 grid, int threads, int smem, bool pdl, cudaStream_t stream,
 
 void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
   const int items = p.num_chunks * p.batch * p.heads_kv;
-  if (items == 0) return;
+  if (items == 0 || p.capacity == 0) return;
   int max_sel_len = 0;  // longest chunk that selects (passing_len < len)
   for (int c = 0; c < p.num_chunks; ++c)
     if (p.passing_len < p.chunk_len[c]) max_sel_len = std::max(max_sel_len, p.chunk_len[c]);
-  const bool selects = max_sel_len > 0;
+  const bool selects = max_sel_len > 0, pdl = pdl_enabled();
   plan_qsum(p);
   plan_scores(p, max_sel_len);
-  plan_gather(p, items);
-  // Kernel 3's shared memory: the keys of chunks up to smem_keys long, then capacity positions.
-  const int sel_ints = selects ? p.capacity : 0;
-  const int fit = std::max(0, kSmemBudget / 4 - sel_ints) / 4 * 4;
-  p.smem_keys = selects ? std::min((max_sel_len + 3) / 4 * 4, fit) : 0;
-  const int smem = 4 * (p.smem_keys + sel_ints);
-
+  plan_gather(p);
   SPAVA_HALF_DTYPE_SWITCH(p.dtype, T, [&] {
     if (selects) {
       launch<qsum_kernel<T>>(dim3(p.qsum_splits, p.heads_kv, p.batch), kQsumThreads, 0, false,
                              stream, p);
-      launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, kUsePdl, stream,
-                              p);
+      launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
-    static bool smem_opt_in = false;  // once: dynamic + static shared memory may exceed 48 KB
-    if (smem > 0 && !smem_opt_in) {
-      SPAVA_CUDA_CHECK(cudaFuncSetAttribute(
-          select_gather_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBudget));
-      smem_opt_in = true;
-    }
-    launch<select_gather_kernel<T>>(dim3(p.gather_splits * items), kSelectThreads, smem,
-                                    kUsePdl && selects, stream, p);
+    launch<gather_kernel<T>>(dim3(p.gather_tiles * items), kGatherThreads, 0, pdl && selects,
+                             stream, p);
   });
 }
 

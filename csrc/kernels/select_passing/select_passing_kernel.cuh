@@ -1,52 +1,30 @@
-// select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram;
-// kernel (3), select + gather, is in select_gather_kernel.cuh.
+// select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram,
+// whose last CTA per item also selects; the selection code and kernel (3), the gather, are in
+// select_gather_kernel.cuh.
 //
 // Selection rule (DESIGN.md §1, tie rule included): keep the m = min(p, len) positions with the
 // largest smoothed score; among equal scores the lower position wins. Scores become
-// order-preserving uint32 keys; kernel 3 finds the m-th largest key exactly by radix select
-// (11/11/10-bit digits, the first digit's histogram built here) and keeps every larger key plus
-// the lowest positions equal to it. Every sum has a fixed order and every count is an integer,
-// so the result is deterministic: same input, same bytes.
+// order-preserving uint32 keys; the exact m-th largest key is found by radix select (11/11/10-bit
+// digits, the first digit's histogram built by all score CTAs of the item) and every larger key
+// is kept plus the lowest positions equal to it. Every sum has a fixed order and every count is
+// an integer, so the result is deterministic: same input, same bytes.
 //
-// The three kernels run back to back with programmatic dependent launch when the launcher asks
-// for it (sm_90+): kernel 2 issues its K loads before pdl_wait(), kernel 3 is resident before
-// kernel 2 ends. Every CTA of kernels 2 and 3 calls pdl_wait() before it writes or exits, so a
-// grid never completes before its predecessor.
+// Protocol. Kernel 1 zeroes the per-item histograms and tile counters. Each score CTA adds its
+// rows' top digits to the item's histogram, then (__threadfence, atomic tile counter) the last
+// CTA of the item to finish runs select_item: sel[item, 0, m) = kept positions. Kernel 3 gathers
+// the rows of sel. With programmatic dependent launch (sm_90+, launcher's choice) kernel 2
+// issues its K loads before pdl_wait() on kernel 1, and kernel 3 is resident before kernel 2
+// ends; every CTA of kernels 2 and 3 calls pdl_wait() before it exits, so a grid never
+// completes before its predecessor.
 #pragma once
 
 #include <cstdint>
 
+#include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing.h"
 #include "spava/params.h"
 
 namespace spava::select {
-
-// ---------------------------------------------------------------------------- helpers
-// Blocks until the preceding grid on the stream has completed and its writes are visible; a
-// no-op when the kernel was launched without programmatic stream serialization.
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-// Lets the next grid on the stream (launched with PDL) be scheduled before this one ends.
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
-// Order-preserving map float -> uint32 (larger float, larger key). Scores are never NaN or -0
-// (sums start at +0), so equal keys are exactly equal scores.
-__device__ __forceinline__ uint32_t order_key(float f) {
-  const uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-__device__ __forceinline__ uint4 ldg_16(const void* src) {
-  return __ldg(reinterpret_cast<const uint4*>(src));
-}
 
 // acc[i] += x[i] for the 8 elements of a 16-byte vector of T.
 template <typename T>
@@ -80,8 +58,8 @@ __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
 // grid (qsum_splits, h_kv, b). The nq * G rows r = (t, g) of kv head h are cut into ranges of
 // qsum_rows; CTA s writes qsum[s, b, h, :] = sum over its range of q[b, r / G, h*G + r % G, :].
 // Thread = (row group, 8-column chunk) with kQsumLoads 16-byte loads in flight; the row groups
-// are then summed in a fixed order. The CTAs also zero hist for kernel 2 (their share of the
-// rows of items (c, b, h), every chunk c).
+// are then summed in a fixed order. The CTAs also zero hist and tile_count for kernel 2 (their
+// share of the items (c, b, h), every chunk c).
 constexpr int kQsumThreads = 128;
 constexpr int kQsumLoads = 4;
 
@@ -119,6 +97,7 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
     const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
     reinterpret_cast<int4*>(p.hist + item * kRadixBins)[e] = make_int4(0, 0, 0, 0);
   }
+  if (s == 0 && tid < p.num_chunks) p.tile_count[(tid * p.batch + b) * p.heads_kv + h] = 0;
   __syncthreads();
   float* out = p.qsum + ((int64_t(s) * p.batch + b) * p.heads_kv + h) * p.head_dim;
   for (int d = tid; d < p.head_dim; d += kQsumThreads) {
@@ -134,11 +113,14 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
 // k_j . qsum. Thread t < rows_step * cpr reads 8-column chunk t % cpr of rows t / cpr +
 // u * rows_step (u < kScoreLoads, all loads in flight together); each (row, chunk) dot product
 // goes to shared memory and the row sums follow in a fixed order. The max-pool of the raw scores
-// gives the keys of the CTA's rows (p.keys) and their top-digit counts (added to p.hist).
+// gives the keys of the CTA's rows (p.keys) and their top-digit counts (added to p.hist). The
+// last of the item's ceil(len / score_rows) CTAs to finish selects (select_item).
 // The launcher sizes a tile with its halo to one round of loads (64 KB) when it can.
 constexpr int kScoreThreads = 256;
 constexpr int kScoreLoads = 16;
 constexpr int kMinScoreRows = 32;
+constexpr int kRound = kScoreThreads * kScoreLoads;  // (row, chunk) pairs per round, at most
+constexpr int kSmemKeys = 2 * kRound + kRound / 32;  // keys the last CTA caches (8320)
 
 // Rows of one round of loads (4096 / cpr when cpr divides 256; <= 4096).
 __host__ __device__ constexpr int score_round_rows(int cpr) {
@@ -148,13 +130,23 @@ __host__ __device__ constexpr int score_round_rows(int cpr) {
 // Shared-memory slot of pair f: one pad word per 32 keeps the row sums free of bank conflicts.
 __device__ __forceinline__ int padded(int f) { return f + (f >> 5); }
 
+struct ScoreShared {
+  __align__(16) float qs[512];
+  union {  // scoring, then (last CTA of the item) the item's keys
+    struct {
+      float part[kRound + kRound / 32];
+      float raw[kRound];  // raw scores of rows [lo, hi)
+    } s;
+    __align__(16) uint32_t keys[kSmemKeys];
+  } u;
+  int hist[kRadixBins];
+  SelectShared<kScoreThreads> sel;
+  bool last;
+};
+
 template <typename T>
 __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPassingParams p) {
-  constexpr int kRound = kScoreThreads * kScoreLoads;  // (row, chunk) pairs per round, at most
-  __shared__ __align__(16) float qs[512];
-  __shared__ float part[kRound + kRound / 32];
-  __shared__ float raw[kRound];  // raw scores of rows [lo, hi)
-  __shared__ int hist[kRadixBins];
+  __shared__ ScoreShared sm;
   pdl_launch_dependents();  // kernel 3 becomes resident as CTAs retire, then waits for this grid
   const int item = blockIdx.x / p.score_tiles, tile = blockIdx.x % p.score_tiles;
   const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
@@ -181,30 +173,39 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
       x[u] = u * rows_step < rows ? ldg_16(src + u * step) : make_uint4(0, 0, 0, 0);
   };
   load_round(0);  // K rows do not depend on kernel 1
-  for (int i = tid; i < kRadixBins; i += kScoreThreads) hist[i] = 0;
-  pdl_wait();  // kernel 1 has completed: qsum partials and the zeroed p.hist are visible
-  for (int d = tid; d < p.head_dim; d += kScoreThreads) {
+  for (int i = tid; i < kRadixBins; i += kScoreThreads) sm.hist[i] = 0;
+  pdl_wait();  // kernel 1 has completed: qsum partials, zeroed p.hist and p.tile_count visible
+  for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // 4 partials in flight, summed in order
+    const float* part = p.qsum + (int64_t(b) * p.heads_kv + h) * p.head_dim + d;
+    const int64_t split_stride = int64_t(p.batch) * p.heads_kv * p.head_dim;
     float sum = 0.f;
-    for (int i = 0; i < p.qsum_splits; ++i)
-      sum += __ldcg(p.qsum + ((int64_t(i) * p.batch + b) * p.heads_kv + h) * p.head_dim + d);
-    qs[d] = sum;
+    for (int i0 = 0; i0 < p.qsum_splits; i0 += 4) {
+      float y[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        y[i] = i0 + i < p.qsum_splits ? __ldcg(part + (i0 + i) * split_stride) : 0.f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        if (i0 + i < p.qsum_splits) sum += y[i];
+    }
+    sm.qs[d] = sum;
   }
   __syncthreads();
   float q8[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) q8[i] = qs[cc * 8 + i];
+  for (int i = 0; i < 8; ++i) q8[i] = sm.qs[cc * 8 + i];
   for (int r0 = 0;;) {  // x holds the loads of round r0 (dead during the row sums)
     if (active) {
 #pragma unroll
       for (int u = 0; u < kScoreLoads; ++u)
-        part[padded(tid + u * rows_step * cpr)] = dot_8<T>(x[u], q8);
+        sm.u.s.part[padded(tid + u * rows_step * cpr)] = dot_8<T>(x[u], q8);
     }
     __syncthreads();
     const int rows = min(round_rows, hi - lo - r0);
     for (int j = tid; j < rows; j += kScoreThreads) {
       float sum = 0.f;
-      for (int i = 0; i < cpr; ++i) sum += part[padded(j * cpr + i)];
-      raw[r0 + j] = sum;
+      for (int i = 0; i < cpr; ++i) sum += sm.u.s.part[padded(j * cpr + i)];
+      sm.u.s.raw[r0 + j] = sum;
     }
     __syncthreads();
     r0 += round_rows;
@@ -218,16 +219,31 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     uint32_t key = 0;
     if (j < row_end) {
       float mx = -INFINITY;
-      for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i) mx = fmaxf(mx, raw[i - lo]);
+      for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i)
+        mx = fmaxf(mx, sm.u.s.raw[i - lo]);
       key = order_key(mx);
       keys[j] = key;
     }
-    count_bin(hist, j < row_end, int(key >> 21));
+    count_bin(sm.hist, j < row_end, int(key >> 21));
   }
   __syncthreads();
   int* item_hist = p.hist + int64_t(item) * kRadixBins;
   for (int i = tid; i < kRadixBins; i += kScoreThreads)
-    if (hist[i] != 0) atomicAdd(item_hist + i, hist[i]);
+    if (sm.hist[i] != 0) atomicAdd(item_hist + i, sm.hist[i]);
+
+  // Last CTA of the item: every CTA's keys and counts are visible before its counter increment.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    const int tiles = (len + p.score_rows - 1) / p.score_rows;
+    sm.last = atomicAdd(p.tile_count + item, 1) == tiles - 1;
+  }
+  __syncthreads();
+  if (!sm.last) return;
+  __threadfence();
+  const int m = min(p.passing_len, len);  // >= 1: passing_len >= 1
+  select_item<kScoreThreads, kSmemKeys>(keys, item_hist, len, m, sm.u.keys, sm.hist,
+                                        p.sel + int64_t(item) * p.capacity, sm.sel);
 }
 
 }  // namespace spava::select
