@@ -113,7 +113,9 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
     """select_passing of ``rank``'s two chunks. Primary figure: device time per call from a CUDA
     graph holding one call per input set (4 sets, so L2 does not hold the inputs), replayed and
     timed with CUDA events (median of 30 replays / 4). Also the eager per-call time (host launch
-    overhead included) and the profiler's per-kernel times."""
+    overhead included) and the profiler's per-kernel times. ``pdl``: whether the kernels were
+    chained with programmatic dependent launch (SPAVA_SELECT_PDL, read once per process)."""
+    import os
     import statistics
 
     sets = [rank_tensors(layout, rank, Hq, Hkv, D, dtype, seed=100 * i)[:3] for i in range(4)]
@@ -169,7 +171,7 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
             "graph_gb_s": graph_gbs, "graph_fraction_of_copy": graph_gbs / copy_gbs,
             "eager_us": eager["ms"] * 1e3, "eager_min_us": eager["min_ms"] * 1e3,
             "eager_gb_s": eager_gbs, "eager_fraction_of_copy": eager_gbs / copy_gbs,
-            "kernels_us": kernels}
+            "kernels_us": kernels, "pdl": os.environ.get("SPAVA_SELECT_PDL", "1") != "0"}
 
 
 def bench_fused(layout, rank, q, k, v, recv1, recv2, calls, D, Hq, reps) -> dict:

@@ -24,12 +24,14 @@ def attn() -> None:
 def select() -> None:
     q = torch.randn(1, 7, 8, 64, device="cuda", dtype=torch.half)
     k = torch.randn(1, 500, 2, 64, device="cuda", dtype=torch.half)
-    ops.select_passing(q, k, k, [3, 250], [240, 249], 30, 5)
+    ops.select_passing(q, k, k, [3, 250], [240, 249], 30, 5)  # one score tile per item
     ops.select_passing(q, k, k, [3, 250, 499], [240, 249, 0], 245, 5, capacity=300)  # m = len
     ops.select_passing(q, k.round(), k, [0], [500], 100, 1)  # integer scores: ties
     q = torch.randn(2, 40, 14, 256, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(2, 900, 2, 256, device="cuda", dtype=torch.bfloat16)
-    ops.select_passing(q, k, k, [0, 450], [450, 449], 64, 127)  # two load rounds per tile
+    ops.select_passing(q, k, k, [0, 450], [450, 449], 64, 127)  # two load rounds, 4 tiles
+    k = torch.randn(1, 9000, 2, 128, device="cuda", dtype=torch.bfloat16).round()
+    ops.select_passing(q[:1, :, :4, :128], k, k, [0], [9000], 1000, 5)  # ties, keys at L2
     k = torch.randn(1, 52000, 1, 64, device="cuda", dtype=torch.bfloat16)
     ops.select_passing(q[:1, :, :7, :64], k, k, [0], [52000], 1000, 5)  # keys in global memory
     torch.cuda.synchronize()

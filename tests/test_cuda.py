@@ -177,9 +177,45 @@ def test_select_passing_cuda_no_selection_and_padding():
 
 
 def test_select_passing_cuda_keys_in_global_memory():
-    """A chunk whose keys exceed kernel 3's shared memory next to one whose keys fit."""
+    """A chunk whose keys exceed the selecting CTA's shared memory (8320 keys) next to one whose
+    keys fit."""
     q, k, v = grid_inputs(1, 61000, 8, 2, 64, dtype=torch.bfloat16, seed=6, device="cuda")
     check_select(q[:, -16:], k, v, [0, 60000], [60000, 1000], 300, 5, name="global keys")
+
+
+@pytest.mark.parametrize("levels", [0, 2, None])
+def test_select_passing_cuda_last_cta_select(levels):
+    """The select runs in the last score CTA of each item: chunks at the shared-memory limit of
+    its key cache (8320 keys) and one past it (keys read at L2), a chunk of one score tile (its
+    only CTA is the last), ties (levels) or exact grid scores (None) on both paths, p near len."""
+    if levels is None:
+        q, k, v = grid_inputs(1, 17000, 14, 2, 128, dtype=torch.bfloat16, seed=11, device="cuda")
+        q = q[:, -5:]
+    else:
+        q, k, v = tie_inputs(1, 17000, 14, 2, 128, torch.bfloat16, seed=11, levels=levels)
+    starts, lens = [0, 8320, 16641], [8320, 8321, 200]
+    for p, pool in [(1, 1), (199, 5), (1024, 5), (8319, 3)]:
+        check_select(q, k, v, starts, lens, p, pool, name=f"levels {levels}")
+
+
+def test_select_passing_cuda_pdl_off():
+    """SPAVA_SELECT_PDL=0 (read once per process, so in a fresh one): plain stream order, same
+    bytes as the reference."""
+    import os
+    import subprocess
+    import sys
+    code = ("import torch, sys; sys.path[:0] = ['python', 'tests']; from utils import grid_inputs; "
+            "from spava_ext import ops, reference; "
+            "q, k, v = grid_inputs(1, 5000, 28, 4, 128, dtype=torch.bfloat16, seed=3, "
+            "device='cuda'); q = q[:, -64:]; "
+            "a = ops.select_passing(q, k, v, [100, 2600], [2500, 2400], 512, 5); "
+            "b = reference.select_passing(q.cpu(), k.cpu(), v.cpu(), [100, 2600], [2500, 2400], "
+            "512, 5); assert all(torch.equal(x.cpu(), y) for x, y in zip(a, b)); print('same')")
+    env = dict(os.environ, SPAVA_SELECT_PDL="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0 and "same" in out.stdout, out.stderr[-2000:]
 
 
 def test_select_passing_cuda_graph_replay():

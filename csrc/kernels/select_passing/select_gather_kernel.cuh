@@ -114,7 +114,8 @@ __device__ __forceinline__ bool radix_pass(const uint32_t* keys, int len, uint32
       const uint32_t kk[4] = {k4[u].x, k4[u].y, k4[u].z, k4[u].w};
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        if (j + e < len && (kk[e] & mask) == prefix) atomicAdd(hist + ((kk[e] >> shift) & (bins - 1)), 1);
+        if (j + e < len && (kk[e] & mask) == prefix)
+          atomicAdd(hist + ((kk[e] >> shift) & (bins - 1)), 1);
     }
   }
   __syncthreads();
@@ -143,7 +144,8 @@ __device__ __forceinline__ Threshold find_threshold(const uint32_t* keys, int le
       for (int i = threadIdx.x; i < kRadixBins; i += kThreads) hist[i] = 0;
       __syncthreads();
     }
-    done = radix_pass<kThreads, kShared>(keys, len, mask, shift, bins, prefix, remaining, hist, sm);
+    done = radix_pass<kThreads, kShared>(keys, len, mask, shift, bins, prefix, remaining, hist,
+                                         sm);
     mask |= uint32_t(bins - 1) << shift;
   }
   return {prefix, mask, remaining};
