@@ -265,3 +265,29 @@ def test_wait_flag_cuda_orders_a_stream_after_a_flag():
         flag.fill_(1)
     torch.cuda.synchronize()
     assert x.tolist() == [42.0] * 4
+
+
+@cuda_only
+def test_group_cuda_finish_reads_no_flag(monkeypatch):
+    """The finishing launch is ordered after the data by the caller and must not wait for the
+    flags: they are set by small kernels on another stream that could not get an SM while its
+    CTAs spin (the W = 2 NCCL hang of 2026-11-25). Here the flags are set only after a long
+    sleep on a side stream; the finish completes long before."""
+    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
+    problems = make_problems("cuda", torch.bfloat16, waits=(None, 0, 1, None))
+    ready = torch.zeros(2, dtype=torch.int32, device="cuda")
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    torch.cuda.synchronize()
+    assert sched[1].item() > 0
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(200_000_000)  # ~0.1-0.2 s
+        ready.fill_(1)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True)
+    done = torch.cuda.Event()
+    done.record()
+    done.synchronize()
+    assert not side.query(), "the finishing launch waited for the flags"
+    check_against_reference(problems, "finish without flags")
+    torch.cuda.synchronize()

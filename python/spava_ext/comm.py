@@ -55,6 +55,7 @@ class Pending:
         self._work, self._what, self._timeout = work, what, timeout
         self._stream = stream  # the communication stream of a CUDA collective
         self._on_device = stream is not None
+        self._signalled: Optional["torch.cuda.Event"] = None  # after signal()'s flag write
 
     @property
     def on_device(self) -> bool:
@@ -75,6 +76,8 @@ class Pending:
         with torch.cuda.stream(self._stream):
             self._work.wait()  # the communication stream waits for the collective
             flag.fill_(1)
+            self._signalled = torch.cuda.Event()
+            self._signalled.record()
         flag.record_stream(self._stream)
 
     def wait(self) -> None:
@@ -83,6 +86,8 @@ class Pending:
         work, self._work = self._work, None
         if self._on_device:
             work.wait()  # stream-ordered: the current stream waits for the NCCL stream
+            if self._signalled is not None:  # and for the flag written after it
+                torch.cuda.current_stream().wait_event(self._signalled)
             return
         try:
             ok = work.wait(self._timeout)

@@ -69,8 +69,8 @@ struct AttnFwdParams {
   // (int32 workspace, kAttnSchedInts, zeroed before the first launch): units are handed out
   // through an atomic counter; a CTA that finds a unit's flag unset after wait_spin_ns gives the
   // unit back (a deferred list) and exits, so the launch never blocks the SMs that the kernels
-  // setting the flags may need. A second launch with finish = true, queued after the flags'
-  // producers, runs the deferred units and any not handed out.
+  // setting the flags may need. A second launch with finish = true, queued after the data has
+  // landed, runs the deferred units and any not handed out; it reads no flag.
   int* sched;
   bool finish;
   int64_t wait_timeout_ns, wait_spin_ns;

@@ -102,11 +102,15 @@ struct UnitPicker {
       u = atomicAdd(st, 1);
     }
     if (u >= p.num_units) return -1;
+    // The finishing launch is queued after the data has landed (the caller's stream waits for
+    // it): no flag is read. A flag is often set by a tiny kernel on another stream, and CTAs
+    // spinning on it here, holding every SM, could keep that kernel from ever running.
+    if (p.finish) return u;
     int pi = 0;
     while (pi + 1 < p.num_problems && u >= p.problems[pi + 1].unit_begin) ++pi;
     const int* flag = p.problems[pi].ready;
     if (flag == nullptr || (ready_seen & (1u << pi))) return u;
-    const bool may_defer = st != nullptr && !p.finish;
+    const bool may_defer = st != nullptr;
     if (!wait_ready(flag, may_defer ? p.wait_spin_ns : p.wait_timeout_ns, !may_defer)) {
       st[kAttnSchedHeader + atomicAdd(st + 1, 1)] = u;  // give it back; this CTA stops
       return -1;
