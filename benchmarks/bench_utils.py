@@ -29,11 +29,14 @@ def card() -> str:
 
 
 def commit() -> str:
+    """SPAVA_COMMIT, else git's HEAD, else "unknown". On the GPU box the tree's copy of .git
+    can be stale (seen 2026-11-25): scripts/gpu_check.sh requires SPAVA_COMMIT there."""
     if os.environ.get("SPAVA_COMMIT"):
         return os.environ["SPAVA_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       cwd=Path(__file__).parent).strip()
+                                       cwd=root).strip()
     except Exception:
         return "unknown"
 

@@ -21,7 +21,9 @@ __all__ = ["main"]
 
 # ---------------------------------------------------------------------------------- bench
 def cmd_bench(args) -> int:
+    import datetime
     import json
+    import os
 
     from .simulate import SimConfig, format_report, simulate
 
@@ -41,6 +43,8 @@ def cmd_bench(args) -> int:
                     repeats=args.repeats, dense=not args.no_dense)
     res = simulate(cfg)
     res["card"] = torch.cuda.get_device_name()
+    res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    res["commit"] = os.environ.get("SPAVA_COMMIT") or "unknown (set SPAVA_COMMIT)"
     print(f"spava bench on {res['card']}")
     print(format_report(res))
     if args.json:
