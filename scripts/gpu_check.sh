@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
 case $MODE in  # results record the commit; the box's copy of .git can be stale
-  bench|quick|all|evidence) : "${SPAVA_COMMIT:?set SPAVA_COMMIT=<the commit's hash>}" ;;
+  bench|quick|all|evidence) : "${SPAVA_COMMIT:?set SPAVA_COMMIT to the commit hash}" ;;
 esac
 OUT=${OUT:-/tmp/spava_out}
 mkdir -p "$OUT"
