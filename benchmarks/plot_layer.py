@@ -1,5 +1,5 @@
-"""PNG of a layer_*.json result: speedup of Spava's critical path over dense SDPA, ZigZag ring
-and APB-style per-rank work, against context length, one line per world size.
+"""PNG of a layer_*.json result: speedup of Spava's critical path over dense SDPA, ZigZag ring,
+APB-style and Star-style per-rank work, against context length, one line per world size.
 
     python benchmarks/plot_layer.py benchmarks/results/layer_<date>_<card>.json
 """
@@ -18,10 +18,13 @@ def main(path: str) -> Path:
     data = json.loads(Path(path).read_text())
     pts = data["points"]
     worlds = sorted({p["world"] for p in pts})
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, (title, key) in zip(axes, (("vs dense causal SDPA (cuDNN), one GPU", "dense"),
-                                       ("vs ZigZag ring per-rank work", "zigzag_ring_ms"),
-                                       ("vs APB-style per-rank work", "apb_ms"))):
+    panels = [("vs dense causal SDPA (cuDNN), one GPU", "dense"),
+              ("vs ZigZag ring per-rank work", "zigzag_ring_ms"),
+              ("vs APB-style per-rank work", "apb_ms"),
+              ("vs Star-style per-rank work", "star_ms")]
+    panels = [pn for pn in panels if pn[1] == "dense" or pn[1] in pts[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.7 * len(panels), 4))
+    for ax, (title, key) in zip(axes, panels):
         for w in worlds:
             row = sorted((p for p in pts if p["world"] == w), key=lambda p: p["context"])
             base = [p["dense_ms"]["cudnn"] if key == "dense" else p[key] for p in row]
