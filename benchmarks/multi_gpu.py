@@ -29,7 +29,7 @@ from utils import assert_attn_close, grid_inputs  # noqa: E402
 import spava_ext  # noqa: E402
 from spava_ext import SpavaKVCache, SpavaLayout, reference  # noqa: E402
 from spava_ext.attention import spava_attention_rank  # noqa: E402
-from spava_ext.comm import GroupComm, SimulatedComm  # noqa: E402
+from spava_ext.comm import GroupComm, SimulatedComm, nccl_options  # noqa: E402
 from spava_ext.timing import gpu_time  # noqa: E402
 
 CASES = [  # (L, a, nq, Hq, Hkv, D, p, dtype)
@@ -111,7 +111,8 @@ def main() -> int:
     args = parser.parse_args()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local)
-    dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+    dist.init_process_group("nccl", device_id=torch.device("cuda", local),
+                            pg_options=nccl_options())
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         lines = correctness(rank, world)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 __all__ = ["Pending", "GroupComm", "SimulatedComm", "emulate_ranks", "all_gather_async",
-           "rank_and_world", "default_timeout"]
+           "rank_and_world", "default_timeout", "comm_stream", "nccl_options"]
 
 
 def default_timeout() -> timedelta:
@@ -141,11 +141,26 @@ _COMM_STREAMS: dict = {}
 
 
 def comm_stream(device: torch.device) -> "torch.cuda.Stream":
-    """The dedicated communication stream of ``device`` (one per process and device)."""
+    """The dedicated communication stream of ``device`` (one per process and device), of high
+    priority: its small kernels (the ready flags of the attention launch) are scheduled ahead
+    of the attention kernel's CTAs as SMs free up."""
     key = torch.device(device).index
     if key not in _COMM_STREAMS:
-        _COMM_STREAMS[key] = torch.cuda.Stream(device=device)
+        _COMM_STREAMS[key] = torch.cuda.Stream(device=device, priority=-1)
     return _COMM_STREAMS[key]
+
+
+def nccl_options() -> Optional[object]:
+    """Options for ``init_process_group("nccl", pg_options=...)``: NCCL's own streams at high
+    priority, so the gathers' kernels get SMs ahead of the persistent attention kernel's CTAs
+    (None when this torch build lacks them)."""
+    options_cls = getattr(dist, "ProcessGroupNCCL", None)
+    options_cls = getattr(options_cls, "Options", None) if options_cls is not None else None
+    if options_cls is None:
+        return None
+    options = options_cls()
+    options.is_high_priority_stream = True
+    return options
 
 
 class GroupComm:

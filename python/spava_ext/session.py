@@ -34,6 +34,8 @@ class _Session:
         import torch.distributed as dist
         import transformers
 
+        from . import comm
+
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         cuda = torch.cuda.is_available()
@@ -43,7 +45,8 @@ class _Session:
             torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if cuda else "gloo",
-                                    device_id=self.device if cuda else None)
+                                    device_id=self.device if cuda else None,
+                                    pg_options=comm.nccl_options() if cuda else None)
         self.model = transformers.AutoModelForImageTextToText.from_pretrained(
             model_dir, dtype=torch.bfloat16 if cuda else torch.float32, local_files_only=True)
         self.model = self.model.to(self.device).eval()
