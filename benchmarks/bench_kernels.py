@@ -33,7 +33,7 @@ from bench_utils import copy_bandwidth_gbs, gpu_time, write_result  # noqa: E402
 
 from spava_ext import SpavaLayout, ops  # noqa: E402
 from spava_ext.attention import (ORDER_LOCAL, host1_keys, host2_keys,  # noqa: E402
-                                 question_keys, rank_problems, spava_attention_rank)
+                                 question_keys, spava_attention_rank, standalone_problems)
 from spava_ext.comm import SimulatedComm  # noqa: E402
 
 HEADS = {"qwen2.5-vl-7b": (28, 4, 128), "qwen2.5-vl-7b-d64": (28, 4, 64),
@@ -177,13 +177,7 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
 def bench_fused(layout, rank, q, k, v, recv1, recv2, calls, D, Hq, reps) -> dict:
     """The rank's three problems in one attn_fwd_group launch (flags not needed: the receive
     buffers are synthesised) against the sum of the three separate attn_fwd calls."""
-    s = layout.local_segments(rank)
-    qq = q[:, s.question_start:]
-    out = torch.empty_like(q)
-    q_out = torch.empty(qq.shape, device="cuda", dtype=torch.float32)
-    q_lse = torch.empty(1, Hq, qq.shape[1], device="cuda")
-    named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, q_out, q_lse)
-    problems = [named[n]._replace(wait_for=None) for n in ORDER_LOCAL if n in named]
+    problems = standalone_problems(q, k, v, layout, rank, recv1, recv2, ORDER_LOCAL)
     t = gpu_time(lambda: ops.attn_fwd_group(problems), warmup=3, repeats=reps)
     pairs = sum(c["pairs"] for c in calls)
     return {"rank": rank, **t, "pairs": pairs, "tflops": tflops(pairs, D, Hq, t["ms"]),

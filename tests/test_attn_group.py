@@ -60,6 +60,17 @@ def check_against_reference(problems, name):
             assert not fin.any() or (got[fin] - want[fin]).abs().max() < 1e-2, f"{name} {i}: lse"
 
 
+def launch_with_late_flags(dtype):
+    """Problems 1 and 2 wait for flags that are 0: the first launch (with sched) computes the
+    rest and gives their units back. Returns (problems, ready, sched)."""
+    problems = make_problems("cuda", dtype, waits=(None, 0, 1, None))
+    ready = torch.zeros(2, dtype=torch.int32, device="cuda")
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    torch.cuda.synchronize()
+    return problems, ready, sched
+
+
 # ------------------------------------------------------------------------------------ CPU
 def test_group_equals_separate_calls_cpu():
     problems = make_problems("cpu", torch.float32)
@@ -153,11 +164,7 @@ def test_group_cuda_late_flags_give_units_back_and_finish_computes_them(monkeypa
     """Flags unset at launch: every CTA gives its first flagged unit back after the spin limit
     and stops; the finishing launch after the flags are set computes the rest."""
     monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
-    problems = make_problems("cuda", torch.float16, waits=(None, 0, 1, None))
-    ready = torch.zeros(2, dtype=torch.int32, device="cuda")
-    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
-    ops.attn_fwd_group(problems, ready=ready, sched=sched)
-    torch.cuda.synchronize()
+    problems, ready, sched = launch_with_late_flags(torch.float16)
     assert sched[1].item() > 0, "some unit must have been given back"
     assert torch.isnan(problems[2].out.float()).any() or problems[2].out.abs().sum() == 0
     ready.fill_(1)
@@ -274,11 +281,7 @@ def test_group_cuda_finish_reads_no_flag(monkeypatch):
     CTAs spin (the W = 2 NCCL hang of 2026-11-25). Here the flags are set only after a long
     sleep on a side stream; the finish completes long before."""
     monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
-    problems = make_problems("cuda", torch.bfloat16, waits=(None, 0, 1, None))
-    ready = torch.zeros(2, dtype=torch.int32, device="cuda")
-    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
-    ops.attn_fwd_group(problems, ready=ready, sched=sched)
-    torch.cuda.synchronize()
+    problems, ready, sched = launch_with_late_flags(torch.bfloat16)
     assert sched[1].item() > 0
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):

@@ -32,7 +32,7 @@ from .comm import GroupComm
 from .layout import SpavaLayout
 
 __all__ = ["spava_attention", "spava_attention_rank", "KeySegments", "ExactRows",
-           "question_keys", "host1_keys", "host2_keys", "rank_problems"]
+           "question_keys", "host1_keys", "host2_keys", "rank_problems", "standalone_problems"]
 
 
 class KeySegments:
@@ -188,6 +188,16 @@ def rank_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2, out, qu
                                     host2_keys(k, v, layout, rank, recv1, recv2),
                                     out[:, a + c1 : a + c1 + c2], wait_for=1)
     return problems
+
+
+def standalone_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2,
+                        order: tuple) -> list:
+    """The rank's problems in ``order`` with outputs of their own and no ready flags (the
+    received blocks are already in ``recv1`` / ``recv2``): the one launch, for timing it."""
+    q_question = q[:, layout.local_segments(rank).question_start :]
+    _, q_out, q_lse = ExactRows.partial_buffer(q_question)
+    named = rank_problems(q, k, v, layout, rank, recv1, recv2, torch.empty_like(q), q_out, q_lse)
+    return [named[n]._replace(wait_for=None) for n in order if n in named]
 
 
 # Launch orders (the kernel schedules problems in this order, longest query tiles first in

@@ -31,7 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import ops
 from .attention import (ORDER_IN_FLIGHT, KeySegments, host1_keys, host2_keys, question_keys,
-                        rank_problems, spava_attention_rank)
+                        spava_attention_rank, standalone_problems)
 from .comm import SimulatedComm
 from .layout import SpavaLayout, balanced_split
 from .timing import gpu_time
@@ -74,12 +74,7 @@ def _attn_ms(q_rows, keys: KeySegments, repeats: int) -> float:
 def _group_ms(q, k, v, layout: SpavaLayout, rank: int, recv, cfg: SimConfig) -> float:
     """The rank's one attn_fwd_group launch (question partial and both hosts; the order of a
     run in flight, as on real GPUs)."""
-    s = layout.local_segments(rank)
-    out = torch.empty_like(q)
-    q_out = torch.empty((1, s.question, cfg.heads_q, cfg.head_dim), device="cuda")
-    q_lse = torch.empty((1, cfg.heads_q, s.question), device="cuda")
-    named = rank_problems(q, k, v, layout, rank, recv, recv, out, q_out, q_lse)
-    problems = [named[n]._replace(wait_for=None) for n in ORDER_IN_FLIGHT if n in named]
+    problems = standalone_problems(q, k, v, layout, rank, recv, recv, ORDER_IN_FLIGHT)
     sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
 
     def run():

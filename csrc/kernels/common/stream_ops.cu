@@ -1,4 +1,4 @@
-// stream_wait_flag: cuStreamWaitValue32 through cudaGetDriverEntryPointByVersion (no libcuda link).
+// stream_wait_flag: cuStreamWaitValue32 through the runtime's driver entry point (no libcuda link).
 #include "common/stream_ops.h"
 
 #include <cuda.h>
@@ -7,21 +7,14 @@
 #include <stdexcept>
 #include <string>
 
-#include "spava/check.h"
+#include "common/driver_api.h"
 
 namespace spava {
 namespace {
 
 PFN_cuStreamWaitValue32_v11070 wait_value_fn() {
-  static PFN_cuStreamWaitValue32_v11070 fn = [] {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult status{};
-    SPAVA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuStreamWaitValue32", &ptr, 11070,
-                                                      cudaEnableDefault, &status));
-    if (status != cudaDriverEntryPointSuccess || ptr == nullptr)
-      throw std::runtime_error("spava: cuStreamWaitValue32 is not available");
-    return reinterpret_cast<PFN_cuStreamWaitValue32_v11070>(ptr);
-  }();
+  static const auto fn =
+      driver_function<PFN_cuStreamWaitValue32_v11070>("cuStreamWaitValue32", 11070);
   return fn;
 }
 

@@ -1,27 +1,19 @@
-// make_rows_tensor_map: cuTensorMapEncodeTiled through cudaGetDriverEntryPointByVersion.
+// make_rows_tensor_map: cuTensorMapEncodeTiled through the runtime's driver entry point.
 #include "common/tma.h"
 
-#include <cuda_runtime_api.h>
 #include <cudaTypedefs.h>
 
 #include <stdexcept>
 #include <string>
 
-#include "spava/check.h"
+#include "common/driver_api.h"
 
 namespace spava {
 namespace {
 
 PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult status{};
-    SPAVA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000,
-                                                      cudaEnableDefault, &status));
-    if (status != cudaDriverEntryPointSuccess || ptr == nullptr)
-      throw std::runtime_error("spava: cuTensorMapEncodeTiled is not available");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
-  }();
+  static const auto fn =
+      driver_function<PFN_cuTensorMapEncodeTiled_v12000>("cuTensorMapEncodeTiled", 12000);
   return fn;
 }
 
