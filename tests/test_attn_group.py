@@ -294,3 +294,27 @@ def test_group_cuda_finish_reads_no_flag(monkeypatch):
     assert not side.query(), "the finishing launch waited for the flags"
     check_against_reference(problems, "finish without flags")
     torch.cuda.synchronize()
+
+
+@cuda_only
+def test_cuda_tensor_maps_follow_geometry():
+    """The host caches encoded TMA descriptors by (address, dims, strides, box): views of one
+    buffer that start at the same address with other lengths or strides, and new contents at a
+    reused address, must each read what they say."""
+    g = torch.Generator().manual_seed(5)
+    buf_k = torch.randn(1, 400, 6, 64, generator=g).cuda().bfloat16()
+    buf_v = torch.randn(1, 400, 6, 64, generator=g).cuda().bfloat16()
+    q = torch.randn(1, 150, 4, 64, generator=g).cuda().bfloat16()
+    views = [(buf_k[:, :, :2], buf_v[:, :, :2]),  # row stride 6 heads
+             (buf_k[:, :100, :2], buf_v[:, :100, :2]),  # same address, fewer rows
+             (buf_k.view(1, 400, 3, 128)[..., :64][:, :, :2],  # same address, other strides
+              buf_v.view(1, 400, 3, 128)[..., :64][:, :, :2])]
+    for round_ in range(2):
+        for i, (k, v) in enumerate(views):
+            out = torch.empty_like(q)
+            ops.attn_fwd(q, [k], [v], [0], [FULL], out=out)
+            ref, _ = reference.attn_fwd(q, [k], [v], [0], [FULL])
+            low, _ = reference.attn_fwd(q, [k], [v], [0], [FULL], upcast=False)
+            assert_attn_close(f"view {i} round {round_}", out, ref, low)
+        buf_k.normal_()  # new contents at the same address
+        buf_v.normal_()

@@ -1,8 +1,10 @@
-// make_rows_tensor_map: cuTensorMapEncodeTiled through the runtime's driver entry point.
+// make_rows_tensor_map: cuTensorMapEncodeTiled through the runtime's driver entry point, behind a
+// per-thread cache of encoded maps.
 #include "common/tma.h"
 
 #include <cudaTypedefs.h>
 
+#include <array>
 #include <stdexcept>
 #include <string>
 
@@ -17,12 +19,10 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
-}  // namespace
-
-CUtensorMap make_rows_tensor_map(const void* ptr, DType dtype, int64_t batch, int64_t rows,
-                                 int64_t heads, int64_t dim, int64_t batch_stride,
-                                 int64_t row_stride, int64_t head_stride, int box_cols,
-                                 int box_rows, int swizzle_bytes) {
+CUtensorMap encode_rows_tensor_map(const void* ptr, DType dtype, int64_t batch, int64_t rows,
+                                   int64_t heads, int64_t dim, int64_t batch_stride,
+                                   int64_t row_stride, int64_t head_stride, int box_cols,
+                                   int box_rows, int swizzle_bytes) {
   const int64_t el = dtype == DType::kFloat32 ? 4 : 2;
   // dims innermost first: (dim, heads, rows, batch); a stride of a size-1 dim is never used,
   // so any multiple of 16 will do there.
@@ -54,6 +54,47 @@ CUtensorMap make_rows_tensor_map(const void* ptr, DType dtype, int64_t batch, in
         std::to_string(row_stride) + ", " + std::to_string(head_stride) + "]");
   }
   return map;
+}
+
+
+// Every argument of make_rows_tensor_map: a tensor map is a pure function of them.
+using MapKey = std::array<int64_t, 12>;
+
+// A direct-mapped cache of encoded maps, one per host thread (no locks). A launch of a rank's
+// layer encodes ~30 maps and the same buffers recur call after call (the caching allocator
+// hands the same addresses back), so most launches find all of them here.
+struct MapCache {
+  static constexpr int kSlots = 256;
+  std::array<MapKey, kSlots> keys{};
+  std::array<CUtensorMap, kSlots> maps{};
+  std::array<bool, kSlots> used{};
+
+  static int slot(const MapKey& key) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the words
+    for (const int64_t w : key) h = (h ^ uint64_t(w)) * 1099511628211ull;
+    return int((h ^ (h >> 32)) % kSlots);
+  }
+};
+
+}  // namespace
+
+CUtensorMap make_rows_tensor_map(const void* ptr, DType dtype, int64_t batch, int64_t rows,
+                                 int64_t heads, int64_t dim, int64_t batch_stride,
+                                 int64_t row_stride, int64_t head_stride, int box_cols,
+                                 int box_rows, int swizzle_bytes) {
+  thread_local MapCache cache;
+  const MapKey key{int64_t(reinterpret_cast<uintptr_t>(ptr)), int64_t(dtype), batch, rows, heads,
+                   dim, batch_stride, row_stride, head_stride, box_cols, box_rows,
+                   swizzle_bytes};
+  const int s = MapCache::slot(key);
+  if (!cache.used[s] || cache.keys[s] != key) {
+    cache.maps[s] = encode_rows_tensor_map(ptr, dtype, batch, rows, heads, dim, batch_stride,
+                                           row_stride, head_stride, box_cols, box_rows,
+                                           swizzle_bytes);
+    cache.keys[s] = key;
+    cache.used[s] = true;
+  }
+  return cache.maps[s];
 }
 
 }  // namespace spava
