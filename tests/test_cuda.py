@@ -177,17 +177,17 @@ def test_select_passing_cuda_no_selection_and_padding():
 
 
 def test_select_passing_cuda_keys_in_global_memory():
-    """A chunk whose keys exceed the selecting CTA's shared memory (8320 keys) next to one whose
-    keys fit."""
+    """A chunk whose keys exceed the gather kernel's shared-memory key cache (16384 keys: its
+    keys are read at L2 in tiles of 8192 in every pass) next to one whose keys fit."""
     q, k, v = grid_inputs(1, 61000, 8, 2, 64, dtype=torch.bfloat16, seed=6, device="cuda")
     check_select(q[:, -16:], k, v, [0, 60000], [60000, 1000], 300, 5, name="global keys")
 
 
 @pytest.mark.parametrize("levels", [0, 2, None])
-def test_select_passing_cuda_last_cta_select(levels):
-    """The select runs in the last score CTA of each item: chunks at the shared-memory limit of
-    its key cache (8320 keys) and one past it (keys read at L2), a chunk of one score tile (its
-    only CTA is the last), ties (levels) or exact grid scores (None) on both paths, p near len."""
+def test_select_passing_cuda_key_tiles(levels):
+    """Every gather CTA repeats the select over tiles of 8192 keys: chunks just past one tile
+    (8320, 8321), a chunk of one score tile (200), ties (levels) or exact grid scores (None), p near
+    len (the kept rows fill every CTA of the item) and p = 1 (one CTA holds the only kept row)."""
     if levels is None:
         q, k, v = grid_inputs(1, 17000, 14, 2, 128, dtype=torch.bfloat16, seed=11, device="cuda")
         q = q[:, -5:]
@@ -196,6 +196,36 @@ def test_select_passing_cuda_last_cta_select(levels):
     starts, lens = [0, 8320, 16641], [8320, 8321, 200]
     for p, pool in [(1, 1), (199, 5), (1024, 5), (8319, 3)]:
         check_select(q, k, v, starts, lens, p, pool, name=f"levels {levels}")
+
+
+@pytest.mark.parametrize("levels", [0, 1, None])
+def test_select_passing_cuda_cache_and_tile_limits(levels):
+    """Chunks at a key-tile boundary (8192, 8193), at the shared-memory key cache's limit (16384)
+    and one past it (16385, keys read at L2), cached and uncached items in one call. With levels
+    0 every key is equal, so the kept equal keys (the lowest positions) cross tiles and every
+    CTA's row range; p = 9000 keeps whole chunks of 8192 / 8193 rows next to selecting ones;
+    p = 1000 / 777 leave m off the gather-row multiples (a CTA range straddles m)."""
+    lens = [8192, 8193, 16384, 16385]
+    starts = [0, 8192, 16385, 32769]
+    L = starts[-1] + lens[-1] + 3
+    if levels is None:
+        q, k, v = grid_inputs(1, L, 8, 2, 64, dtype=torch.bfloat16, seed=13, device="cuda")
+        q = q[:, -9:]
+    else:
+        q, k, v = tie_inputs(1, L, 8, 2, 64, torch.bfloat16, seed=13, levels=levels)
+    for p, pool in [(777, 5), (1000, 1), (9000, 3)]:
+        check_select(q, k, v, starts, lens, p, pool, name=f"levels {levels}")
+
+
+def test_select_passing_cuda_ranges_straddle_m():
+    """Capacity larger than m and m not a multiple of the gather CTA's rows (64 at D 128, 102 at
+    D 80): a CTA range holds the last kept rows and the first zero rows; CTAs wholly past m write
+    zeros without waiting for the score grid. Batch 2, fp16."""
+    for D, Hq, Hkv in [(128, 8, 2), (80, 6, 3)]:
+        q, k, v = grid_inputs(2, 3000, Hq, Hkv, D, dtype=torch.float16, seed=D + 1, device="cuda")
+        starts, lens = [0, 1000, 1999], [1000, 999, 1001]
+        for p, cap in [(100, 300), (65, 65), (257, 1000), (999, 1001)]:
+            check_select(q[:, -3:], k, v, starts, lens, p, 5, capacity=cap, name=f"D {D} p {p}")
 
 
 def test_select_passing_cuda_pdl_off():

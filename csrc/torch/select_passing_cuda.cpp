@@ -47,16 +47,14 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const c10::cuda::CUDAGuard guard(q.device());
 
   // One workspace (only when some chunk selects): qsum partials (fp32), then the top-digit
-  // histograms, tile counters, kept positions and keys (int32); every part starts 16-byte
-  // aligned (head_dim % 8 == 0, the other lengths rounded up to 4).
+  // histograms and the keys (int32); every part starts 16-byte aligned (head_dim % 8 == 0,
+  // kRadixBins % 4 == 0).
   const auto up4 = [](int64_t n) { return (n + 3) / 4 * 4; };
   const int64_t items = d.num_chunks * d.batch * d.heads_kv;
   const int64_t key_stride = up4(max_len);
   const int64_t qsum_len = kMaxQsumSplits * d.batch * d.heads_kv * d.head_dim;
-  const int64_t hist_len = items * kRadixBins, count_len = up4(items);
-  const int64_t sel_len = up4(items * d.capacity);
-  const int64_t work_len =
-      selects ? qsum_len + hist_len + count_len + sel_len + items * key_stride : 0;
+  const int64_t hist_len = items * kRadixBins;
+  const int64_t work_len = selects ? qsum_len + hist_len + items * key_stride : 0;
   const at::Tensor work = at::empty({work_len}, q.options().dtype(at::kInt));
 
   SelectPassingParams p{};
@@ -76,9 +74,7 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
     int* base = work.mutable_data_ptr<int>();
     p.qsum = reinterpret_cast<float*>(base);
     p.hist = base + qsum_len;
-    p.tile_count = p.hist + hist_len;
-    p.sel = p.tile_count + count_len;
-    p.keys = reinterpret_cast<uint32_t*>(p.sel + sel_len);
+    p.keys = reinterpret_cast<uint32_t*>(p.hist + hist_len);
   }
   p.key_stride = key_stride;
   p.indices = indices.mutable_data_ptr<int64_t>();

@@ -27,10 +27,10 @@ struct MergeStatesParams {
 constexpr int kMaxSelectChunks = 16;
 
 // Three kernels (kernels/select_passing): (1) qsum partials, (2) scores -> smoothed keys and the
-// histogram of their top digit, then, in the item's last score CTA, the radix select and
-// compaction into sel, (3) gather of the kept K/V rows. An "item" is one (chunk c, batch b, kv
-// head h), numbered (c * b + bi) * h_kv + h. kMaxQsumSplits and kRadixBins are in
-// select_passing/select_passing.h.
+// histogram of their top digit, (3) select + gather: each CTA repeats its item's radix select,
+// places the kept positions of its send-buffer rows and copies those K/V rows. An "item" is one
+// (chunk c, batch b, kv head h), numbered (c * b + bi) * h_kv + h. kMaxQsumSplits and
+// kRadixBins are in select_passing/select_passing.h.
 struct SelectPassingParams {
   const void* q;  // [b, q_len, h_q, d] question rows
   int64_t q_batch_stride, q_row_stride, q_head_stride;
@@ -42,8 +42,6 @@ struct SelectPassingParams {
   // needed; nullptr when no chunk selects, i.e. passing_len >= every chunk_len):
   float* qsum;     // [kMaxQsumSplits, b, h_kv, d]: partial sums of q over (t, g) question rows
   int* hist;       // [items, kRadixBins]: counts of the keys' top 11-bit digit (kernel 1 zeroes)
-  int* tile_count;  // [items]: score CTAs of the item done (kernel 1 zeroes)
-  int* sel;        // [items, capacity]: kept positions within the chunk, ascending, [0, m) written
   uint32_t* keys;  // [items, key_stride]: order-preserving uint32 keys of the smoothed scores
   int64_t key_stride;  // >= every chunk_len, multiple of 4 (16-byte rows)
   int64_t* indices;    // [chunks, b, h_kv, capacity] kept positions along k's rows, -1 padded
@@ -57,6 +55,7 @@ struct SelectPassingParams {
   int qsum_splits, qsum_rows;   // kernel 1: CTAs per (b, h_kv), (t, g) rows summed by each
   int score_rows, score_tiles;  // kernel 2: chunk rows scored per CTA, CTAs per item
   int gather_rows, gather_tiles;  // kernel 3: send-buffer rows per CTA, CTAs per item
+  int smem_keys;  // kernel 3: keys it caches in shared memory (chunks up to this long), % 16 == 0
   DType dtype;
 };
 

@@ -1,5 +1,5 @@
-// Host launcher of select_passing: qsum -> scores (+ select in each item's last CTA) -> gather,
-// chained with programmatic dependent launch where the kernels' binaries support it.
+// Host launcher of select_passing: qsum -> scores -> select + gather, chained with programmatic
+// dependent launch where the kernels' binaries support it.
 #include "select_passing/select_passing.h"
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing_kernel.cuh"
 #include "spava/check.h"
 #include "spava/static_switch.h"
@@ -49,10 +50,30 @@ void plan_scores(SelectPassingParams& p, int max_sel_len) {
 }
 
 // Kernel 3: one round of kGatherPairs (row, 8-column chunk) pairs per thread, every K and V
-// load in flight at once (64 rows, 128 CTAs at the key shape: 32 KB of loads per SM).
+// load in flight at once (64 rows, 128 CTAs at the key shape: 32 KB of loads per SM). Its
+// shared key cache fits the longest selecting chunk of at most kMaxCachedKeys keys (longer
+// chunks read their keys at L2 in every pass), rounded up to 16 keys (see fill_cache).
 void plan_gather(SelectPassingParams& p) {
   p.gather_rows = gather_rows(p.head_dim / 8);
   p.gather_tiles = (p.capacity + p.gather_rows - 1) / p.gather_rows;
+  p.smem_keys = 0;
+  for (int c = 0; c < p.num_chunks; ++c)
+    if (p.passing_len < p.chunk_len[c] && p.chunk_len[c] <= kMaxCachedKeys)
+      p.smem_keys = std::max(p.smem_keys, (p.chunk_len[c] + 15) / 16 * 16);
+}
+
+// Lets kKernel use up to `bytes` of dynamic shared memory (beyond the default 48 KB with its
+// static part), once per device: the attribute belongs to the function on the current device.
+template <auto kKernel>
+void allow_dynamic_smem(int bytes) {
+  static std::atomic<uint64_t> done{0};  // bit d: set on device d (d < 64; others every call)
+  int device = 0;
+  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+  if (done.load(std::memory_order_relaxed) & bit) return;
+  SPAVA_CUDA_CHECK(
+      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.fetch_or(bit, std::memory_order_relaxed);
 }
 
 // PDL needs griddepcontrol in the kernel's binary (compiled for sm_90+ only, see pdl_wait): a
@@ -107,7 +128,9 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
                              stream, p);
       launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
-    launch<gather_kernel<T>>(dim3(p.gather_tiles * items), kGatherThreads, 0, pdl && selects,
+    const int smem = 4 * p.smem_keys;
+    if (smem > 0) allow_dynamic_smem<gather_kernel<T>>(4 * kMaxCachedKeys);
+    launch<gather_kernel<T>>(dim3(p.gather_tiles * items), kSelectThreads, smem, pdl && selects,
                              stream, p);
   });
 }

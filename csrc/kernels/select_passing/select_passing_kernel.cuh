@@ -1,6 +1,5 @@
-// select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram,
-// whose last CTA per item also selects; the selection code and kernel (3), the gather, are in
-// select_gather_kernel.cuh.
+// select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram;
+// kernel (3), select + gather, is in select_gather_kernel.cuh (its selection in select_block.cuh).
 //
 // Selection rule (DESIGN.md §1, tie rule included): keep the m = min(p, len) positions with the
 // largest smoothed score; among equal scores the lower position wins. Scores become
@@ -9,19 +8,21 @@
 // is kept plus the lowest positions equal to it. Every sum has a fixed order and every count is
 // an integer, so the result is deterministic: same input, same bytes.
 //
-// Protocol. Kernel 1 zeroes the per-item histograms and tile counters. Each score CTA adds its
-// rows' top digits to the item's histogram, then (__threadfence, atomic tile counter) the last
-// CTA of the item to finish runs select_item: sel[item, 0, m) = kept positions. Kernel 3 gathers
-// the rows of sel. With programmatic dependent launch (sm_90+, launcher's choice) kernel 2
-// issues its K loads before pdl_wait() on kernel 1, and kernel 3 is resident before kernel 2
-// ends; every CTA of kernels 2 and 3 calls pdl_wait() before it exits, so a grid never
-// completes before its predecessor.
+// Protocol. Kernel 1 zeroes the per-item histograms. Each score CTA writes its rows' keys and
+// adds their top digits to the item's histogram. Every CTA of kernel 3 that holds kept rows of a
+// selecting chunk waits for the score grid, then repeats the item's select on its own (all of
+// them agree: same data, same arithmetic) and gathers its rows. With programmatic dependent
+// launch (sm_90+, launcher's choice) kernel 2 issues its K loads before pdl_wait() on kernel 1,
+// and kernel 3 is resident before kernel 2 ends. Every CTA of kernels 2 and 3 calls pdl_wait()
+// before it exits, so a grid never completes before its predecessor (kernel 3 reads kernel 2's
+// outputs, kernel 2 kernel 1's; without PDL the kernels run in plain stream order and pdl_wait()
+// returns at once).
 #pragma once
 
 #include <cstdint>
 
-#include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing.h"
+#include "select_passing/select_utils.cuh"
 #include "spava/params.h"
 
 namespace spava::select {
@@ -58,8 +59,8 @@ __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
 // grid (qsum_splits, h_kv, b). The nq * G rows r = (t, g) of kv head h are cut into ranges of
 // qsum_rows; CTA s writes qsum[s, b, h, :] = sum over its range of q[b, r / G, h*G + r % G, :].
 // Thread = (row group, 8-column chunk) with kQsumLoads 16-byte loads in flight; the row groups
-// are then summed in a fixed order. The CTAs also zero hist and tile_count for kernel 2 (their
-// share of the items (c, b, h), every chunk c).
+// are then summed in a fixed order. The CTAs also zero hist for kernel 2 (their share of the
+// items (c, b, h), every chunk c).
 constexpr int kQsumThreads = 128;
 constexpr int kQsumLoads = 4;
 
@@ -97,7 +98,6 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
     const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
     reinterpret_cast<int4*>(p.hist + item * kRadixBins)[e] = make_int4(0, 0, 0, 0);
   }
-  if (s == 0 && tid < p.num_chunks) p.tile_count[(tid * p.batch + b) * p.heads_kv + h] = 0;
   __syncthreads();
   float* out = p.qsum + ((int64_t(s) * p.batch + b) * p.heads_kv + h) * p.head_dim;
   for (int d = tid; d < p.head_dim; d += kQsumThreads) {
@@ -113,14 +113,12 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
 // k_j . qsum. Thread t < rows_step * cpr reads 8-column chunk t % cpr of rows t / cpr +
 // u * rows_step (u < kScoreLoads, all loads in flight together); each (row, chunk) dot product
 // goes to shared memory and the row sums follow in a fixed order. The max-pool of the raw scores
-// gives the keys of the CTA's rows (p.keys) and their top-digit counts (added to p.hist). The
-// last of the item's ceil(len / score_rows) CTAs to finish selects (select_item).
+// gives the keys of the CTA's rows (p.keys) and their top-digit counts (added to p.hist).
 // The launcher sizes a tile with its halo to one round of loads (64 KB) when it can.
 constexpr int kScoreThreads = 256;
 constexpr int kScoreLoads = 16;
 constexpr int kMinScoreRows = 32;
 constexpr int kRound = kScoreThreads * kScoreLoads;  // (row, chunk) pairs per round, at most
-constexpr int kSmemKeys = 2 * kRound + kRound / 32;  // keys the last CTA caches (8320)
 
 // Rows of one round of loads (4096 / cpr when cpr divides 256; <= 4096).
 __host__ __device__ constexpr int score_round_rows(int cpr) {
@@ -132,16 +130,9 @@ __device__ __forceinline__ int padded(int f) { return f + (f >> 5); }
 
 struct ScoreShared {
   __align__(16) float qs[512];
-  union {  // scoring, then (last CTA of the item) the item's keys
-    struct {
-      float part[kRound + kRound / 32];
-      float raw[kRound];  // raw scores of rows [lo, hi)
-    } s;
-    __align__(16) uint32_t keys[kSmemKeys];
-  } u;
+  float part[kRound + kRound / 32];
+  float raw[kRound];  // raw scores of rows [lo, hi)
   int hist[kRadixBins];
-  SelectShared<kScoreThreads> sel;
-  bool last;
 };
 
 template <typename T>
@@ -174,7 +165,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
   };
   load_round(0);  // K rows do not depend on kernel 1
   for (int i = tid; i < kRadixBins; i += kScoreThreads) sm.hist[i] = 0;
-  pdl_wait();  // kernel 1 has completed: qsum partials, zeroed p.hist and p.tile_count visible
+  pdl_wait();  // kernel 1 has completed: qsum partials and zeroed p.hist visible
   for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // 4 partials in flight, summed in order
     const float* part = p.qsum + (int64_t(b) * p.heads_kv + h) * p.head_dim + d;
     const int64_t split_stride = int64_t(p.batch) * p.heads_kv * p.head_dim;
@@ -198,14 +189,14 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     if (active) {
 #pragma unroll
       for (int u = 0; u < kScoreLoads; ++u)
-        sm.u.s.part[padded(tid + u * rows_step * cpr)] = dot_8<T>(x[u], q8);
+        sm.part[padded(tid + u * rows_step * cpr)] = dot_8<T>(x[u], q8);
     }
     __syncthreads();
     const int rows = min(round_rows, hi - lo - r0);
     for (int j = tid; j < rows; j += kScoreThreads) {
       float sum = 0.f;
-      for (int i = 0; i < cpr; ++i) sum += sm.u.s.part[padded(j * cpr + i)];
-      sm.u.s.raw[r0 + j] = sum;
+      for (int i = 0; i < cpr; ++i) sum += sm.part[padded(j * cpr + i)];
+      sm.raw[r0 + j] = sum;
     }
     __syncthreads();
     r0 += round_rows;
@@ -220,7 +211,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     if (j < row_end) {
       float mx = -INFINITY;
       for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i)
-        mx = fmaxf(mx, sm.u.s.raw[i - lo]);
+        mx = fmaxf(mx, sm.raw[i - lo]);
       key = order_key(mx);
       keys[j] = key;
     }
@@ -230,20 +221,6 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
   int* item_hist = p.hist + int64_t(item) * kRadixBins;
   for (int i = tid; i < kRadixBins; i += kScoreThreads)
     if (sm.hist[i] != 0) atomicAdd(item_hist + i, sm.hist[i]);
-
-  // Last CTA of the item: every CTA's keys and counts are visible before its counter increment.
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    const int tiles = (len + p.score_rows - 1) / p.score_rows;
-    sm.last = atomicAdd(p.tile_count + item, 1) == tiles - 1;
-  }
-  __syncthreads();
-  if (!sm.last) return;
-  __threadfence();
-  const int m = min(p.passing_len, len);  // >= 1: passing_len >= 1
-  select_item<kScoreThreads, kSmemKeys>(keys, item_hist, len, m, sm.u.keys, sm.hist,
-                                        p.sel + int64_t(item) * p.capacity, sm.sel);
 }
 
 }  // namespace spava::select
