@@ -2,9 +2,9 @@
 
 Workload (issue "CUDA kernels v1"): the work of one rank of W = 8 at n = 131072 context tokens
 (anchor included) + 64 question tokens, the paper's anchor / passing lengths (a = 2048,
-p = 1024, chunks of 8064), heads of Qwen2.5-VL-7B (28 q / 4 kv, D = 128), also D = 64 and
-Qwen2.5-VL-3B heads (16 / 2). Per call of attn_fwd (first virtual host, second virtual host,
-question partial) it times:
+p = 1024, chunks of 8064), heads of Qwen2.5-VL-7B (28 q / 4 kv, D = 128), also D = 64, D = 80
+and Qwen2.5-VL-3B heads (16 / 2). Per call of attn_fwd (first virtual host, second virtual
+host, question partial) it times:
 
 * spava attn_fwd (keys read in place from the segments),
 * FlexAttention with the same mask (keys concatenated beforehand, block mask prebuilt: neither
@@ -44,7 +44,7 @@ from spava_ext.attention import (ORDER_LOCAL, host1_keys, host2_keys,  # noqa: E
 from spava_ext.comm import SimulatedComm  # noqa: E402
 
 HEADS = {"qwen2.5-vl-7b": (28, 4, 128), "qwen2.5-vl-7b-d64": (28, 4, 64),
-         "qwen2.5-vl-3b": (16, 2, 128)}
+         "qwen2.5-vl-7b-d80": (28, 4, 80), "qwen2.5-vl-3b": (16, 2, 128)}
 
 
 def tflops(pairs: int, D: int, Hq: int, ms: float) -> float:

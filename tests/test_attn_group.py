@@ -318,3 +318,33 @@ def test_cuda_tensor_maps_follow_geometry():
             assert_attn_close(f"view {i} round {round_}", out, ref, low)
         buf_k.normal_()  # new contents at the same address
         buf_v.normal_()
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_aten_fallback_matches_reference(monkeypatch, dtype):
+    """GPUs without the sm_90a kernels take the ATen path (forced here with
+    SPAVA_ATTN_FALLBACK=1): attn_fwd and attn_fwd_group give the reference's results; a problem
+    waits on the stream for a flag set later by another stream, done flags rise, and a finishing
+    call changes nothing."""
+    monkeypatch.setenv("SPAVA_ATTN_FALLBACK", "1")
+    problems = make_problems("cuda", dtype, D=80, seed=11, waits=(None, 0, None, 0))
+    ready = torch.zeros(1, dtype=torch.int32, device="cuda")
+    done = torch.zeros(2 * len(problems), dtype=torch.int32, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(20_000_000)
+        ready.fill_(1)
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, done=done)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True, done=done)
+    torch.cuda.synchronize()
+    assert done[1::2].tolist() == [1, 1, 1, 1], done.tolist()
+    check_against_reference(problems, f"ATen fallback {dtype}")
+    pr = problems[2]
+    out = torch.empty_like(pr.q)
+    ops.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag, out=out)
+    ref, _ = reference.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag)
+    low, _ = reference.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag, upcast=False)
+    assert_attn_close("ATen fallback attn_fwd", out, ref, low)

@@ -1,4 +1,6 @@
-// CPU implementation of spava::attn_fwd: segment-masked attention with fp32 math (ATen GEMMs).
+// The ATen implementation of spava::attn_fwd: segment-masked attention with fp32 math (ATen
+// GEMMs), on any device: the CPU op, and the CUDA op's fallback on GPUs without the sm_90a
+// kernels (attn_fwd_cuda.cpp).
 //
 // Query rows are processed in tiles; each tile scores every key it may see in one pass (no online
 // rescaling on the CPU), skipping the keys of causal segments that lie past the tile's last row. Visibility: key j of segment s is seen by query row i
@@ -16,12 +18,13 @@ namespace {
 
 // bool [T, Lk]: visibility of the concatenated segments for query rows [r0, r0 + T).
 at::Tensor tile_mask(int64_t r0, int64_t T, const std::vector<int64_t>& lens,
-                     at::IntArrayRef row_begin, at::IntArrayRef diag) {
-  const auto rows = at::arange(r0, r0 + T, at::kLong).unsqueeze(1);
+                     at::IntArrayRef row_begin, at::IntArrayRef diag, const at::Device& device) {
+  const auto idx = at::TensorOptions().dtype(at::kLong).device(device);
+  const auto rows = at::arange(r0, r0 + T, idx).unsqueeze(1);
   std::vector<at::Tensor> parts;
   for (size_t s = 0; s < lens.size(); ++s) {
     if (lens[s] == 0) continue;
-    const auto cols = at::arange(lens[s], at::kLong).unsqueeze(0);
+    const auto cols = at::arange(lens[s], idx).unsqueeze(0);
     parts.push_back(rows.ge(row_begin[s]).logical_and(cols.le(rows + diag[s])));
   }
   return at::cat(parts, 1);
@@ -29,10 +32,10 @@ at::Tensor tile_mask(int64_t r0, int64_t T, const std::vector<int64_t>& lens,
 
 }  // namespace
 
-void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
-                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                  at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
-                  const std::optional<at::Tensor>& lse) {
+void attn_fwd_aten(const at::Tensor& q, const std::vector<at::Tensor>& k,
+                   const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                   at::IntArrayRef diag, std::optional<double> softmax_scale,
+                   const at::Tensor& out, const std::optional<at::Tensor>& lse) {
   const AttnFwdDims d = check_attn_fwd(q, k, v, row_begin, diag, softmax_scale, out, lse);
   const int64_t B = d.batch, Lq = d.q_len, Hq = d.heads_q, Hkv = d.heads_kv, D = d.head_dim;
   const int64_t G = Hq / Hkv;
@@ -74,7 +77,7 @@ void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
       continue;
     }
     const auto kk = at::cat(ks, 3), vv = at::cat(vs, 3);  // [B, Hkv, 1, n, D]
-    const auto mask = tile_mask(r0, T, lens, rb, dg);      // [T, n]
+    const auto mask = tile_mask(r0, T, lens, rb, dg, q.device());  // [T, n]
     auto scores = at::matmul(qf.narrow(3, r0, T), kk.transpose(-1, -2)).mul_(d.softmax_scale);
     scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
     const auto l = at::logsumexp(scores, -1, /*keepdim=*/true);  // [B, Hkv, G, T, 1]
@@ -83,6 +86,13 @@ void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
     out_tile.copy_(o.permute({0, 3, 1, 2, 4}).reshape({B, T, Hq, D}));
     if (lse) lse->narrow(2, r0, T).copy_(l.squeeze(-1).reshape({B, Hq, T}));
   }
+}
+
+void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
+                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
+                  at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
+                  const std::optional<at::Tensor>& lse) {
+  attn_fwd_aten(q, k, v, row_begin, diag, softmax_scale, out, lse);
 }
 
 void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,

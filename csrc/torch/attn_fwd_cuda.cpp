@@ -1,6 +1,7 @@
 // CUDA glue of spava::attn_fwd and spava::attn_fwd_group: checks -> AttnFwdParams (one problem
 // per set of query rows) -> plan (units, split-KV workspaces) -> run_attn_fwd on the current
-// stream. attn_fwd is a group of one problem.
+// stream. attn_fwd is a group of one problem. GPUs without the sm_90a kernels take the ATen
+// path (attn_fwd_aten) on the same stream, flags and done flags included.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "attn_fwd/attn_fwd.h"
@@ -28,6 +30,35 @@ double env_positive(const char* name, double fallback) {
   const char* env = std::getenv(name);
   const double x = env != nullptr ? std::atof(env) : 0.0;
   return x > 0 ? x : fallback;
+}
+
+// The sm_90a kernels run on compute capability 9.x. Other GPUs, or SPAVA_ATTN_FALLBACK=1 (to
+// test the fallback on an H100), take the ATen path: the same results within dtype tolerance,
+// fp32 scores materialised tile by tile, several times slower.
+bool use_sm90_kernels(const at::Tensor& t) {
+  const char* env = std::getenv("SPAVA_ATTN_FALLBACK");
+  if (env != nullptr && std::strcmp(env, "1") == 0) return false;
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.device().index());
+  return major == 9;
+}
+
+// attn_fwd_group on the ATen path, in stream order: wait for the problem's flag (no host
+// synchronisation), compute it, raise its done flag. Everything runs in the first call, so a
+// finishing call has nothing left.
+void attn_fwd_group_aten(const std::vector<at::Tensor>& q,
+                         const std::vector<AttnFwdProblemArgs>& args,
+                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
+                         const std::optional<at::Tensor>& ready, bool finish,
+                         const std::optional<at::Tensor>& done) {
+  if (finish) return;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  for (size_t i = 0; i < args.size(); ++i) {
+    const AttnFwdProblemArgs& a = args[i];
+    if (a.wait_for >= 0) stream_wait_flag(ready->const_data_ptr<int>() + a.wait_for, stream);
+    attn_fwd_aten(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
+    if (done) done->select(0, int64_t(2 * i + 1)).fill_(1);
+  }
 }
 
 // Appends problem (q, its segments, out, lse) to p. Problems without rows and empty segments
@@ -124,6 +155,9 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
                    const std::optional<at::Tensor>& lse) {
   const AttnFwdDims d = check_attn_fwd(q, k, v, row_begin, diag, softmax_scale, out, lse);
   const c10::cuda::CUDAGuard guard(q.device());
+  if (!use_sm90_kernels(q)) {
+    return attn_fwd_aten(q, k, v, row_begin, diag, softmax_scale, out, lse);
+  }
   AttnFwdParams p = group_params(q, d.heads_kv, d.softmax_scale);
   add_problem(p, q, k, v, row_begin, diag, out, lse, nullptr);
   plan_and_run(p, q);
@@ -140,6 +174,9 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
   const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
                                          out, lse, ready, wait_for, max_ctas, sched, finish, done);
   const c10::cuda::CUDAGuard guard(q[0].device());
+  if (!use_sm90_kernels(q[0])) {
+    return attn_fwd_group_aten(q, args, softmax_scale, out, ready, finish, done);
+  }
   int64_t heads_kv = q[0].size(2);  // any divisor works when no problem has keys
   for (const auto& a : args) {
     if (!a.k.empty()) heads_kv = a.k[0].size(2);

@@ -81,6 +81,9 @@ def attn_fwd(
         out_dtype: dtype of an allocated ``out`` (default q's dtype).
 
     Returns ``(out, lse)``; rows with no visible key have ``out = 0`` and ``lse = -inf``.
+
+    On CUDA: the sm_90a kernel (H100/H200); other GPUs (or ``SPAVA_ATTN_FALLBACK=1``) run the
+    same computation with ATen ops, tile by tile in fp32 (correct, several times slower).
     """
     if out is None:
         out = q.new_empty(q.shape, dtype=out_dtype or q.dtype)
