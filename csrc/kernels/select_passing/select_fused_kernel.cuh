@@ -58,20 +58,19 @@ __device__ __forceinline__ uint64_t globaltimer_ns() {
 }
 
 // Block-wide: returns once all `ctas` CTAs of the item have arrived at *counter (zero at launch);
-// every global write and atomic of the CTA before it is visible to them afterwards: the CTA
-// barrier orders its threads' writes before thread 0's release (cumulative), the other CTAs'
-// acquire loads of the counter order their later reads after it.
+// every global write and atomic of the CTA before it is visible to them afterwards.
 __device__ __forceinline__ void item_barrier(int* counter, int ctas, int64_t timeout_ns) {
+  __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(counter) : "memory");
+    atomicAdd(counter, 1);
     const uint64_t start = globaltimer_ns();
     for (;;) {
       int v;
       asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
       if (v >= ctas) break;
       if (int64_t(globaltimer_ns() - start) > timeout_ns) asm volatile("trap;");
-      __nanosleep(20);
+      __nanosleep(32);
     }
   }
   __syncthreads();
@@ -190,14 +189,13 @@ template <typename T>
 __global__ void __launch_bounds__(kScoreThreads, 2) fused_kernel(const SelectPassingParams p) {
   __shared__ FusedShared sm;
   const ScoreTile t = score_tile_of(p);
-  // CTAs of the item that take part: those with rows, at least one (an empty chunk's padding)
-  const int ctas = max(1, (t.len + p.score_rows - 1) / p.score_rows);
-  if (t.tile >= ctas) {  // past the end of a shorter chunk: no rows, no barriers
+  if (t.row0 >= t.len) {  // past the end of a shorter chunk: no rows, no barriers
     pdl_wait();
     return;
   }
-  const int m = min(p.passing_len, t.len), n = max(0, t.row_end - t.row0), tid = threadIdx.x;
-  if (m == t.len) {  // the chunk keeps every row (or is empty): slot = position
+  const int m = min(p.passing_len, t.len), ctas = (t.len + p.score_rows - 1) / p.score_rows;
+  const int n = t.row_end - t.row0, tid = threadIdx.x;
+  if (m == t.len) {  // the chunk keeps every row: slot = position
     copy_rows<T>(p, t, nullptr, t.row0, n);
     zero_tail<T>(p, t, m, ctas);
     pdl_wait();  // the grid never completes before kernel 1
