@@ -1,8 +1,6 @@
 """CUDA kernels against reference.py: every compiled dtype x head dim x GQA ratio, irregular
 segments, and the whole single-GPU schedule. Skipped cleanly without a GPU."""
 
-import os
-
 import pytest
 import torch
 
@@ -106,24 +104,14 @@ def test_attn_fwd_cuda_errors():
 # ---------------------------------------------------------------------------------- select
 def check_select(q, k, v, starts, lens, p, pool, capacity=None, name=""):
     """CUDA select_passing equals the reference bit for bit (indices and the gathered rows), and
-    a second call gives the same bytes; on both paths: the fused kernel (taken when its grid
-    fits on the GPU at once) and the three-kernel one (SPAVA_SELECT_FUSED=0, read per call)."""
+    a second call gives the same bytes."""
+    idx, kv = ops.select_passing(q, k, v, starts, lens, p, pool, capacity=capacity)
     ref_idx, ref_kv = reference.select_passing(q.cpu(), k.cpu(), v.cpu(), starts, lens, p, pool,
                                                capacity=capacity)
-    saved = os.environ.get("SPAVA_SELECT_FUSED")
-    try:
-        for fused in ("1", "0"):
-            os.environ["SPAVA_SELECT_FUSED"] = fused
-            idx, kv = ops.select_passing(q, k, v, starts, lens, p, pool, capacity=capacity)
-            assert torch.equal(idx.cpu(), ref_idx), (name, p, pool, fused)
-            assert torch.equal(kv.cpu(), ref_kv), (name, p, pool, fused)
-            idx2, kv2 = ops.select_passing(q, k, v, starts, lens, p, pool, capacity=capacity)
-            assert torch.equal(idx, idx2) and torch.equal(kv, kv2), (name, fused)  # same bytes
-    finally:
-        if saved is None:
-            os.environ.pop("SPAVA_SELECT_FUSED", None)
-        else:
-            os.environ["SPAVA_SELECT_FUSED"] = saved
+    assert torch.equal(idx.cpu(), ref_idx), (name, p, pool)
+    assert torch.equal(kv.cpu(), ref_kv), (name, p, pool)
+    idx2, kv2 = ops.select_passing(q, k, v, starts, lens, p, pool, capacity=capacity)
+    assert torch.equal(idx, idx2) and torch.equal(kv, kv2), name  # same input, same bytes
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -238,28 +226,6 @@ def test_select_passing_cuda_ranges_straddle_m():
         starts, lens = [0, 1000, 1999], [1000, 999, 1001]
         for p, cap in [(100, 300), (65, 65), (257, 1000), (999, 1001)]:
             check_select(q[:, -3:], k, v, starts, lens, p, 5, capacity=cap, name=f"D {D} p {p}")
-
-
-def test_select_passing_cuda_path_choice(monkeypatch):
-    """The fused kernel runs when its grid fits on the GPU at once (the key shape of W = 8 at
-    128K does), the three-kernel path with SPAVA_SELECT_FUSED=0 or when the grid is too big (a
-    64K chunk: ~260 score CTAs per kv head)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    def kernels(q, k, v, starts, lens):
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            ops.select_passing(q, k, v, starts, lens, 1024, 5)
-            torch.cuda.synchronize()
-        return {n for e in prof.events() for n in ("fused_kernel", "score_kernel", "gather_kernel")
-                if n in e.name}
-
-    q, k, v = grid_inputs(1, 18240, 28, 4, 128, dtype=torch.bfloat16, seed=3, device="cuda")
-    key_shape = (q[:, -64:], k, v, [2048, 10112], [8064, 8064])
-    assert kernels(*key_shape) == {"fused_kernel"}
-    q, k, v = grid_inputs(1, 65600, 8, 2, 128, dtype=torch.bfloat16, seed=4, device="cuda")
-    assert kernels(q[:, -8:], k, v, [0], [65536]) == {"score_kernel", "gather_kernel"}
-    monkeypatch.setenv("SPAVA_SELECT_FUSED", "0")
-    assert kernels(*key_shape) == {"score_kernel", "gather_kernel"}
 
 
 def test_select_passing_cuda_pdl_off():

@@ -53,7 +53,7 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const int64_t items = d.num_chunks * d.batch * d.heads_kv;
   const int64_t key_stride = up4(max_len);
   const int64_t qsum_len = kMaxQsumSplits * d.batch * d.heads_kv * d.head_dim;
-  const int64_t hist_len = items * kItemInts;
+  const int64_t hist_len = items * kRadixBins;
   const int64_t work_len = selects ? qsum_len + hist_len + items * key_stride : 0;
   const at::Tensor work = at::empty({work_len}, q.options().dtype(at::kInt));
 

@@ -26,11 +26,9 @@ struct MergeStatesParams {
 // ------------------------------------------------------------------------------- select_passing
 constexpr int kMaxSelectChunks = 16;
 
-// Kernels (kernels/select_passing): (1) qsum partials, then either the fused kernel (scores,
-// selection with barriers among the CTAs of an item, gather of each CTA's kept rows) when its
-// grid fits on the GPU at once, or (2) scores -> smoothed keys and the histogram of their top
-// digit and (3) select + gather: each CTA repeats its item's radix select, places the kept
-// positions of its send-buffer rows and copies those K/V rows. An "item" is one
+// Three kernels (kernels/select_passing): (1) qsum partials, (2) scores -> smoothed keys and the
+// histogram of their top digit, (3) select + gather: each CTA repeats its item's radix select,
+// places the kept positions of its send-buffer rows and copies those K/V rows. An "item" is one
 // (chunk c, batch b, kv head h), numbered (c * b + bi) * h_kv + h. kMaxQsumSplits and
 // kRadixBins are in select_passing/select_passing.h.
 struct SelectPassingParams {
@@ -43,8 +41,7 @@ struct SelectPassingParams {
   // Workspaces (fp32 / int32, caller-allocated, each 16-byte aligned, no initial contents
   // needed; nullptr when no chunk selects, i.e. passing_len >= every chunk_len):
   float* qsum;     // [kMaxQsumSplits, b, h_kv, d]: partial sums of q over (t, g) question rows
-  int* hist;       // [items, kItemInts]: digit counts, barrier counters, kept counts (kernel 1
-                   // zeroes what must start at 0; layout in select_passing/select_passing.h)
+  int* hist;       // [items, kRadixBins]: counts of the keys' top 11-bit digit (kernel 1 zeroes)
   uint32_t* keys;  // [items, key_stride]: order-preserving uint32 keys of the smoothed scores
   int64_t key_stride;  // >= every chunk_len, multiple of 4 (16-byte rows)
   int64_t* indices;    // [chunks, b, h_kv, capacity] kept positions along k's rows, -1 padded
@@ -59,7 +56,6 @@ struct SelectPassingParams {
   int score_rows, score_tiles;  // kernel 2: chunk rows scored per CTA, CTAs per item
   int gather_rows, gather_tiles;  // kernel 3: send-buffer rows per CTA, CTAs per item
   int smem_keys;  // kernel 3: keys it caches in shared memory (chunks up to this long), % 16 == 0
-  int64_t barrier_timeout_ns;  // fused kernel: a barrier wait longer than this traps
   DType dtype;
 };
 

@@ -24,21 +24,14 @@ constexpr int kMaxCachedKeys = 2 * kTile;  // longest chunk whose keys a CTA cac
 static_assert(kRadixBins == 4 * kSelectThreads, "each thread holds the counts of 4 digits");
 
 // Warp scans + one barrier: shorter than the default raking scan, which is what counts here.
-template <int kThreads>
-using WarpScans = cub::BlockScan<int, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
-using BlockScan = WarpScans<kSelectThreads>;
-
-// The outcome of a radix step, published to the block.
-struct DigitPick {
-  uint32_t prefix;
-  int remaining, done;
-};
+using BlockScan = cub::BlockScan<int, kSelectThreads, cub::BLOCK_SCAN_WARP_SCANS>;
 
 struct SelectShared {
   typename BlockScan::TempStorage scan;
   int hist2[kRadixBins];      // counts of digit 2 (key bits 20..10), zero on entry
   int hist3[kRadixBins / 2];  // counts of digit 3 (key bits 9..0), zero on entry
-  DigitPick pick;
+  uint32_t prefix;
+  int remaining, done;
 };
 
 // The kept keys: (key & mask) > prefix, plus the take_eq lowest positions with (key & mask) ==
@@ -117,33 +110,28 @@ __device__ __forceinline__ void count_digit(const ItemKeys& ks, uint32_t mask, u
   }
 }
 
-// One radix step of kThreads threads. Invariant: the m-th largest key has `prefix` in the bits
-// already resolved and is the remaining-th largest of the keys that do. Thread t holds the
-// counts of digits top - kPer * t - e (cnt[e], 0 below digit 0). Picks the digit of the wanted
-// key and returns true when every key with the extended prefix is kept (no more bits needed).
-// Block-wide; the barrier at its end also frees `scan`.
-template <int kThreads, int kPer>
-__device__ __forceinline__ bool pick_digit(const int (&cnt)[kPer], int top, int shift,
-                                           uint32_t& prefix, int& remaining,
-                                           typename WarpScans<kThreads>::TempStorage& scan,
-                                           DigitPick& pick) {
-  int sum = 0, above = 0;  // above: counted keys in the digits above this thread's
+// One radix step. Invariant: the m-th largest key has `prefix` in the bits already resolved and
+// is the remaining-th largest of the keys that do. Thread t holds the counts of digits
+// top - 4t - e (cnt[e], 0 below digit 0). Picks the digit of the wanted key and returns true
+// when every key with the extended prefix is kept (no more bits needed). Block-wide; the
+// barrier at its end also frees sm.scan.
+__device__ __forceinline__ bool pick_digit(const int (&cnt)[4], int top, int shift,
+                                           uint32_t& prefix, int& remaining, SelectShared& sm) {
+  int above = 0;  // counted keys in the digits above this thread's
+  BlockScan(sm.scan).ExclusiveSum(cnt[0] + cnt[1] + cnt[2] + cnt[3], above);
 #pragma unroll
-  for (int e = 0; e < kPer; ++e) sum += cnt[e];
-  WarpScans<kThreads>(scan).ExclusiveSum(sum, above);
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) {
+  for (int e = 0; e < 4; ++e) {
     if (above < remaining && above + cnt[e] >= remaining) {  // exactly one (thread, e)
-      pick.prefix = prefix | (uint32_t(top - kPer * int(threadIdx.x) - e) << shift);
-      pick.remaining = remaining - above;
-      pick.done = cnt[e] == remaining - above;
+      sm.prefix = prefix | (uint32_t(top - 4 * int(threadIdx.x) - e) << shift);
+      sm.remaining = remaining - above;
+      sm.done = cnt[e] == remaining - above;
     }
     above += cnt[e];
   }
   __syncthreads();
-  prefix = pick.prefix;
-  remaining = pick.remaining;
-  return pick.done;
+  prefix = sm.prefix;
+  remaining = sm.remaining;
+  return sm.done;
 }
 
 // The threshold of the m kept keys, 1 <= m < len: digit 1 (key bits 31..21) from the item's
@@ -158,7 +146,7 @@ __device__ __forceinline__ Threshold find_threshold(const ItemKeys& ks, int m, c
   for (int pass = 0; pass < 3; ++pass) {  // one copy of the scan for the three digits
     const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
     const int bins = pass == 2 ? kRadixBins / 2 : kRadixBins;
-    if (pass > 0) {  // every thread read sm.pick before this barrier
+    if (pass > 0) {  // every thread read sm.prefix / remaining / done before this barrier
       int* hist = pass == 1 ? sm.hist2 : sm.hist3;
       count_digit(ks, mask, prefix, shift, bins, hist);
       __syncthreads();
@@ -168,8 +156,7 @@ __device__ __forceinline__ Threshold find_threshold(const ItemKeys& ks, int m, c
         cnt[e] = digit >= 0 ? hist[digit] : 0;
       }
     }
-    const bool done =  // block-uniform
-        pick_digit<kSelectThreads, 4>(cnt, bins - 1, shift, prefix, remaining, sm.scan, sm.pick);
+    const bool done = pick_digit(cnt, bins - 1, shift, prefix, remaining, sm);  // block-uniform
     mask |= uint32_t(bins - 1) << shift;
     if (done) break;
   }

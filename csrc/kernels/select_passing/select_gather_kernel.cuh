@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2) gather_kernel(const SelectP
     pdl_wait();  // the score grid has completed: p.keys and p.hist are visible
     const uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
     const int4 top4 =  // in flight with the key copy
-        __ldcg(reinterpret_cast<const int4*>(p.hist + int64_t(item) * kItemInts) +
+        __ldcg(reinterpret_cast<const int4*>(p.hist + int64_t(item) * kRadixBins) +
                (kSelectThreads - 1 - tid));
     const bool cached = len <= p.smem_keys;
     if (cached) fill_cache(keys, len, key_cache);

@@ -1,5 +1,4 @@
-// Host launcher of select_passing: qsum -> fused (scores + selection + gather) when its grid fits
-// on the GPU at once, else qsum -> scores -> select + gather; chained with programmatic
+// Host launcher of select_passing: qsum -> scores -> select + gather, chained with programmatic
 // dependent launch where the kernels' binaries support it.
 #include "select_passing/select_passing.h"
 
@@ -8,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "select_passing/select_fused_kernel.cuh"
 #include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing_kernel.cuh"
 #include "spava/check.h"
@@ -28,21 +26,6 @@ bool pdl_enabled() {
     return v == nullptr || std::strcmp(v, "0") != 0;
   }();
   return on;
-}
-
-// The fused kernel (scores + selection + gather in one grid) unless SPAVA_SELECT_FUSED=0 (the
-// three-kernel path: same bytes; for tests and A/B timing). Read at every call.
-bool fused_enabled() {
-  const char* v = std::getenv("SPAVA_SELECT_FUSED");
-  return v == nullptr || std::strcmp(v, "0") != 0;
-}
-
-// A barrier of the fused kernel waits at most SPAVA_COLLECTIVE_TIMEOUT_S seconds (default 600,
-// as the collectives), then traps: a stall must end in an error, never a hang.
-int64_t barrier_timeout_ns() {
-  const char* v = std::getenv("SPAVA_COLLECTIVE_TIMEOUT_S");
-  const double s = v != nullptr ? std::atof(v) : 0.0;
-  return int64_t((s > 0 ? s : 600.0) * 1e9);
 }
 
 // ---- launch shapes, reasoned from bytes in flight (not yet tuned by measurement); the key
@@ -93,19 +76,6 @@ void allow_dynamic_smem(int bytes) {
   done.fetch_or(bit, std::memory_order_relaxed);
 }
 
-// CTAs of kKernel (kScoreThreads threads, static shared memory only) resident per SM, cached for
-// the process (one build's binary is the same on every device of one arch).
-template <auto kKernel>
-int resident_per_sm() {
-  static std::atomic<int> cached{-1};
-  int n = cached.load(std::memory_order_relaxed);
-  if (n < 0) {
-    SPAVA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kKernel, kScoreThreads, 0));
-    cached.store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 // PDL needs griddepcontrol in the kernel's binary (compiled for sm_90+ only, see pdl_wait): a
 // kernel built for an older arch must not start before its predecessor ends. Cached for the
 // process (one build's binary is the same on every device of one arch).
@@ -152,19 +122,11 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
   plan_qsum(p);
   plan_scores(p, max_sel_len);
   plan_gather(p);
-  p.barrier_timeout_ns = barrier_timeout_ns();
   SPAVA_HALF_DTYPE_SWITCH(p.dtype, T, [&] {
     if (selects) {
       launch<qsum_kernel<T>>(dim3(p.qsum_splits, p.heads_kv, p.batch), kQsumThreads, 0, false,
                              stream, p);
-      // The fused kernel's barriers need its whole grid resident at once.
-      const int grid = p.score_tiles * items;
-      if (fused_enabled() && p.score_tiles <= kMaxFusedTiles &&
-          grid <= resident_per_sm<fused_kernel<T>>() * p.num_sms) {
-        launch<fused_kernel<T>>(dim3(grid), kScoreThreads, 0, pdl, stream, p);
-        return;
-      }
-      launch<score_kernel<T>>(dim3(grid), kScoreThreads, 0, pdl, stream, p);
+      launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
     const int smem = 4 * p.smem_keys;
     if (smem > 0) allow_dynamic_smem<gather_kernel<T>>(4 * kMaxCachedKeys);

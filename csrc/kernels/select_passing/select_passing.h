@@ -11,16 +11,6 @@ namespace spava {
 constexpr int kMaxQsumSplits = 16;  // partial sums of q per (b, h_kv) written by kernel 1
 constexpr int kRadixBins = 2048;    // 11-bit radix digits (top digit: sign, exponent, 2 bits)
 
-// The int32 workspace `hist` holds kItemInts per item: the counts of the top digit
-// [kRadixBins] (every path), then, for the fused kernel, the counts of digit 2 [kRadixBins] and
-// digit 3 [kRadixBins / 2], kItemSyncInts barrier counters, and the (above, equal) kept counts
-// of each score tile [2 * kMaxFusedTiles]. Kernel 1 zeroes the first kItemZeroInts.
-constexpr int kMaxFusedTiles = 512;
-constexpr int kItemSyncInts = 16;
-constexpr int kItemZeroInts = 2 * kRadixBins + kRadixBins / 2 + kItemSyncInts;
-constexpr int kItemInts = kItemZeroInts + 2 * kMaxFusedTiles;
-static_assert(kItemZeroInts % 4 == 0 && kItemInts % 4 == 0, "16-byte aligned parts");
-
 // Fills the launch-shape fields of params (see params.h), then runs the kernels on `stream`.
 // When some chunk selects (passing_len < chunk_len), params.qsum, hist and keys must point at
 // workspaces of the sizes in params.h; they need no initial contents. Never

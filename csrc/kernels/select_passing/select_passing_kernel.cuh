@@ -1,26 +1,22 @@
-// select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram
-// (score_rows, shared with the fused kernel of select_fused_kernel.cuh); kernel (3), select +
-// gather, is in select_gather_kernel.cuh (its selection in select_block.cuh).
+// select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram;
+// kernel (3), select + gather, is in select_gather_kernel.cuh (its selection in select_block.cuh).
 //
 // Selection rule (DESIGN.md §1, tie rule included): keep the m = min(p, len) positions with the
 // largest smoothed score; among equal scores the lower position wins. Scores become
 // order-preserving uint32 keys; the exact m-th largest key is found by radix select (11/11/10-bit
 // digits, the first digit's histogram built by all score CTAs of the item) and every larger key
 // is kept plus the lowest positions equal to it. Every sum has a fixed order and every count is
-// an integer, so the result is deterministic: same input, same bytes, on either path.
+// an integer, so the result is deterministic: same input, same bytes.
 //
-// Paths. Kernel 1 zeroes the per-item counts and barrier counters, then either
-//   fused: one grid scores, selects (the CTAs of an item meet at barriers) and gathers; taken
-//       when the whole grid can be resident at once (select_fused_kernel.cuh), or
-//   (2) + (3): each score CTA writes its rows' keys and adds their top digits to the item's
-//       histogram; every CTA of kernel 3 that holds kept rows of a selecting chunk waits for the
-//       score grid, repeats the item's select on its own (all of them agree: same data, same
-//       arithmetic) and gathers its rows.
-// With programmatic dependent launch (sm_90+, launcher's choice) the kernel after kernel 1
-// issues its K loads before pdl_wait() on it, and kernel 3 is resident before kernel 2 ends.
-// Every CTA of a PDL-launched kernel calls pdl_wait() before it exits, so a grid never
-// completes before its predecessor (without PDL the kernels run in plain stream order and
-// pdl_wait() returns at once).
+// Protocol. Kernel 1 zeroes the per-item histograms. Each score CTA writes its rows' keys and
+// adds their top digits to the item's histogram. Every CTA of kernel 3 that holds kept rows of a
+// selecting chunk waits for the score grid, then repeats the item's select on its own (all of
+// them agree: same data, same arithmetic) and gathers its rows. With programmatic dependent
+// launch (sm_90+, launcher's choice) kernel 2 issues its K loads before pdl_wait() on kernel 1,
+// and kernel 3 is resident before kernel 2 ends. Every CTA of kernels 2 and 3 calls pdl_wait()
+// before it exits, so a grid never completes before its predecessor (kernel 3 reads kernel 2's
+// outputs, kernel 2 kernel 1's; without PDL the kernels run in plain stream order and pdl_wait()
+// returns at once).
 #pragma once
 
 #include <cstdint>
@@ -63,8 +59,8 @@ __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
 // grid (qsum_splits, h_kv, b). The nq * G rows r = (t, g) of kv head h are cut into ranges of
 // qsum_rows; CTA s writes qsum[s, b, h, :] = sum over its range of q[b, r / G, h*G + r % G, :].
 // Thread = (row group, 8-column chunk) with kQsumLoads 16-byte loads in flight; the row groups
-// are then summed in a fixed order. The CTAs also zero the first kItemZeroInts of each item's
-// workspace (their share of the items (c, b, h), every chunk c): counts and barrier counters.
+// are then summed in a fixed order. The CTAs also zero hist for kernel 2 (their share of the
+// items (c, b, h), every chunk c).
 constexpr int kQsumThreads = 128;
 constexpr int kQsumLoads = 4;
 
@@ -96,11 +92,11 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
 #pragma unroll
   for (int i = 0; i < 8; ++i) part[tid * 8 + i] = acc[i];
 
-  const int hist4 = p.num_chunks * kItemZeroInts / 4;  // int4 to zero per (b, h)
+  const int hist4 = p.num_chunks * kRadixBins / 4;  // int4 of hist per (b, h)
   for (int i = s * kQsumThreads + tid; i < hist4; i += p.qsum_splits * kQsumThreads) {
-    const int c = i / (kItemZeroInts / 4), e = i % (kItemZeroInts / 4);
+    const int c = i / (kRadixBins / 4), e = i % (kRadixBins / 4);
     const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
-    reinterpret_cast<int4*>(p.hist + item * kItemInts)[e] = make_int4(0, 0, 0, 0);
+    reinterpret_cast<int4*>(p.hist + item * kRadixBins)[e] = make_int4(0, 0, 0, 0);
   }
   __syncthreads();
   float* out = p.qsum + ((int64_t(s) * p.batch + b) * p.heads_kv + h) * p.head_dim;
@@ -139,38 +135,25 @@ struct ScoreShared {
   int hist[kRadixBins];
 };
 
-// The CTA (item, tile) of the score grid: chunk rows [row0, row_end) of item (c, b, h).
-struct ScoreTile {
-  int item, tile, c, b, h, len, row0, row_end;
-};
-
-__device__ __forceinline__ ScoreTile score_tile_of(const SelectPassingParams& p) {
-  ScoreTile t;
-  t.item = blockIdx.x / p.score_tiles;
-  t.tile = blockIdx.x % p.score_tiles;
-  t.h = t.item % p.heads_kv;
-  t.b = (t.item / p.heads_kv) % p.batch;
-  t.c = t.item / (p.heads_kv * p.batch);
-  t.len = p.chunk_len[t.c];
-  t.row0 = t.tile * p.score_rows;
-  t.row_end = min(t.len, t.row0 + p.score_rows);
-  return t;
-}
-
-// Scores the rows of tile t (row0 < row_end), writes their keys to p.keys and to own_keys
-// (shared, [row_end - row0]; the slot array sm.part, free once the row sums are done), and adds
-// their top digits to the item's histogram p.hist. Issues its K loads before pdl_wait() on
-// kernel 1 (qsum partials, zeroed histograms).
 template <typename T>
-__device__ __forceinline__ void score_rows(const SelectPassingParams& p, ScoreShared& sm,
-                                           const ScoreTile& t, int* item_hist) {
+__global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPassingParams p) {
+  __shared__ ScoreShared sm;
+  pdl_launch_dependents();  // kernel 3 becomes resident as CTAs retire, then waits for this grid
+  const int item = blockIdx.x / p.score_tiles, tile = blockIdx.x % p.score_tiles;
+  const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
+  const int c = item / (p.heads_kv * p.batch);
+  const int len = p.chunk_len[c], row0 = tile * p.score_rows;
+  if (p.passing_len >= len || row0 >= len) {  // the chunk keeps every row, or past its end
+    pdl_wait();
+    return;
+  }
   const int tid = threadIdx.x, cpr = p.head_dim / 8, half = p.pool_kernel / 2;
   const int rows_step = kScoreThreads / cpr, round_rows = score_round_rows(cpr);
   const bool active = tid < rows_step * cpr;
   const int cc = tid % cpr, r_first = tid / cpr;
-  const int lo = max(0, t.row0 - half), hi = min(t.len, t.row0 + p.score_rows + half);
-  const T* k = static_cast<const T*>(p.k) + t.b * p.k_batch_stride + t.h * p.k_head_stride +
-               (int64_t(p.chunk_start[t.c]) + lo + r_first) * p.k_row_stride + cc * 8;
+  const int lo = max(0, row0 - half), hi = min(len, row0 + p.score_rows + half);
+  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride +
+               (int64_t(p.chunk_start[c]) + lo + r_first) * p.k_row_stride + cc * 8;
   const int64_t step = int64_t(rows_step) * p.k_row_stride;
   uint4 x[kScoreLoads];
   auto load_round = [&](int r0) {  // tile rows [r0, r0 + round_rows) of [0, hi - lo)
@@ -184,7 +167,7 @@ __device__ __forceinline__ void score_rows(const SelectPassingParams& p, ScoreSh
   for (int i = tid; i < kRadixBins; i += kScoreThreads) sm.hist[i] = 0;
   pdl_wait();  // kernel 1 has completed: qsum partials and zeroed p.hist visible
   for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // 4 partials in flight, summed in order
-    const float* part = p.qsum + (int64_t(t.b) * p.heads_kv + t.h) * p.head_dim + d;
+    const float* part = p.qsum + (int64_t(b) * p.heads_kv + h) * p.head_dim + d;
     const int64_t split_stride = int64_t(p.batch) * p.heads_kv * p.head_dim;
     float sum = 0.f;
     for (int i0 = 0; i0 < p.qsum_splits; i0 += 4) {
@@ -220,36 +203,24 @@ __device__ __forceinline__ void score_rows(const SelectPassingParams& p, ScoreSh
     if (r0 >= hi - lo) break;
     load_round(r0);  // only when the halo or head_dim makes a tile exceed a round
   }
-  uint32_t* keys = p.keys + int64_t(t.item) * p.key_stride;
-  uint32_t* own_keys = reinterpret_cast<uint32_t*>(sm.part);
-  for (int j0 = t.row0; j0 < t.row_end; j0 += kScoreThreads) {  // warp-uniform trip count
+  uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
+  const int row_end = min(len, row0 + p.score_rows);
+  for (int j0 = row0; j0 < row_end; j0 += kScoreThreads) {  // warp-uniform trip count
     const int j = j0 + tid;
     uint32_t key = 0;
-    if (j < t.row_end) {
+    if (j < row_end) {
       float mx = -INFINITY;
       for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i)
         mx = fmaxf(mx, sm.raw[i - lo]);
       key = order_key(mx);
       keys[j] = key;
-      own_keys[j - t.row0] = key;
     }
-    count_bin(sm.hist, j < t.row_end, int(key >> 21));
+    count_bin(sm.hist, j < row_end, int(key >> 21));
   }
   __syncthreads();
+  int* item_hist = p.hist + int64_t(item) * kRadixBins;
   for (int i = tid; i < kRadixBins; i += kScoreThreads)
     if (sm.hist[i] != 0) atomicAdd(item_hist + i, sm.hist[i]);
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPassingParams p) {
-  __shared__ ScoreShared sm;
-  pdl_launch_dependents();  // kernel 3 becomes resident as CTAs retire, then waits for this grid
-  const ScoreTile t = score_tile_of(p);
-  if (p.passing_len >= t.len || t.row0 >= t.len) {  // the chunk keeps every row, or past its end
-    pdl_wait();
-    return;
-  }
-  score_rows<T>(p, sm, t, p.hist + int64_t(t.item) * kItemInts);
 }
 
 }  // namespace spava::select
