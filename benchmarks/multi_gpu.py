@@ -40,6 +40,12 @@ CASES = [  # (L, a, nq, Hq, Hkv, D, p, dtype)
 ]
 
 
+def progress(rank: int, line: str) -> None:
+    """Rank 0 reports each step as it ends (a stall shows where it is)."""
+    if rank == 0:
+        print(line, flush=True)
+
+
 def correctness(rank: int, world: int) -> list[str]:
     lines = []
     for i, (L, a, nq, Hq, Hkv, D, p, dtype) in enumerate(CASES):
@@ -64,6 +70,7 @@ def correctness(rank: int, world: int) -> list[str]:
         assert_attn_close(f"W={world} decode {i}", dec, dense, eps=2e-2)
         lines.append(f"correct: case {i} (L={L}, a={a}, nq={nq}, {Hq}/{Hkv}, D={D}, p={p}, "
                      f"{dtype}) prefill + decode")
+        progress(rank, lines[-1])
     # a layer captured in a CUDA graph, replayed on new data
     L, a, nq, Hq, Hkv, D, p, dtype = CASES[0]
     layout = SpavaLayout(L, a, nq, world, p)
@@ -80,6 +87,7 @@ def correctness(rank: int, world: int) -> list[str]:
     graph.replay()
     assert torch.equal(captured, spava_ext.spava_attention(q2, k2, v2, layout))
     lines.append("correct: CUDA-graph capture and replay of a layer over NCCL")
+    progress(rank, lines[-1])
     return lines
 
 
@@ -123,7 +131,6 @@ def main() -> int:
             dist.all_gather_object(every, mine)
             result["speed"] = every
         if rank == 0:
-            print("\n".join(lines))
             for r in result.get("speed", []):
                 print(f"rank {r['rank']}: layer {r['layer_ms']:.3f} ms with NCCL, "
                       f"{r['compute_only_ms']:.3f} ms compute only, gathers alone "
