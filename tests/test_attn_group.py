@@ -348,3 +348,34 @@ def test_cuda_aten_fallback_matches_reference(monkeypatch, dtype):
     ref, _ = reference.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag)
     low, _ = reference.attn_fwd(pr.q, pr.k, pr.v, pr.row_begin, pr.diag, upcast=False)
     assert_attn_close("ATen fallback attn_fwd", out, ref, low)
+
+
+@cuda_only
+def test_cuda_first_launch_after_a_stream_waits_on_its_done_flag(tmp_path):
+    """A stream made to wait (wait_flag) for a done flag before the process's first attn_fwd
+    launch: under CUDA's lazy module loading that launch loaded its kernel, which may wait for
+    the whole context, blocked stream included (the W = 2 NCCL hang: both ranks stuck in the
+    launch). wait_flag loads the kernels first. Fresh process, CUDA_MODULE_LOADING=LAZY,
+    bounded by a timeout."""
+    script = tmp_path / "first_launch.py"
+    script.write_text(
+        "import torch\nfrom spava_ext import ops\n"
+        "q = torch.randn(1, 300, 4, 128, device='cuda', dtype=torch.bfloat16)\n"
+        "k = torch.randn(1, 300, 2, 128, device='cuda', dtype=torch.bfloat16)\n"
+        "out = torch.empty_like(q)\n"
+        "done = torch.zeros(2, dtype=torch.int32, device='cuda')\n"
+        "x = torch.zeros(4, device='cuda')\n"
+        "x.add_(1)  # the side stream's kernel, loaded before the wait\n"
+        "side = torch.cuda.Stream()\n"
+        "side.wait_stream(torch.cuda.current_stream())\n"
+        "with torch.cuda.stream(side):\n"
+        "    ops.wait_flag(done[1:2])\n"
+        "    x.add_(1)\n"
+        "ops.attn_fwd_group([ops.AttnProblem(q, [k], [k], [0], [0], out)], done=done)\n"
+        "torch.cuda.synchronize()\n"
+        "assert done[1].item() == 1 and x.tolist() == [2.0] * 4\n"
+        "print('ok')\n")
+    env = {**os.environ, "CUDA_MODULE_LOADING": "LAZY"}
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]

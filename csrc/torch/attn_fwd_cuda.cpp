@@ -207,6 +207,9 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
 void wait_flag_cuda(const at::Tensor& flag) {
   check_flag("wait_flag", flag);
   const c10::cuda::CUDAGuard guard(flag.device());
+  // The flag is usually raised by an attn_fwd launch queued after this wait: load those
+  // kernels now, since loading one later may wait for this blocked stream (attn_fwd.h).
+  if (use_sm90_kernels(flag)) prepare_attn_fwd();
   stream_wait_flag(flag.const_data_ptr<int>(), c10::cuda::getCurrentCUDAStream());
 }
 

@@ -22,6 +22,13 @@ void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream);
 // first unit; the total unit count. The caller then allocates the split workspaces.
 void plan_attn_fwd(AttnFwdParams& params, int num_sms);
 
+// Loads every compiled attn_fwd kernel on the current device and sets its shared memory limit
+// (once per device; later calls return at once). Call it before a stream is made to wait on a
+// flag that an attn_fwd launch will raise: under CUDA's lazy module loading that launch would
+// otherwise load its kernel first, which may wait for the whole context, including the blocked
+// stream (a deadlock: the W = 2 NCCL hang of 2026-11-25, both ranks stuck in the launch).
+void prepare_attn_fwd();
+
 // Head dims compiled into this build, ascending, and their count.
 extern const int kAttnFwdHeadDims[];
 extern const int kNumAttnFwdHeadDims;

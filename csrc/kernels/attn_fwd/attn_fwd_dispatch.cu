@@ -73,6 +73,15 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
   }
 }
 
+void prepare_attn_fwd() {
+  AttnFwdParams p{};  // no units: each instantiation only prepares its kernel
+  for (int i = 0; i < kNumAttnFwdHeadDims; ++i) {
+    p.head_dim = kAttnFwdHeadDims[i];
+    run_for_dtype<cutlass::bfloat16_t>(p, nullptr);
+    run_for_dtype<cutlass::half_t>(p, nullptr);
+  }
+}
+
 void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream) {
   switch (params.dtype) {
     case DType::kBFloat16: return run_for_dtype<cutlass::bfloat16_t>(params, stream);

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 
 #include "attn_fwd/attn_fwd.h"
 #include "attn_fwd/attn_fwd_kernel_sm90.cuh"
@@ -46,11 +48,29 @@ inline void merge_splits(const AttnFwdParams& params, const AttnProblem& pr, cud
   run_merge_states(m, stream);
 }
 
-// `params` must come from plan_attn_fwd (units, split workspaces).
+// Sets kKernel's dynamic shared memory limit on the current device, once per device (d < 64;
+// others every call). This also loads the kernel there: with CUDA's lazy module loading the
+// first launch would, and loading may wait for the whole context, e.g. for a stream blocked on
+// a done flag that this very kernel is to raise (a deadlock; see prepare_attn_fwd).
+template <auto kKernel>
+void prepare_kernel(int smem_bytes) {
+  static std::atomic<uint64_t> prepared{0};  // bit d: device d
+  int device = 0;
+  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+  if (prepared.load(std::memory_order_relaxed) & bit) return;
+  SPAVA_CUDA_CHECK(
+      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  prepared.fetch_or(bit, std::memory_order_relaxed);
+}
+
+// `params` must come from plan_attn_fwd (units, split workspaces). With no units it only
+// prepares the kernel on the current device.
 template <typename T, int kHeadDim>
 void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
-  if (params.num_units == 0) return;
   using Cfg = attn::Sm90WsConfig<T, kHeadDim>;
+  prepare_kernel<attn::attn_fwd_sm90_ws_kernel<Cfg>>(Cfg::kSmemBytes);
+  if (params.num_units == 0) return;
   AttnFwdTmaParams tp;
   tp.p = params;
   for (int i = 0; i < params.num_problems; ++i) {
@@ -72,12 +92,6 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
                                    Cfg::kSwizzleBytes);
   }
   auto kernel = attn::attn_fwd_sm90_ws_kernel<Cfg>;
-  static const bool configured = [&] {  // once per instantiation (also keeps graph capture clean)
-    SPAVA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          Cfg::kSmemBytes));
-    return true;
-  }();
-  (void)configured;
   // Persistent grid: one CTA per SM (160 KB of smem and the whole register file each), fewer
   // when max_ctas leaves SMs to other kernels (e.g. the collectives a ready flag waits for).
   int device = 0, num_sms = 0;
