@@ -20,8 +20,7 @@ def main(path: str) -> Path:
     for ax, (name, w) in zip(axes, data["workloads"].items()):
         labels = [f"r{c['rank']} {c['call']}" for c in w["calls"]]
         x = range(len(labels))
-        series = [("spava attn_fwd", "spava"), ("spava cp.async (v1)", "spava_cpasync"),
-                  ("FlexAttention, same mask", "flex")]
+        series = [("spava attn_fwd", "spava"), ("FlexAttention, same mask", "flex")]
         width = 0.8 / len(series)
         for i, (label, key) in enumerate(series):
             vals = [c.get(key, {}).get("tflops", 0) for c in w["calls"]]
@@ -30,7 +29,14 @@ def main(path: str) -> Path:
         for backend, style in (("cudnn", "--"), ("flash", ":")):
             tf = w.get("dense", {}).get(backend, {}).get("tflops")
             if tf:
-                ax.axhline(tf, linestyle=style, color="k", label=f"dense causal SDPA {backend}")
+                ax.axhline(tf, linestyle=style, color="k",
+                           label=f"dense causal SDPA {backend}, full sequence")
+        od = w.get("own_dense", {})
+        for key, label, color in (("tflops", "attn_fwd", "tab:blue"), ("cudnn", "cuDNN", "tab:red")):
+            tf = od.get("tflops") if key == "tflops" else od.get(key, {}).get("tflops")
+            if tf:
+                ax.axhline(tf, linestyle="-.", color=color, linewidth=1,
+                           label=f"dense causal {od['tokens'] // 1024}K, {label} (interleaved)")
         ax.set_xticks(list(x), labels, rotation=30, ha="right")
         ax.set_title(f"{name} (Hq {w['heads_q']}, Hkv {w['heads_kv']}, D {w['head_dim']})")
     axes[0].set_ylabel("TFLOP/s on allowed pairs")
