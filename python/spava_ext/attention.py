@@ -21,6 +21,7 @@ Attention reads them in place as strided ``[B, n, Hkv, D]`` views.
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import timedelta
 from typing import Optional
 
@@ -208,6 +209,12 @@ ORDER_IN_FLIGHT = ("question", "host1", "host2")
 ORDER_LOCAL = ("host2", "question", "host1")
 
 
+def _sm90_kernels(device: torch.device) -> bool:
+    """Whether attn_fwd runs its sm_90a kernel on ``device`` (not the ATen fallback)."""
+    return (torch.cuda.get_device_capability(device)[0] == 9
+            and os.environ.get("SPAVA_ATTN_FALLBACK") != "1")
+
+
 def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
     if world != layout.world_size:
         raise ValueError(f"spava_attention: process group has {world} ranks, layout.world_size "
@@ -292,7 +299,10 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
     named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
     if len(gathers) < 2:  # no passing blocks: nothing to wait for
         named = {n: pr._replace(wait_for=None) for n, pr in named.items()}
-    in_flight = nv and getattr(comm, "device_collectives", False)
+    # In flight (the question gather waits on the device for the kernel's done flag) only with
+    # the sm_90a kernel: the ATen fallback of other GPUs would load kernels lazily while that
+    # stream waits, which can wait for the whole context (attn_fwd.h, prepare_attn_fwd).
+    in_flight = nv and getattr(comm, "device_collectives", False) and _sm90_kernels(q.device)
     problems = [named[n] for n in (ORDER_IN_FLIGHT if in_flight else ORDER_LOCAL) if n in named]
     ready = sched = done = None
     if gathers:
