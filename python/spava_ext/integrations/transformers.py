@@ -271,6 +271,13 @@ def generate(
         if step + 1 < max_new_tokens:
             logits = spava_decode_step(model, token[:, None], L + step, layout, comm, cache,
                                        deltas)
+    if world > 1 and dist.get_backend(group) == "gloo":
+        # gloo's worker thread drops its reference to the last broadcast (its tensor has a Python
+        # object) just after reporting it done; a process that exits in that instant aborts in
+        # interpreter finalization ("terminate called without an active exception": the work is
+        # destroyed without the GIL; seen in a core dump on the 2-core CI machine). A barrier,
+        # a round trip between the ranks, lets the worker finish first.
+        dist.barrier(group=group)
     t4 = tick()
     if timings is not None:
         timings.update({"vision+embed": t1 - t0, "prefill": t2 - t1,
