@@ -88,13 +88,6 @@ void attn_fwd_aten(const at::Tensor& q, const std::vector<at::Tensor>& k,
   }
 }
 
-void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
-                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                  at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
-                  const std::optional<at::Tensor>& lse) {
-  attn_fwd_aten(q, k, v, row_begin, diag, softmax_scale, out, lse);
-}
-
 void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
                         const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
                         at::IntArrayRef row_begin, at::IntArrayRef diag,
@@ -114,7 +107,7 @@ void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_se
     SPAVA_CHECK_VALUE(a.wait_for < 0 || ready->select(0, a.wait_for).item<int>() != 0,
                       "attn_fwd_group", "problem ", i, " waits for ready[", a.wait_for,
                       "], which is 0 (the CPU op cannot wait for another stream)");
-    attn_fwd_cpu(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
+    attn_fwd_aten(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
     if (done) done->select(0, int64_t(2 * i + 1)).fill_(1);
   }
 }

@@ -8,18 +8,14 @@
 
 namespace spava {
 
-// ---- any device: attn_fwd with ATen ops (the CPU op; on CUDA the fallback for GPUs without
-// the sm_90a kernels)
+// ---- any device: attn_fwd with ATen ops (registered as the CPU op; on CUDA the fallback for
+// GPUs without the sm_90a kernels)
 void attn_fwd_aten(const at::Tensor& q, const std::vector<at::Tensor>& k,
                    const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
                    at::IntArrayRef diag, std::optional<double> softmax_scale,
                    const at::Tensor& out, const std::optional<at::Tensor>& lse);
 
 // ---- CPU (always built)
-void attn_fwd_cpu(const at::Tensor& q, const std::vector<at::Tensor>& k,
-                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                  at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
-                  const std::optional<at::Tensor>& lse);
 void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
                         const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
                         at::IntArrayRef row_begin, at::IntArrayRef diag,

@@ -59,7 +59,7 @@ TORCH_LIBRARY(spava, m) {
 
 TORCH_LIBRARY_IMPL(spava, CPU, m) {
   m.impl("select_passing", &spava::select_passing_cpu);
-  m.impl("attn_fwd", &spava::attn_fwd_cpu);
+  m.impl("attn_fwd", &spava::attn_fwd_aten);
   m.impl("attn_fwd_group", &spava::attn_fwd_group_cpu);
   m.impl("wait_flag", &spava::wait_flag_cpu);
   m.impl("merge_states", &spava::merge_states_cpu);

@@ -10,6 +10,22 @@ import torch
 __all__ = ["gpu_time", "gpu_time_interleaved"]
 
 
+def _sample_ms(call: Callable[[], None], pipelined: int) -> float:
+    """Milliseconds per call of ``pipelined`` calls of ``call`` between two CUDA events."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(pipelined):
+        call()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / pipelined
+
+
+def _stats(times: list, pipelined: int) -> dict:
+    return {"ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+            "repeats": len(times), "calls_per_sample": pipelined}
+
+
 def gpu_time(fn: Callable, args_list: Optional[Sequence[tuple]] = None, warmup: int = 3,
              repeats: int = 20, pipelined: int = 1) -> dict:
     """Median / min / max milliseconds of ``fn(*args)`` over ``repeats`` samples timed with CUDA
@@ -23,19 +39,9 @@ def gpu_time(fn: Callable, args_list: Optional[Sequence[tuple]] = None, warmup: 
     for i in range(warmup):
         fn(*args_list[i % len(args_list)])
     torch.cuda.synchronize()
-    times = []
-    calls = 0
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(pipelined):
-            fn(*args_list[calls % len(args_list)])
-            calls += 1
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / pipelined)
-    return {"ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-            "repeats": repeats, "calls_per_sample": pipelined}
+    calls = iter(range(1 << 62))  # timed call k uses args_list[k % len]
+    call = lambda: fn(*args_list[next(calls) % len(args_list)])  # noqa: E731
+    return _stats([_sample_ms(call, pipelined) for _ in range(repeats)], pipelined)
 
 
 def _sm_clock_mhz() -> Optional[int]:
@@ -61,17 +67,9 @@ def gpu_time_interleaved(fns: dict, warmup: int = 3, repeats: int = 20,
     clocks = []
     for _ in range(repeats):
         for name, fn in fns.items():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(pipelined):
-                fn()
-            end.record()
-            end.synchronize()
-            times[name].append(start.elapsed_time(end) / pipelined)
+            times[name].append(_sample_ms(fn, pipelined))
         clocks.append(_sm_clock_mhz())
-    out = {name: {"ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t),
-                  "repeats": repeats, "calls_per_sample": pipelined}
-           for name, t in times.items()}
+    out = {name: _stats(t, pipelined) for name, t in times.items()}
     known = [c for c in clocks if c is not None]
     out["sm_clock_mhz"] = statistics.median(known) if known else None
     return out

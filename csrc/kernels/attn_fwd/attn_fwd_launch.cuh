@@ -3,13 +3,12 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
-#include <cstdint>
 
 #include "attn_fwd/attn_fwd.h"
 #include "attn_fwd/attn_fwd_kernel_sm90.cuh"
 #include "attn_fwd/config.h"
 #include "attn_fwd/tma_params.h"
+#include "common/kernel_setup.h"
 #include "common/tma.h"
 #include "merge_states/merge_states.h"
 #include "spava/check.h"
@@ -48,28 +47,12 @@ inline void merge_splits(const AttnFwdParams& params, const AttnProblem& pr, cud
   run_merge_states(m, stream);
 }
 
-// Sets kKernel's dynamic shared memory limit on the current device, once per device (d < 64;
-// others every call). This also loads the kernel there: with CUDA's lazy module loading the
-// first launch would, and loading may wait for the whole context, e.g. for a stream blocked on
-// a done flag that this very kernel is to raise (a deadlock; see prepare_attn_fwd).
-template <auto kKernel>
-void prepare_kernel(int smem_bytes) {
-  static std::atomic<uint64_t> prepared{0};  // bit d: device d
-  int device = 0;
-  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
-  if (prepared.load(std::memory_order_relaxed) & bit) return;
-  SPAVA_CUDA_CHECK(
-      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
-  prepared.fetch_or(bit, std::memory_order_relaxed);
-}
-
 // `params` must come from plan_attn_fwd (units, split workspaces). With no units it only
 // prepares the kernel on the current device.
 template <typename T, int kHeadDim>
 void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   using Cfg = attn::Sm90WsConfig<T, kHeadDim>;
-  prepare_kernel<attn::attn_fwd_sm90_ws_kernel<Cfg>>(Cfg::kSmemBytes);
+  set_max_dynamic_smem<attn::attn_fwd_sm90_ws_kernel<Cfg>>(Cfg::kSmemBytes);  // and load it
   if (params.num_units == 0) return;
   AttnFwdTmaParams tp;
   tp.p = params;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/kernel_setup.h"
 #include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing_kernel.cuh"
 #include "spava/check.h"
@@ -62,20 +63,6 @@ void plan_gather(SelectPassingParams& p) {
       p.smem_keys = std::max(p.smem_keys, (p.chunk_len[c] + 15) / 16 * 16);
 }
 
-// Lets kKernel use up to `bytes` of dynamic shared memory (beyond the default 48 KB with its
-// static part), once per device: the attribute belongs to the function on the current device.
-template <auto kKernel>
-void allow_dynamic_smem(int bytes) {
-  static std::atomic<uint64_t> done{0};  // bit d: set on device d (d < 64; others every call)
-  int device = 0;
-  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
-  if (done.load(std::memory_order_relaxed) & bit) return;
-  SPAVA_CUDA_CHECK(
-      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  done.fetch_or(bit, std::memory_order_relaxed);
-}
-
 // PDL needs griddepcontrol in the kernel's binary (compiled for sm_90+ only, see pdl_wait): a
 // kernel built for an older arch must not start before its predecessor ends. Cached for the
 // process (one build's binary is the same on every device of one arch).
@@ -129,7 +116,7 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
       launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
     const int smem = 4 * p.smem_keys;
-    if (smem > 0) allow_dynamic_smem<gather_kernel<T>>(4 * kMaxCachedKeys);
+    if (smem > 0) set_max_dynamic_smem<gather_kernel<T>>(4 * kMaxCachedKeys);
     launch<gather_kernel<T>>(dim3(p.gather_tiles * items), kSelectThreads, smem, pdl && selects,
                              stream, p);
   });
