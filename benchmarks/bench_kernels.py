@@ -27,6 +27,7 @@ whole per-rank spava_attention of every rank with received passing blocks synthe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,18 @@ def attn_calls(layout: SpavaLayout, rank: int, q, k, v, recv1, recv2):
             ("host2", q[:, s.chunk2_start: s.question_start],
              host2_keys(k, v, layout, rank, recv1, recv2)),
             ("question", q[:, s.question_start:], question_keys(k, v, layout, rank))]
+
+
+def plain_plan(fn):
+    """``fn`` under SPAVA_ATTN_PLAN=static: attn_fwd's plain plan (static rounds, no tail
+    split), for the side-by-side timing of the plan (read at each call)."""
+    def run():
+        os.environ["SPAVA_ATTN_PLAN"] = "static"
+        try:
+            return fn()
+        finally:
+            del os.environ["SPAVA_ATTN_PLAN"]
+    return run
 
 
 def flex_runner(qr, keys, scale):
@@ -254,6 +267,8 @@ def main() -> int:
                 lse = torch.empty(1, Hq, qr.shape[1], device="cuda")
                 fns = {"spava": lambda: ops.attn_fwd(qr, keys.k, keys.v, keys.row_begin,
                                                      keys.diag, out=out, lse=lse)}
+                if name != "question":  # the same kernel under the plain plan (static
+                    fns["plain_plan"] = plain_plan(fns["spava"])  # rounds, no tail split)
                 want_flex = not args.no_flex and wname == "qwen2.5-vl-7b" and name != "question"
                 flex_error = None
                 if want_flex:
@@ -270,15 +285,19 @@ def main() -> int:
                          "sm_clock_mhz": t["sm_clock_mhz"],
                          "spava": {**t["spava"], "tflops": tflops(pairs, D, Hq, t["spava"]["ms"]),
                                    "sync_ms": sync["ms"]}}
-                if "flex" in fns:
-                    entry["flex"] = {**t["flex"], "tflops": tflops(pairs, D, Hq, t["flex"]["ms"])}
-                elif flex_error:
+                for other in ("flex", "plain_plan"):
+                    if other in fns:
+                        entry[other] = {**t[other],
+                                        "tflops": tflops(pairs, D, Hq, t[other]["ms"])}
+                if "flex" not in fns and flex_error:
                     entry["flex"] = flex_error
                 t = t["spava"]
                 w["calls"].append(entry)
                 flex = entry.get("flex", {}).get("tflops")
+                plain = entry.get("plain_plan", {}).get("tflops")
                 table.append(f"{wname:<18} r{rank} {name:<8} {qr.shape[1]:>6} rows "
                              f"{t['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f} TF/s"
+                             + (f" (plain plan {plain:>4.0f})" if plain else "")
                              + (f"   flex {flex:>4.0f} TF/s" if flex else "")
                              + f"   (sync {entry['spava']['sync_ms']:.3f} ms; SM {entry['sm_clock_mhz']} MHz)")
             pairs = sum(c["pairs"] for c in w["calls"][-3:])

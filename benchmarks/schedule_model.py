@@ -10,7 +10,11 @@ epilogue). The model compares the makespan over 132 CTAs of
 against the ideal (total work / CTAs). It decided that a cost-sorted order is not worth a
 device table (NOTES.md of attn_fwd, session 3).
 
-    python benchmarks/schedule_model.py [--world 8] [--n 131072]
+``--plan`` prints instead what plan_attn_fwd (csrc/kernels/attn_fwd/attn_fwd_plan.cu; ported
+here as ``choose_plan``) picks for each single call and for the one launch of the rank: a tail
+split (last query tiles split-KV 2-4 ways) and / or the atomic counter, and the modelled gain.
+
+    python benchmarks/schedule_model.py [--world 8] [--n 131072] [--heads 28] [--plan]
 """
 
 from __future__ import annotations
@@ -74,6 +78,69 @@ def greedy_makespan(costs, ctas: int) -> float:
     return max(t for t, _ in heap)
 
 
+# ---- port of attn_fwd_plan.cu's choose_plan (keep the two in step)
+PLAN_OVERHEAD = 3.0  # kUnitOverhead: tile-times per unit beyond its key tiles
+
+
+def plan_costs(tiles, heads_batch: int, plan) -> list:
+    """Unit costs in the kernel's unit order; tiles[problem][m_block] = key tiles;
+    plan = (tail problem, split tiles, splits, counter)."""
+    tail_problem, split_tiles, splits, _ = plan
+    costs = []
+    for pi, t in enumerate(tiles):
+        split = split_tiles if pi == tail_problem else 0
+        for m in range(len(t) - 1, split - 1, -1):
+            costs += [t[m] + PLAN_OVERHEAD] * heads_batch
+        for m in range(split - 1, -1, -1):
+            for s in range(splits):
+                n = t[m] * (s + 1) // splits - t[m] * s // splits
+                costs += [n + PLAN_OVERHEAD] * heads_batch
+    return costs
+
+
+def choose_plan(tiles, heads_batch: int, ctas: int):
+    """(plan, modelled gain over the plain plan): the C++ rule, a 1 % minimum gain."""
+    def cost(plan):
+        c = plan_costs(tiles, heads_batch, plan)
+        return greedy_makespan(c, ctas) if plan[3] else static_makespan(c, ctas)
+
+    plain_plan = (-1, 0, 1, False)
+    plain = best_cost = cost(plain_plan)
+    best = plain_plan
+    candidates = [(-1, 0, 1, True)]
+    last = max((i for i, t in enumerate(tiles) if t), default=-1)
+    tail = sum(len(t) for t in tiles) * heads_batch % ctas
+    if last >= 0 and tail:
+        first = -(-tail // heads_batch)
+        for n in range(first, min(first + 2, len(tiles[last])) + 1):
+            for s in (2, 3, 4):
+                candidates += [(last, n, s, False), (last, n, s, True)]
+    for plan in candidates:
+        c = cost(plan)
+        if c < best_cost:
+            best_cost, best = c, plan
+    if best_cost < plain * 0.99:
+        return best, plain / best_cost - 1
+    return plain_plan, 0.0
+
+
+def print_plans(layout: SpavaLayout, world: int, heads: int, ctas: int) -> None:
+    for rank in (0, world - 1):
+        units = rank_units(layout, rank, heads)
+        per_tile = {n: u[::heads][::-1] for n, u in units.items()}  # by m_block
+        for name in ("host2", "question", "host1"):
+            c = min(ctas, len(units[name]))
+            if len(units[name]) < ctas:
+                print(f"rank {rank} {name}: {len(units[name])} units < {ctas} SMs: split-KV "
+                      "of every query tile (small-grid rule)")
+                continue
+            plan, gain = choose_plan([per_tile[name]], heads, c)
+            print(f"rank {rank} {name}: plan {plan}, modelled gain {gain:+.1%}")
+        plan, gain = choose_plan([per_tile[n] for n in ("host2", "question", "host1")], heads,
+                                 ctas)
+        print(f"rank {rank} one launch: plan {plan}, modelled gain {gain:+.1%}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,8 +148,12 @@ def main() -> int:
     parser.add_argument("--world", type=int, default=8)
     parser.add_argument("--heads", type=int, default=28)
     parser.add_argument("--ctas", type=int, default=132)
+    parser.add_argument("--plan", action="store_true", help="print plan_attn_fwd's choices")
     args = parser.parse_args()
     layout = SpavaLayout.auto(args.n + 64, 64, args.world)
+    if args.plan:
+        print_plans(layout, args.world, args.heads, args.ctas)
+        return 0
     for rank in (0, args.world - 1):
         units = rank_units(layout, rank, args.heads)
         for c0 in (2, 4):

@@ -379,3 +379,47 @@ def test_cuda_first_launch_after_a_stream_waits_on_its_done_flag(tmp_path):
     r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def _plan_case(dtype, Hq, Hkv, q_len, full_len, seed):
+    """Query rows over a full segment and a causal one over themselves (B = 1, D = 128)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, q_len, Hq, 128, generator=g).to("cuda", dtype)
+    kf = torch.randn(1, full_len, Hkv, 128, generator=g).to("cuda", dtype)
+    vf = torch.randn(1, full_len, Hkv, 128, generator=g).to("cuda", dtype)
+    kc = torch.randn(1, q_len, Hkv, 128, generator=g).to("cuda", dtype)
+    vc = torch.randn(1, q_len, Hkv, 128, generator=g).to("cuda", dtype)
+    return q, [kf, kc], [vf, vc], [0, 0], [FULL, 0]
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("Hq,Hkv,q_len,full_len", [
+    (16, 2, 1152, 3000),   # 144 units on 132 CTAs: a 12-unit tail, split 2-4 ways
+    (16, 2, 4497, 0),      # causal only, 576 units of 1..36 tiles: the counter, no split
+    (14, 2, 1300, 2999),   # 154 units, a partial last query tile, two tiles split
+])
+def test_cuda_plan_tail_split_and_counter(monkeypatch, dtype, Hq, Hkv, q_len, full_len):
+    """Launches of a few rounds: plan_attn_fwd may split the last query tiles (split-KV of the
+    tail) and hand units out through the counter. The result equals the reference with any
+    plan; with SPAVA_ATTN_PLAN=static (the plain plan) it is the same up to the merge's
+    rounding: the first case's split rows differ in bits (the split ran), its other rows and
+    every row of the counter-only case are equal bit for bit (a unit's arithmetic does not
+    depend on which CTA runs it). The plans expected here are the model's
+    (`python benchmarks/schedule_model.py --plan`, a port of attn_fwd_plan.cu)."""
+    q, k, v, rb, dg = _plan_case(dtype, Hq, Hkv, q_len, full_len, seed=q_len)
+    if full_len == 0:
+        k, v, rb, dg = k[1:], v[1:], rb[1:], dg[1:]
+    out, lse = ops.attn_fwd(q, k, v, rb, dg)
+    ref, ref_lse = reference.attn_fwd(q, k, v, rb, dg)
+    low, _ = reference.attn_fwd(q, k, v, rb, dg, upcast=False)
+    assert_attn_close(f"auto plan {q_len} rows", out, ref, low)
+    assert (lse.cpu() - ref_lse.cpu()).abs().max() < 1e-3
+    monkeypatch.setenv("SPAVA_ATTN_PLAN", "static")
+    out_s, lse_s = ops.attn_fwd(q, k, v, rb, dg)
+    assert_attn_close(f"static plan {q_len} rows", out_s, ref, low)
+    if q_len == 1152:
+        assert not torch.equal(out[:, :128], out_s[:, :128]), "the tail split did not run"
+        assert torch.equal(out[:, 128:], out_s[:, 128:]), "only the first query tile splits"
+    if q_len == 4497:
+        assert torch.equal(out, out_s) and torch.equal(lse, lse_s)

@@ -139,10 +139,15 @@ void plan_and_run(AttnFwdParams& p, const at::Tensor& q0) {
   for (int i = 0; i < p.num_problems; ++i) {
     AttnProblem& pr = p.problems[i];
     if (pr.num_splits <= 1) continue;
-    workspaces.push_back(at::empty({pr.num_splits, p.batch, pr.q_len, p.heads_q, p.head_dim}, f32));
+    const int64_t rows = pr.split_len;
+    workspaces.push_back(at::empty({pr.num_splits, p.batch, rows, p.heads_q, p.head_dim}, f32));
     pr.split_out = workspaces.back().mutable_data_ptr<float>();
-    workspaces.push_back(at::empty({pr.num_splits, p.batch, p.heads_q, pr.q_len}, f32));
+    workspaces.push_back(at::empty({pr.num_splits, p.batch, p.heads_q, rows}, f32));
     pr.split_lse = workspaces.back().mutable_data_ptr<float>();
+  }
+  if (p.wants_sched) {  // the plan hands units out through the counter (scheduler.cuh)
+    workspaces.push_back(at::zeros({kAttnSchedInts}, q0.options().dtype(at::kInt)));
+    p.sched = workspaces.back().mutable_data_ptr<int>();
   }
   run_attn_fwd(p, c10::cuda::getCurrentCUDAStream());
 }

@@ -44,14 +44,16 @@ struct AttnProblem {
   // (release, GPU scope) once every unit's output is written, so another stream can start on
   // the rows while the launch goes on (stream_wait_flag). Zeroed by the caller.
   int* done;
-  // Split-KV: each query tile's key tiles are cut into num_splits ranges processed as separate
-  // units; partial states go to split_out [num_splits, b, q_len, h_q, d] and split_lse
-  // [num_splits, b, h_q, q_len] (fp32, caller-allocated) and are LSE-merged after the kernel.
-  int num_splits;
+  // Split-KV (plan_attn_fwd): the key tiles of each of the query tiles [0, split_m_blocks) (the
+  // last ones in the unit order) are cut into num_splits ranges processed as separate units;
+  // their partial states go to split_out [num_splits, b, split_len, h_q, d] and split_lse
+  // [num_splits, b, h_q, split_len] (fp32, caller-allocated; split_len = the rows of those
+  // tiles) and are LSE-merged after the kernel. num_splits = 1: no split.
+  int num_splits, split_m_blocks, split_len;
   float* split_out;
   float* split_lse;
-  // Schedule, filled by plan_attn_fwd: query tiles, and the first unit of this problem.
-  int m_blocks, unit_begin;
+  // Schedule, filled by plan_attn_fwd: query tiles, the first unit of this problem, its units.
+  int m_blocks, unit_begin, units;
 };
 
 struct AttnFwdParams {
@@ -75,6 +77,9 @@ struct AttnFwdParams {
   bool finish;
   int64_t wait_timeout_ns, wait_spin_ns;
   int num_units;  // filled by plan_attn_fwd: units of all problems
+  // Filled by plan_attn_fwd: the plan hands units out through the atomic counter, and the
+  // caller (who gave no sched) must supply a zeroed kAttnSchedInts workspace as sched.
+  bool wants_sched;
 };
 
 // Layout of the sched workspace: [next unit, deferred count, next deferred, 0, deferred...].

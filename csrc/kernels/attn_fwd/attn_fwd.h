@@ -16,10 +16,11 @@ void run_attn_fwd_sm90_(const AttnFwdParams& params, cudaStream_t stream);
 // that was not compiled and std::runtime_error on a launch failure.
 void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream);
 
-// The schedule of a launch: per problem its query tiles, split-KV factor (> 1 only when the
-// whole launch has fewer units than SMs, a query tile has enough key tiles to share out and no
-// sched workspace is given) and
-// first unit; the total unit count. The caller then allocates the split workspaces.
+// The schedule of a launch (attn_fwd_plan.cu): per problem its query tiles, split-KV (every
+// query tile when the launch has fewer units than SMs; the last query tiles when a launch of
+// several rounds would leave a tail; never with a sched workspace or done flags) and first
+// unit; the total unit count; whether the plan wants the atomic-counter picker (wants_sched:
+// the caller then passes a zeroed workspace). The caller allocates the split workspaces.
 void plan_attn_fwd(AttnFwdParams& params, int num_sms);
 
 // Loads every compiled attn_fwd kernel on the current device and sets its shared memory limit

@@ -229,19 +229,19 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
   Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
   const int b = w.b, hq = w.hq;
-  const bool split_kv = pr.num_splits > 1;
+  const bool split_kv = w.splits > 1;
   void* out_ptr = pr.out;
   int64_t out_row_stride = pr.out_row_stride;
   int64_t out_base = b * pr.out_batch_stride + hq * pr.out_head_stride;
   float* lse_ptr = pr.lse;
   int64_t lse_base = b * pr.lse_batch_stride + hq * pr.lse_head_stride;
   int64_t lse_row_stride = pr.lse_row_stride;
-  if (split_kv) {  // [split, b, q_len, h_q, d] and [split, b, h_q, q_len], contiguous fp32
+  if (split_kv) {  // [split, b, split_len, h_q, d] and [split, b, h_q, split_len], fp32
     out_ptr = pr.split_out;
     out_row_stride = int64_t(p.heads_q) * kHeadDim;
-    out_base = ((int64_t(w.split) * p.batch + b) * pr.q_len) * out_row_stride + hq * kHeadDim;
+    out_base = ((int64_t(w.split) * p.batch + b) * pr.split_len) * out_row_stride + hq * kHeadDim;
     lse_ptr = pr.split_lse;
-    lse_base = ((int64_t(w.split) * p.batch + b) * p.heads_q + hq) * pr.q_len;
+    lse_base = ((int64_t(w.split) * p.batch + b) * p.heads_q + hq) * pr.split_len;
     lse_row_stride = 1;
   }
   const bool out_fp32 = split_kv || pr.out_fp32;
@@ -275,8 +275,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     __threadfence();         // this thread's stores are visible GPU-wide before the count
     cutlass::arch::NamedBarrier::sync(Cfg::kConsumerThreads, kDoneBarrier);
     if (wg == 0 && wtid == 0) {
-      const int units = pr.m_blocks * max(1, pr.num_splits) * p.heads_q * p.batch;
-      if (atomicAdd(pr.done, 1) + 1 == units) {
+      if (atomicAdd(pr.done, 1) + 1 == pr.units) {
         asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(pr.done + 1), "r"(1) : "memory");
       }
     }

@@ -17,7 +17,8 @@ namespace spava {
 
 // Merge the split partials of problem `pr` into its out / lse.
 inline void merge_splits(const AttnFwdParams& params, const AttnProblem& pr, cudaStream_t stream) {
-  const int64_t B = params.batch, L = pr.q_len, H = params.heads_q, D = params.head_dim;
+  // the split tiles are the first ones: rows [0, split_len) of out / lse
+  const int64_t B = params.batch, L = pr.split_len, H = params.heads_q, D = params.head_dim;
   MergeStatesParams m{};
   m.outs = pr.split_out;
   m.outs_part_stride = B * L * H * D;
@@ -39,7 +40,7 @@ inline void merge_splits(const AttnFwdParams& params, const AttnProblem& pr, cud
   m.lse_row_stride = pr.lse_row_stride;
   m.num_parts = pr.num_splits;
   m.batch = params.batch;
-  m.rows = pr.q_len;
+  m.rows = pr.split_len;
   m.heads = params.heads_q;
   m.head_dim = params.head_dim;
   m.in_dtype = DType::kFloat32;

@@ -2,7 +2,8 @@
 //   unit = (problem, query tile, split, head, batch),
 // numbered problem by problem (in the caller's order), and inside a problem with the batch
 // fastest, then the head, the split, and the query tile slowest, last tile first (causal rows
-// see the most keys in the last tiles: longest first). Consecutive units share a query tile and
+// see the most keys in the last tiles: longest first); the tiles [0, split_m_blocks) that
+// plan_attn_fwd splits (split-KV) come last, num_splits units each. Consecutive units share a query tile and
 // a GQA group's K/V, which keeps them in L2 while a wave of CTAs reads them.
 // The producer thread of a CTA picks its next unit and publishes it to the consumers in shared
 // memory before the unit's Q load (q_full); -1 ends the CTA. Two ways to pick (params.sched):
@@ -25,7 +26,7 @@ struct TileRange {
 };
 
 struct WorkUnit {
-  int problem, m0, m_last, hq, hk, b, split;
+  int problem, m0, m_last, hq, hk, b, split, splits;  // splits > 1: a split-KV unit
   TileRange range;
 };
 
@@ -45,9 +46,20 @@ __device__ __forceinline__ WorkUnit decode_unit(const AttnFwdParams& p, int u) {
   local /= p.batch;
   w.hq = local % p.heads_q;
   local /= p.heads_q;
-  const int splits = max(1, pr.num_splits);
-  w.split = local % splits;
-  const int m_block = pr.m_blocks - 1 - local / splits;
+  // local now numbers (query tile, split): the whole tiles [split_m_blocks, m_blocks) first,
+  // last tile first, then the split tiles [0, split_m_blocks), num_splits units each
+  const int whole = pr.m_blocks - pr.split_m_blocks;
+  int m_block, splits = 1;
+  w.split = 0;
+  if (local < whole) {
+    m_block = pr.m_blocks - 1 - local;
+  } else {
+    local -= whole;
+    splits = pr.num_splits;
+    w.split = local % splits;
+    m_block = pr.split_m_blocks - 1 - local / splits;
+  }
+  w.splits = splits;
   w.hk = w.hq / (p.heads_q / p.heads_kv);
   w.m0 = m_block * kBlockM;
   w.m_last = min(w.m0 + kBlockM, pr.q_len) - 1;
