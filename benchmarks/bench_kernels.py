@@ -52,6 +52,16 @@ def tflops(pairs: int, D: int, Hq: int, ms: float) -> float:
     return 4 * pairs * D * Hq / (ms * 1e-3) / 1e12
 
 
+# Dense bf16 tensor-core peak of the H100 SXM per GHz of SM clock: 132 SMs x 4096 FLOP per clock
+# (989 TF/s at 1830 MHz). Rates divided by peak-at-the-measured-clock compare runs at different
+# clocks (the card at its 700 W limit runs 1350-1980 MHz).
+PEAK_TFLOPS_PER_GHZ = 132 * 4096 / 1e3
+
+
+def peak_fraction(tf: float, clock_mhz) -> float | None:
+    return None if not clock_mhz else tf / (PEAK_TFLOPS_PER_GHZ * clock_mhz / 1e3)
+
+
 def rank_tensors(layout: SpavaLayout, rank: int, Hq: int, Hkv: int, D: int, dtype, seed=0):
     """Random local q, k, v of ``rank`` and synthesised receive buffers (B = 1)."""
     g = torch.Generator(device="cuda").manual_seed(seed + rank)
@@ -229,11 +239,13 @@ def own_dense(L: int, Hq: int, Hkv: int, D: int, dtype, reps: int) -> dict:
         fns[name] = run
     t = gpu_time_interleaved(fns, warmup=2, repeats=reps)
     pairs = L * (L + 1) // 2
-    res = {"tokens": L, **t["spava"], "tflops": tflops(pairs, D, Hq, t["spava"]["ms"]),
-           "sm_clock_mhz": t["sm_clock_mhz"]}
+    res = {"tokens": L, **t["spava"], "tflops": tflops(pairs, D, Hq, t["spava"]["ms"])}
+    res["peak_fraction"] = peak_fraction(res["tflops"], res["sm_clock_mhz"])
     for name in fns:
         if name != "spava":
-            res[name] = {**t[name], "tflops": tflops(pairs, D, Hq, t[name]["ms"])}
+            tf = tflops(pairs, D, Hq, t[name]["ms"])
+            res[name] = {**t[name], "tflops": tf,
+                         "peak_fraction": peak_fraction(tf, t[name]["sm_clock_mhz"])}
     return res
 
 
@@ -285,6 +297,8 @@ def main() -> int:
                          "sm_clock_mhz": t["sm_clock_mhz"],
                          "spava": {**t["spava"], "tflops": tflops(pairs, D, Hq, t["spava"]["ms"]),
                                    "sync_ms": sync["ms"]}}
+                entry["spava"]["peak_fraction"] = peak_fraction(entry["spava"]["tflops"],
+                                                                t["spava"]["sm_clock_mhz"])
                 for other in ("flex", "plain_plan"):
                     if other in fns:
                         entry[other] = {**t[other],
@@ -299,7 +313,10 @@ def main() -> int:
                              f"{t['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f} TF/s"
                              + (f" (plain plan {plain:>4.0f})" if plain else "")
                              + (f"   flex {flex:>4.0f} TF/s" if flex else "")
-                             + f"   (sync {entry['spava']['sync_ms']:.3f} ms; SM {entry['sm_clock_mhz']} MHz)")
+                             + f"   (sync {entry['spava']['sync_ms']:.3f} ms; SM "
+                             f"{t['sm_clock_mhz']} MHz under load"
+                             + (f", {entry['spava']['peak_fraction']:.0%} of peak at that clock)"
+                                if entry["spava"]["peak_fraction"] else ")"))
             pairs = sum(c["pairs"] for c in w["calls"][-3:])
             f = bench_fused(layout, rank, q, k, v, recv1, recv2, pairs, D, Hq, reps)
             w["fused"] = w.get("fused", []) + [f]
@@ -307,8 +324,10 @@ def main() -> int:
                          f"{f['tflops']:>6.0f} TF/s; three launches {f['separate_ms']:.3f} ms "
                          f"(one synchronised call: {f['sync_ms']:.3f} vs {f['separate_sync_ms']:.3f})")
         w["own_dense"] = od = own_dense(32768, Hq, Hkv, D, dtype, reps)
+        pf = lambda r: f" ({r['peak_fraction']:.0%})" if r.get("peak_fraction") else ""  # noqa: E731
         table.append(f"{wname:<18} dense causal, 32K tokens: attn_fwd {od['tflops']:>4.0f} TF/s"
-                     + "".join(f", {b} {od[b]['tflops']:.0f}" for b in ("cudnn", "flash") if b in od)
+                     + pf(od) + "".join(f", {b} {od[b]['tflops']:.0f}{pf(od[b])}"
+                                        for b in ("cudnn", "flash") if b in od)
                      + " (masked calls / attn_fwd: "
                      + ", ".join(f"{c['spava']['tflops'] / w['own_dense']['tflops']:.0%}"
                                  for c in w["calls"] if c["call"] != "question") + ")")

@@ -148,7 +148,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     warpgroup_commit_batch();
   };
   auto mask_and_softmax = [&](const TileCursor& cur) {  // S -> exponentials, masked keys -> 0
-    const KvSegment& seg = p.segments[cur.seg];
+    const SegShape& seg = cur.shape;  // registers, not an indexed constant-bank load
     const int n0 = cur.tile * kBlockN;
     if (!SegmentMask::tile_is_full<64, kBlockN>(seg, row0, n0)) {
 #pragma unroll

@@ -13,6 +13,13 @@
 
 namespace spava::attn {
 
+// The visibility fields of a KvSegment, held in registers by the tile walk (TileCursor): the
+// per-tile mask test then needs no indexed constant-bank load.
+struct SegShape {
+  int len, row_begin, diag;
+};
+
+// SegmentMask's functions take a KvSegment or a SegShape (same field names).
 struct SegmentMask {
   // Key tiles visited by the query tile [m0, m_last] over the problem's segments.
   template <int kBlockN>
@@ -25,8 +32,8 @@ struct SegmentMask {
   }
 
   // Key tiles of `seg` that some row of [m0, m_last] may see (0 if none).
-  template <int kBlockN>
-  static __host__ __device__ __forceinline__ int trip_count(const KvSegment& seg, int m0, int m_last) {
+  template <int kBlockN, class Seg>
+  static __host__ __device__ __forceinline__ int trip_count(const Seg& seg, int m0, int m_last) {
     if (m_last < seg.row_begin) return 0;
     const int reach = m_last + seg.diag + 1;  // keys [0, min(len, reach)) may be seen
     const int n_end = seg.len < reach ? seg.len : reach;
@@ -34,13 +41,14 @@ struct SegmentMask {
   }
 
   // True when every (row, key) of the tile is visible: no element mask needed.
-  template <int kBlockM, int kBlockN>
-  static __device__ __forceinline__ bool tile_is_full(const KvSegment& seg, int m0, int n0) {
+  template <int kBlockM, int kBlockN, class Seg>
+  static __device__ __forceinline__ bool tile_is_full(const Seg& seg, int m0, int n0) {
     return m0 >= seg.row_begin && n0 + kBlockN - 1 <= m0 + seg.diag && n0 + kBlockN <= seg.len;
   }
 
   // The largest key `row` sees in `seg` (it sees keys 0..that), -1 if none: the rule above.
-  static __device__ __forceinline__ int last_visible_key(const KvSegment& seg, int row) {
+  template <class Seg>
+  static __device__ __forceinline__ int last_visible_key(const Seg& seg, int row) {
     return row < seg.row_begin ? -1 : min(row + seg.diag, seg.len - 1);
   }
 };

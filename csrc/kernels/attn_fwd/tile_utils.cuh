@@ -11,9 +11,11 @@ namespace spava::attn {
 
 using namespace cute;
 
-// Walks the visible (segment, key tile) pairs of one query tile, in segment order.
+// Walks the visible (segment, key tile) pairs of one query tile, in segment order; `shape` is
+// the current segment's visibility (valid once advance() returned true).
 struct TileCursor {
   int seg, seg_end, tile = 0, n_tiles = 0;
+  SegShape shape;
 
   __device__ __forceinline__ explicit TileCursor(const AttnProblem& pr)
       : seg(pr.seg_begin - 1), seg_end(pr.seg_begin + pr.num_segments) {}
@@ -22,7 +24,9 @@ struct TileCursor {
   __device__ __forceinline__ bool advance(const AttnFwdParams& p, int m0, int m_last) {
     if (++tile < n_tiles) return true;
     while (++seg < seg_end) {
-      n_tiles = SegmentMask::trip_count<kBlockN>(p.segments[seg], m0, m_last);
+      const KvSegment& s = p.segments[seg];
+      shape = {s.len, s.row_begin, s.diag};
+      n_tiles = SegmentMask::trip_count<kBlockN>(shape, m0, m_last);
       if (n_tiles > 0) {
         tile = 0;
         return true;
