@@ -208,6 +208,10 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
       Barrier::arrive(&smem.k_empty[stage]);
       if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
       mask_and_softmax(cur);
+      // Pin the exponentials before the wait: the fence is a volatile asm that needs S's final
+      // values, so the softmax cannot sink below the P V wait (ptxas had moved that wait up to
+      // just after the mask, leaving this warpgroup's softmax unoverlapped with its own GEMM).
+      warpgroup_fence_operand(tSrS);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
       // P's registers were an operand of the finished GEMM: pin them before overwriting
