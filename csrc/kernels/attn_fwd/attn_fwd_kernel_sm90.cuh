@@ -121,11 +121,21 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   OnlineSoftmax<kRows> softmax;
   const float scale_log2 = p.softmax_scale_log2;
 
-  // P = the exponentials of the previous tile in T, the A operand of O += P V (registers).
+  // P = a tile's exponentials in T, the A operand of O += P V (registers). Two buffers by tile
+  // parity where the registers allow (two consumer warpgroups, 240 each): tile i's conversion
+  // writes one while the P V GEMM of tile i-1 still reads the other. With one buffer ptxas fuses
+  // the conversion into the softmax and so hoists the wait for that GEMM above the softmax: no
+  // overlap of a warpgroup's softmax with its own P V GEMM. (D = 64's three warpgroups at 160
+  // registers spill and serialise their wgmma with two buffers: one there.)
+  constexpr bool kTwoP = kWarpGroups == 2;
   constexpr int kN = decltype(size(tSrS))::value;
   cutlass::NumericArrayConverter<T, float, kN> to_t;
-  cutlass::Array<T, kN> p_frag;
-  Tensor tOrP = make_tensor(make_rmem_ptr<T>(p_frag.data()), acc_as_a_operand(tSrS.layout()));
+  cutlass::Array<T, kN> p_even, p_odd;
+  Tensor tOrP_even = make_tensor(make_rmem_ptr<T>(p_even.data()), acc_as_a_operand(tSrS.layout()));
+  Tensor tOrP_odd = make_tensor(make_rmem_ptr<T>(p_odd.data()), acc_as_a_operand(tSrS.layout()));
+  auto convert_p = [&](cutlass::Array<T, kN>& dst) {
+    dst = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+  };
 
   auto issue_qk = [&](int stage) {  // S = Q K^T, asynchronous
     mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
@@ -138,7 +148,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     }
     warpgroup_commit_batch();
   };
-  auto issue_pv = [&](int stage) {  // O += P V, asynchronous
+  auto issue_pv = [&](int stage, auto& tOrP) {  // O += P V, asynchronous
     warpgroup_fence_operand(tOrO);
     warpgroup_arrive();
 #pragma unroll
@@ -190,10 +200,11 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     Barrier::arrive(&smem.k_empty[prev_stage]);
     if (n == 1) Barrier::arrive(&smem.q_empty);  // Q's last use
     mask_and_softmax(cur);
-    p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+    convert_p(p_even);  // tile 0
     ++t;
 
-    for (int i = 1; i < n; ++i, ++t) {
+    // Tile i >= 1; P of tile i-1 is in p_prev, tile i's goes to p_next (the other buffer).
+    auto step = [&](int i, auto& tOrP_prev, cutlass::Array<T, kN>& p_next) {
       cur.advance<kBlockN>(p, w.m0, w.m_last);
       const int stage = t % kStages, phase = (t / kStages) & 1;
       Barrier::wait(&smem.k_full[stage], phase);
@@ -201,29 +212,39 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
       issue_qk(stage);
       softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
       Barrier::wait(&smem.v_full[prev_stage], prev_phase);
-      issue_pv(prev_stage);
+      issue_pv(prev_stage, tOrP_prev);
       if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
       warpgroup_wait<1>();  // S_i is ready; P V may still run
       warpgroup_fence_operand(tSrS);
       Barrier::arrive(&smem.k_empty[stage]);
       if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
       mask_and_softmax(cur);
-      // Pin the exponentials before the wait: the fence is a volatile asm that needs S's final
-      // values, so the softmax cannot sink below the P V wait (ptxas had moved that wait up to
-      // just after the mask, leaving this warpgroup's softmax unoverlapped with its own GEMM).
-      warpgroup_fence_operand(tSrS);
+      if constexpr (kTwoP) convert_p(p_next);  // while P_(i-1) V_(i-1) reads the other buffer
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
-      // P's registers were an operand of the finished GEMM: pin them before overwriting
-      warpgroup_fence_operand(tOrP);
+      // P_(i-1)'s registers were an operand of the finished GEMM: pin them before reuse
+      warpgroup_fence_operand(tOrP_prev);
       Barrier::arrive(&smem.v_empty[prev_stage]);
-      p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+      if constexpr (!kTwoP) convert_p(p_next);  // one buffer: after the GEMM that read it
       prev_stage = stage;
       prev_phase = phase;
+      ++t;
+    };
+    if constexpr (kTwoP) {
+      for (int i = 1; i < n; i += 2) {  // unrolled by the buffer parity: registers fixed
+        step(i, tOrP_even, p_odd);
+        if (i + 1 < n) step(i + 1, tOrP_odd, p_even);
+      }
+    } else {
+      for (int i = 1; i < n; ++i) step(i, tOrP_even, p_even);
     }
     softmax.rescale(O);  // the last P V, outside the turns
     Barrier::wait(&smem.v_full[prev_stage], prev_phase);
-    issue_pv(prev_stage);
+    if (kTwoP && ((n - 1) & 1)) {
+      issue_pv(prev_stage, tOrP_odd);
+    } else {
+      issue_pv(prev_stage, tOrP_even);
+    }
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
     Barrier::arrive(&smem.v_empty[prev_stage]);
