@@ -203,40 +203,75 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     convert_p(p_even);  // tile 0
     ++t;
 
-    // Tile i >= 1; P of tile i-1 is in p_prev, tile i's goes to p_next (the other buffer).
-    auto step = [&](int i, auto& tOrP_prev, cutlass::Array<T, kN>& p_next) {
-      cur.advance<kBlockN>(p, w.m0, w.m_last);
-      const int stage = t % kStages, phase = (t / kStages) & 1;
-      Barrier::wait(&smem.k_full[stage], phase);
-      cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
-      issue_qk(stage);
-      softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
-      Barrier::wait(&smem.v_full[prev_stage], prev_phase);
-      issue_pv(prev_stage, tOrP_prev);
-      if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
-      warpgroup_wait<1>();  // S_i is ready; P V may still run
-      warpgroup_fence_operand(tSrS);
-      Barrier::arrive(&smem.k_empty[stage]);
-      if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
-      mask_and_softmax(cur);
-      if constexpr (kTwoP) convert_p(p_next);  // while P_(i-1) V_(i-1) reads the other buffer
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tOrO);
-      // P_(i-1)'s registers were an operand of the finished GEMM: pin them before reuse
-      warpgroup_fence_operand(tOrP_prev);
-      Barrier::arrive(&smem.v_empty[prev_stage]);
-      if constexpr (!kTwoP) convert_p(p_next);  // one buffer: after the GEMM that read it
-      prev_stage = stage;
-      prev_phase = phase;
-      ++t;
-    };
     if constexpr (kTwoP) {
+      // Step i >= 1, two P buffers: P_(i-1) V_(i-1) is issued after S_i and left running while
+      // the softmax of tile i fills the other buffer; it is waited for at the top of step i + 1,
+      // after the K wait (a spin loop: a block boundary), before S_(i+1) is issued. (A wait
+      // right after the softmax was hoisted by ptxas to just after the mask: no overlap of the
+      // softmax with this warpgroup's own GEMM. A wait<1> after S_(i+1) instead makes ptxas
+      // serialise every wgmma, C7514.)
+      int pv_stage = -1;  // stage of the V tile whose P V GEMM may still run
+      auto finish_pv = [&] {
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        if (pv_stage >= 0) Barrier::arrive(&smem.v_empty[pv_stage]);
+      };
+      auto step = [&](int i, auto& tOrP_prev, cutlass::Array<T, kN>& p_next) {
+        cur.advance<kBlockN>(p, w.m0, w.m_last);
+        const int stage = t % kStages, phase = (t / kStages) & 1;
+        Barrier::wait(&smem.k_full[stage], phase);
+        finish_pv();  // P_(i-2) V_(i-2)
+        cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
+        issue_qk(stage);
+        softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
+        Barrier::wait(&smem.v_full[prev_stage], prev_phase);
+        issue_pv(prev_stage, tOrP_prev);
+        pv_stage = prev_stage;
+        if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
+        warpgroup_wait<1>();  // S_i is ready; P_(i-1) V_(i-1) may still run
+        warpgroup_fence_operand(tSrS);
+        Barrier::arrive(&smem.k_empty[stage]);
+        if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
+        mask_and_softmax(cur);
+        convert_p(p_next);  // the other buffer: P_(i-1) V_(i-1) reads tOrP_prev
+        prev_stage = stage;
+        prev_phase = phase;
+        ++t;
+      };
       for (int i = 1; i < n; i += 2) {  // unrolled by the buffer parity: registers fixed
         step(i, tOrP_even, p_odd);
         if (i + 1 < n) step(i + 1, tOrP_odd, p_even);
       }
+      finish_pv();  // the last step's P V
     } else {
-      for (int i = 1; i < n; ++i) step(i, tOrP_even, p_even);
+      // Step i >= 1, one P buffer: the softmax of tile i overlaps P_(i-1) V_(i-1) until the
+      // wait that frees the buffer for P_i.
+      auto step = [&](int i) {
+        cur.advance<kBlockN>(p, w.m0, w.m_last);
+        const int stage = t % kStages, phase = (t / kStages) & 1;
+        Barrier::wait(&smem.k_full[stage], phase);
+        cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
+        issue_qk(stage);
+        softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
+        Barrier::wait(&smem.v_full[prev_stage], prev_phase);
+        issue_pv(prev_stage, tOrP_even);
+        if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
+        warpgroup_wait<1>();  // S_i is ready; P V may still run
+        warpgroup_fence_operand(tSrS);
+        Barrier::arrive(&smem.k_empty[stage]);
+        if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
+        mask_and_softmax(cur);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        // P's registers were an operand of the finished GEMM: pin them before overwriting
+        warpgroup_fence_operand(tOrP_even);
+        Barrier::arrive(&smem.v_empty[prev_stage]);
+        convert_p(p_even);
+        prev_stage = stage;
+        prev_phase = phase;
+        ++t;
+      };
+      for (int i = 1; i < n; ++i) step(i);
     }
     softmax.rescale(O);  // the last P V, outside the turns
     Barrier::wait(&smem.v_full[prev_stage], prev_phase);
