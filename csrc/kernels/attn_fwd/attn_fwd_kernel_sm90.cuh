@@ -121,21 +121,11 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   OnlineSoftmax<kRows> softmax;
   const float scale_log2 = p.softmax_scale_log2;
 
-  // P = a tile's exponentials in T, the A operand of O += P V (registers). Two buffers by tile
-  // parity where the registers allow (two consumer warpgroups, 240 each): tile i's conversion
-  // writes one while the P V GEMM of tile i-1 still reads the other. With one buffer ptxas fuses
-  // the conversion into the softmax and so hoists the wait for that GEMM above the softmax: no
-  // overlap of a warpgroup's softmax with its own P V GEMM. (D = 64's three warpgroups at 160
-  // registers spill and serialise their wgmma with two buffers: one there.)
-  constexpr bool kTwoP = kWarpGroups == 2;
+  // P = the exponentials of the previous tile in T, the A operand of O += P V (registers).
   constexpr int kN = decltype(size(tSrS))::value;
   cutlass::NumericArrayConverter<T, float, kN> to_t;
-  cutlass::Array<T, kN> p_even, p_odd;
-  Tensor tOrP_even = make_tensor(make_rmem_ptr<T>(p_even.data()), acc_as_a_operand(tSrS.layout()));
-  Tensor tOrP_odd = make_tensor(make_rmem_ptr<T>(p_odd.data()), acc_as_a_operand(tSrS.layout()));
-  auto convert_p = [&](cutlass::Array<T, kN>& dst) {
-    dst = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
-  };
+  cutlass::Array<T, kN> p_frag;
+  Tensor tOrP = make_tensor(make_rmem_ptr<T>(p_frag.data()), acc_as_a_operand(tSrS.layout()));
 
   auto issue_qk = [&](int stage) {  // S = Q K^T, asynchronous
     mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
@@ -148,7 +138,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     }
     warpgroup_commit_batch();
   };
-  auto issue_pv = [&](int stage, auto& tOrP) {  // O += P V, asynchronous
+  auto issue_pv = [&](int stage) {  // O += P V, asynchronous
     warpgroup_fence_operand(tOrO);
     warpgroup_arrive();
 #pragma unroll
@@ -200,86 +190,36 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     Barrier::arrive(&smem.k_empty[prev_stage]);
     if (n == 1) Barrier::arrive(&smem.q_empty);  // Q's last use
     mask_and_softmax(cur);
-    convert_p(p_even);  // tile 0
+    p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
     ++t;
 
-    if constexpr (kTwoP) {
-      // Step i >= 1, two P buffers: P_(i-1) V_(i-1) is issued after S_i and left running while
-      // the softmax of tile i fills the other buffer; it is waited for at the top of step i + 1,
-      // after the K wait (a spin loop: a block boundary), before S_(i+1) is issued. (A wait
-      // right after the softmax was hoisted by ptxas to just after the mask: no overlap of the
-      // softmax with this warpgroup's own GEMM. A wait<1> after S_(i+1) instead makes ptxas
-      // serialise every wgmma, C7514.)
-      int pv_stage = -1;  // stage of the V tile whose P V GEMM may still run
-      auto finish_pv = [&] {
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-        if (pv_stage >= 0) Barrier::arrive(&smem.v_empty[pv_stage]);
-      };
-      auto step = [&](int i, auto& tOrP_prev, cutlass::Array<T, kN>& p_next) {
-        cur.advance<kBlockN>(p, w.m0, w.m_last);
-        const int stage = t % kStages, phase = (t / kStages) & 1;
-        Barrier::wait(&smem.k_full[stage], phase);
-        finish_pv();  // P_(i-2) V_(i-2)
-        cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
-        issue_qk(stage);
-        softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
-        Barrier::wait(&smem.v_full[prev_stage], prev_phase);
-        issue_pv(prev_stage, tOrP_prev);
-        pv_stage = prev_stage;
-        if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
-        warpgroup_wait<1>();  // S_i is ready; P_(i-1) V_(i-1) may still run
-        warpgroup_fence_operand(tSrS);
-        Barrier::arrive(&smem.k_empty[stage]);
-        if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
-        mask_and_softmax(cur);
-        convert_p(p_next);  // the other buffer: P_(i-1) V_(i-1) reads tOrP_prev
-        prev_stage = stage;
-        prev_phase = phase;
-        ++t;
-      };
-      for (int i = 1; i < n; i += 2) {  // unrolled by the buffer parity: registers fixed
-        step(i, tOrP_even, p_odd);
-        if (i + 1 < n) step(i + 1, tOrP_odd, p_even);
-      }
-      finish_pv();  // the last step's P V
-    } else {
-      // Step i >= 1, one P buffer: the softmax of tile i overlaps P_(i-1) V_(i-1) until the
-      // wait that frees the buffer for P_i.
-      auto step = [&](int i) {
-        cur.advance<kBlockN>(p, w.m0, w.m_last);
-        const int stage = t % kStages, phase = (t / kStages) & 1;
-        Barrier::wait(&smem.k_full[stage], phase);
-        cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
-        issue_qk(stage);
-        softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
-        Barrier::wait(&smem.v_full[prev_stage], prev_phase);
-        issue_pv(prev_stage, tOrP_even);
-        if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
-        warpgroup_wait<1>();  // S_i is ready; P V may still run
-        warpgroup_fence_operand(tSrS);
-        Barrier::arrive(&smem.k_empty[stage]);
-        if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
-        mask_and_softmax(cur);
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-        // P's registers were an operand of the finished GEMM: pin them before overwriting
-        warpgroup_fence_operand(tOrP_even);
-        Barrier::arrive(&smem.v_empty[prev_stage]);
-        convert_p(p_even);
-        prev_stage = stage;
-        prev_phase = phase;
-        ++t;
-      };
-      for (int i = 1; i < n; ++i) step(i);
+    for (int i = 1; i < n; ++i, ++t) {
+      cur.advance<kBlockN>(p, w.m0, w.m_last);
+      const int stage = t % kStages, phase = (t / kStages) & 1;
+      Barrier::wait(&smem.k_full[stage], phase);
+      cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
+      issue_qk(stage);
+      softmax.rescale(O);  // to the maxima of tile i-1, before P_(i-1) V_(i-1) is added
+      Barrier::wait(&smem.v_full[prev_stage], prev_phase);
+      issue_pv(prev_stage);
+      if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
+      warpgroup_wait<1>();  // S_i is ready; P V may still run
+      warpgroup_fence_operand(tSrS);
+      Barrier::arrive(&smem.k_empty[stage]);
+      if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
+      mask_and_softmax(cur);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      // P's registers were an operand of the finished GEMM: pin them before overwriting
+      warpgroup_fence_operand(tOrP);
+      Barrier::arrive(&smem.v_empty[prev_stage]);
+      p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+      prev_stage = stage;
+      prev_phase = phase;
     }
     softmax.rescale(O);  // the last P V, outside the turns
     Barrier::wait(&smem.v_full[prev_stage], prev_phase);
-    if (kTwoP && ((n - 1) & 1)) {
-      issue_pv(prev_stage, tOrP_odd);
-    } else {
-      issue_pv(prev_stage, tOrP_even);
-    }
+    issue_pv(prev_stage);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
     Barrier::arrive(&smem.v_empty[prev_stage]);

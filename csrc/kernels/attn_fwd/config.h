@@ -37,7 +37,7 @@ constexpr int kAttnBlockN = 128;
 // Warp-specialised TMA kernel: warpgroup 0 produces (one thread issues TMA loads of Q and of the
 // K/V tiles into a kStages ring guarded by full/empty mbarriers), the consumer warpgroups take
 // 64 query rows each and issue their GEMMs in turns (ping-pong / round robin) so that one
-// warpgroup's softmax overlaps the others' GEMMs. Smem 224 KB at D = 128.
+// warpgroup's softmax overlaps the others' GEMMs. Smem 160 KB at D = 128.
 template <typename T, int kHeadDim_>
 struct Sm90WsConfig {
   using Element = T;
@@ -45,9 +45,7 @@ struct Sm90WsConfig {
   static constexpr int kConsumerWarpGroups = attn_consumer_warpgroups(kHeadDim);
   static constexpr int kBlockM = 64 * kConsumerWarpGroups;
   static constexpr int kBlockN = kAttnBlockN;
-  // 3 stages: with two P buffers a V tile is released one step later (at the top of the next
-  // step, when its P V GEMM has been waited for), which 2 stages did not cover (224 KB at D 128)
-  static constexpr int kStages = 3;
+  static constexpr int kStages = 2;
   static constexpr int kConsumerThreads = kConsumerWarpGroups * 128;
   static constexpr int kThreads = kConsumerThreads + 128;
   // setmaxnreg: 128 * producer + consumer threads * consumer <= 64K registers
