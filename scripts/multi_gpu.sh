@@ -2,7 +2,7 @@
 # Multi-GPU runs (issue "Multi-GPU runs on NCCL") on a machine with several GPUs: build, then
 # for W = 2, 4, 8 (as many as the machine has) correctness + overlap + speed over NCCL, and a
 # torchrun `spava generate` with a tiny random model and a synthetic video. W = 2 hung twice
-# (2026-11-25; BENCHMARKS.md "Multi-GPU"); the fix of the likely cause is not yet run here.
+# (2026-11-25, a lazy-loading deadlock; BENCHMARKS.md "Multi-GPU"); with its fix it completed.
 # A stall ends in an error, not a hang, with SPAVA_COLLECTIVE_TIMEOUT_S set low (e.g. 60).
 #   SPAVA_COMMIT=<hash> bash scripts/multi_gpu.sh
 set -uo pipefail
