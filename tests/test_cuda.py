@@ -217,6 +217,34 @@ def test_select_passing_cuda_cache_and_tile_limits(levels):
         check_select(q, k, v, starts, lens, p, pool, name=f"levels {levels}")
 
 
+def bin_inputs(L, n_high, seed):
+    """q all ones (4 rows, G = 1), so score = 4 * (row sum of k). n_high random rows have
+    columns 0..63 = 256 and every row has columns 64..127 in {0, 1}: their scores lie in
+    [65536, 65792], one 16-bit key bin with ~30 distinct values (low key bits 15..2); the other
+    rows score below 257. Exact in fp32, so the reference gives the same bits."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.ones(1, 4, 2, 128)
+    k = torch.zeros(1, L, 2, 128)
+    k[..., 64:] = torch.randint(0, 2, (1, L, 2, 64), generator=g).float()
+    high = torch.randperm(L, generator=g)[:n_high]
+    k[:, high, :, :64] = 256.0
+    v = torch.randn(1, L, 2, 128, generator=g)
+    return tuple(t.to("cuda", torch.bfloat16) for t in (q, k, v))
+
+
+@pytest.mark.parametrize("n_high,pool,ps", [(200, 1, (1, 37, 150, 199)),
+                                            (2000, 5, (1, 1000, 5000)),
+                                            (20000, 3, (8192, 9000))])
+def test_select_passing_cuda_one_key_bin(n_high, pool, ps):
+    """The m-th key inside one crowded 16-bit key bin: 200 keys (ranked as candidates, heavy
+    ties), thousands (over the candidate capacity: radix fallback over key bits 15..0), and a
+    64K chunk with p = 8192 (keys read at L2)."""
+    L = 65536 if n_high > 10000 else 8300
+    q, k, v = bin_inputs(L, n_high, seed=n_high)
+    for p in ps:
+        check_select(q, k, v, [0], [L], p, pool, name=f"high {n_high} p {p}")
+
+
 def test_select_passing_cuda_ranges_straddle_m():
     """Capacity larger than m and m not a multiple of the gather CTA's rows (64 at D 128, 102 at
     D 80): a CTA range holds the last kept rows and the first zero rows; CTAs wholly past m write

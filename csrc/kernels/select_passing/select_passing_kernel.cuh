@@ -45,8 +45,8 @@ __device__ __forceinline__ float dot_8(const uint4& bits, const float (&q)[8]) {
   return acc;
 }
 
-// hist[bin] += 1 for each lane with `counts`: one shared atomic per distinct bin of the warp
-// (keys crowd into few bins). Every lane of the warp must call it.
+// hist[bin] += 1 for each lane with `counts`: one atomic per distinct bin of the warp (keys
+// crowd into few bins; hist in shared or global memory). Every lane of the warp must call it.
 __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
   const unsigned active = __ballot_sync(0xffffffffu, counts);
   if (counts) {
@@ -60,7 +60,8 @@ __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
 // qsum_rows; CTA s writes qsum[s, b, h, :] = sum over its range of q[b, r / G, h*G + r % G, :].
 // Thread = (row group, 8-column chunk) with kQsumLoads 16-byte loads in flight; the row groups
 // are then summed in a fixed order. The CTAs also zero hist for kernel 2 (their share of the
-// items (c, b, h), every chunk c).
+// items (c, b, h): the top-digit counts of every chunk c, the top-16-bit counts of the selecting
+// ones: 256 KB per item).
 constexpr int kQsumThreads = 128;
 constexpr int kQsumLoads = 4;
 
@@ -98,6 +99,13 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
     const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
     reinterpret_cast<int4*>(p.hist + item * kRadixBins)[e] = make_int4(0, 0, 0, 0);
   }
+  for (int c = 0; c < p.num_chunks; ++c) {  // top-16-bit counts of the selecting chunks only
+    if (p.passing_len >= p.chunk_len[c]) continue;
+    const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
+    int4* row = reinterpret_cast<int4*>(fine_counts(p, item));
+    for (int i = s * kQsumThreads + tid; i < kFineBins / 4; i += p.qsum_splits * kQsumThreads)
+      row[i] = make_int4(0, 0, 0, 0);
+  }
   __syncthreads();
   float* out = p.qsum + ((int64_t(s) * p.batch + b) * p.heads_kv + h) * p.head_dim;
   for (int d = tid; d < p.head_dim; d += kQsumThreads) {
@@ -117,8 +125,9 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
 // transpose-reduce butterfly, which leaves every row sum on one lane: raw[] in shared memory.
 // Every row sum is the same tree (per chunk: 8 products in order from +0; chunks: a butterfly
 // over the row's lanes, a + b commutative), whatever the row's slot: fixed, deterministic. The
-// max-pool of the raw scores gives the keys of the CTA's rows (p.keys) and their top-digit
-// counts (added to p.hist). The launcher sizes a tile with its halo to one round of loads.
+// max-pool of the raw scores gives the keys of the CTA's rows (p.keys), their top-digit counts
+// (shared, then added to p.hist) and their top-16-bit counts (warp-aggregated global atomics
+// into the fine part of p.hist). The launcher sizes a tile with its halo to one round of loads.
 constexpr int kScoreThreads = 256;
 constexpr int kScoreLoads = 16;
 constexpr int kMinScoreRows = 32;
@@ -274,6 +283,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
   }
   __syncthreads();
   uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
+  int* fine = fine_counts(p, item);
   const int row_end = min(len, row0 + p.score_rows);
   for (int j0 = row0; j0 < row_end; j0 += kScoreThreads) {  // warp-uniform trip count
     const int j = j0 + tid;
@@ -286,6 +296,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
       keys[j] = key;
     }
     count_bin(sm.hist, j < row_end, int(key >> 21));
+    count_bin(fine, j < row_end, int(key >> 16));  // global, warp-aggregated
   }
   __syncthreads();
   int* item_hist = p.hist + int64_t(item) * kRadixBins;
