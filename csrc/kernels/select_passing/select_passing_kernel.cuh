@@ -59,9 +59,9 @@ __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
 // grid (qsum_splits, h_kv, b). The nq * G rows r = (t, g) of kv head h are cut into ranges of
 // qsum_rows; CTA s writes qsum[s, b, h, :] = sum over its range of q[b, r / G, h*G + r % G, :].
 // Thread = (row group, 8-column chunk) with kQsumLoads 16-byte loads in flight; the row groups
-// are then summed in a fixed order. The CTAs also zero hist for kernel 2 (their share of the
-// items (c, b, h): the top-digit counts of every chunk c, the top-16-bit counts of the selecting
-// ones: 256 KB per item).
+// are then summed in a fixed order. All gridDim.x >= qsum_splits CTAs also zero hist for
+// kernel 2 (their share of the items (c, b, h): the top-digit counts of every chunk c, the
+// top-16-bit counts of the selecting ones, 256 KB per item); CTAs s >= qsum_splits only zero.
 constexpr int kQsumThreads = 128;
 constexpr int kQsumLoads = 4;
 
@@ -94,7 +94,8 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
   for (int i = 0; i < 8; ++i) part[tid * 8 + i] = acc[i];
 
   const int hist4 = p.num_chunks * kRadixBins / 4;  // int4 of hist per (b, h)
-  for (int i = s * kQsumThreads + tid; i < hist4; i += p.qsum_splits * kQsumThreads) {
+  const int zero_stride = int(gridDim.x) * kQsumThreads;
+  for (int i = s * kQsumThreads + tid; i < hist4; i += zero_stride) {
     const int c = i / (kRadixBins / 4), e = i % (kRadixBins / 4);
     const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
     reinterpret_cast<int4*>(p.hist + item * kRadixBins)[e] = make_int4(0, 0, 0, 0);
@@ -103,9 +104,10 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
     if (p.passing_len >= p.chunk_len[c]) continue;
     const int64_t item = (int64_t(c) * p.batch + b) * p.heads_kv + h;
     int4* row = reinterpret_cast<int4*>(fine_counts(p, item));
-    for (int i = s * kQsumThreads + tid; i < kFineBins / 4; i += p.qsum_splits * kQsumThreads)
+    for (int i = s * kQsumThreads + tid; i < kFineBins / 4; i += zero_stride)
       row[i] = make_int4(0, 0, 0, 0);
   }
+  if (s >= p.qsum_splits) return;  // a zeroing CTA (no rows: acc is 0); CTA-uniform
   __syncthreads();
   float* out = p.qsum + ((int64_t(s) * p.batch + b) * p.heads_kv + h) * p.head_dim;
   for (int d = tid; d < p.head_dim; d += kQsumThreads) {
