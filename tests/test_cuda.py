@@ -236,9 +236,9 @@ def bin_inputs(L, n_high, seed):
                                             (2000, 5, (1, 1000, 5000)),
                                             (20000, 3, (8192, 9000))])
 def test_select_passing_cuda_one_key_bin(n_high, pool, ps):
-    """The m-th key inside one crowded 16-bit key bin: 200 keys (ranked as candidates, heavy
-    ties), thousands (over the candidate capacity: radix fallback over key bits 15..0), and a
-    64K chunk with p = 8192 (keys read at L2)."""
+    """The m-th key inside one crowded 16-bit key bin (its top digits decide nothing): 200
+    keys with heavy ties, thousands of them, and a 64K chunk with p = 8192 (keys read at L2).
+    Written for select v6 (candidate ranking, radix fallback; reverted), kept for v4."""
     L = 65536 if n_high > 10000 else 8300
     q, k, v = bin_inputs(L, n_high, seed=n_high)
     for p in ps:

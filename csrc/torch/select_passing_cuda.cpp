@@ -46,14 +46,14 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
   check_rows_aligned("select_passing", "kv", kv);
   const c10::cuda::CUDAGuard guard(q.device());
 
-  // One workspace (only when some chunk selects): qsum partials (fp32), then the top-digit and
-  // top-16-bit histograms (select_hist_len) and the keys (int32); every part starts 16-byte
-  // aligned (head_dim % 8 == 0, kRadixBins % 4 == 0).
+  // One workspace (only when some chunk selects): qsum partials (fp32), then the top-digit
+  // histograms and the keys (int32); every part starts 16-byte aligned (head_dim % 8 == 0,
+  // kRadixBins % 4 == 0).
   const auto up4 = [](int64_t n) { return (n + 3) / 4 * 4; };
   const int64_t items = d.num_chunks * d.batch * d.heads_kv;
   const int64_t key_stride = up4(max_len);
   const int64_t qsum_len = kMaxQsumSplits * d.batch * d.heads_kv * d.head_dim;
-  const int64_t hist_len = select_hist_len(items);
+  const int64_t hist_len = items * kRadixBins;
   const int64_t work_len = selects ? qsum_len + hist_len + items * key_stride : 0;
   const at::Tensor work = at::empty({work_len}, q.options().dtype(at::kInt));
 

@@ -7,9 +7,7 @@
 // Latency is what counts: this runs once per CTA on the critical path after the score grid, in a
 // CTA that has the SM mostly to itself. So each thread owns few keys (16 per tile of 8192, kept in
 // shared memory in a bank-conflict-free layout), scans are warp scans with one barrier, and the
-// fallback radix passes share one loop (one copy of the code, warm after the first pass). In
-// the common case (v6) no pass counts keys: the score grid's top-16-bit counts narrow the m-th
-// key down to one 16-bit bin, whose few keys are collected and ranked.
+// three radix passes share one loop (one copy of the code, warm after the first pass).
 #pragma once
 
 #include <cub/block/block_scan.cuh>
@@ -28,17 +26,12 @@ static_assert(kRadixBins == 4 * kSelectThreads, "each thread holds the counts of
 // Warp scans + one barrier: shorter than the default raking scan, which is what counts here.
 using BlockScan = cub::BlockScan<int, kSelectThreads, cub::BLOCK_SCAN_WARP_SCANS>;
 
-// Candidates: the keys whose top 16 bits equal the m-th largest key's, when at most this many.
-constexpr int kMaxCandidates = 256;
-static_assert(kMaxCandidates <= kSelectThreads, "one candidate per thread in the rank");
-
 struct SelectShared {
   typename BlockScan::TempStorage scan;
-  int hist2[kRadixBins];  // fallback counts of key bits 15..5, zero on entry
-  int hist3[kSubBins];    // fallback counts of key bits 4..0, zero on entry
-  uint32_t cand[kMaxCandidates];
-  uint32_t prefix, sub_prefix, key;
-  int remaining, done, sub_remaining, sub_done, sub_count, num_cand, take;
+  int hist2[kRadixBins];      // counts of digit 2 (key bits 20..10), zero on entry
+  int hist3[kRadixBins / 2];  // counts of digit 3 (key bits 9..0), zero on entry
+  uint32_t prefix;
+  int remaining, done;
 };
 
 // The kept keys: (key & mask) > prefix, plus the take_eq lowest positions with (key & mask) ==
@@ -141,116 +134,27 @@ __device__ __forceinline__ bool pick_digit(const int (&cnt)[4], int top, int shi
   return sm.done;
 }
 
-// Picks the sub-digit (key bits 20..16) of the m-th largest key from the score grid's
-// top-16-bit counts of the top digit prefix >> 21 (warp 0: one L2 read, one warp scan); the
-// state comes back through sm.sub_* (not sm.prefix etc., which other threads may still read).
-// Block-wide, ends with a barrier; also zeroes sm.num_cand.
-__device__ __forceinline__ void pick_sub_digit(const int* fine, uint32_t prefix, int remaining,
-                                               SelectShared& sm) {
-  if (threadIdx.x < 32) {
-    const int lane = int(threadIdx.x), sub = kSubBins - 1 - lane;  // descending sub-digits
-    const int cnt = __ldcg(fine + (prefix >> 21) * kSubBins + sub);
-    int incl = cnt;
-#pragma unroll
-    for (int d = 1; d < 32; d *= 2) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, d);
-      if (lane >= d) incl += y;
-    }
-    if (incl - cnt < remaining && incl >= remaining) {  // exactly one lane
-      sm.sub_prefix = prefix | (uint32_t(sub) << 16);
-      sm.sub_remaining = remaining - (incl - cnt);
-      sm.sub_done = cnt == remaining - (incl - cnt);
-      sm.sub_count = cnt;
-    }
-    if (lane == 0) sm.num_cand = 0;
-  }
-  __syncthreads();
-}
-
-// The exact m-th largest key when its 16-bit bin `prefix` holds n <= kMaxCandidates keys: one
-// pass appends those keys to sm.cand (warp-aggregated; the list's order varies, its multiset
-// does not), then thread i ranks candidate i against all n. The result depends on the multiset
-// only, so every CTA of the item gets the same. Block-wide, ends with a barrier.
-__device__ __forceinline__ Threshold rank_candidates(const ItemKeys& ks, uint32_t prefix,
-                                                     int remaining, int n, SelectShared& sm) {
-  const int lane = int(threadIdx.x % 32);
-  for (int tile = 0; tile < num_tiles(ks.len); ++tile) {
-    uint32_t key[kTileKeys];
-    load_tile(ks, tile, key);
-    const int j0 = tile * kTile + kTileKeys * int(threadIdx.x);
-    unsigned match = 0;
-#pragma unroll
-    for (int e = 0; e < kTileKeys; ++e)
-      match |= unsigned(j0 + e < ks.len && (key[e] & 0xFFFF0000u) == prefix) << e;
-    if (__ballot_sync(0xffffffffu, match != 0) == 0) continue;  // warp-uniform
-    const int mine = __popc(match);
-    int incl = mine;
-#pragma unroll
-    for (int d = 1; d < 32; d *= 2) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, d);
-      if (lane >= d) incl += y;
-    }
-    int base = 0;
-    if (lane == 31) base = atomicAdd(&sm.num_cand, incl);
-    int slot = __shfl_sync(0xffffffffu, base, 31) + incl - mine;
-#pragma unroll
-    for (int e = 0; e < kTileKeys; ++e)
-      if ((match >> e) & 1u) {
-        if (slot < kMaxCandidates) sm.cand[slot] = key[e];  // never fails: n counted them
-        ++slot;
-      }
-  }
-  __syncthreads();
-  const int i = int(threadIdx.x);
-  if (i < n) {
-    const uint32_t ci = sm.cand[i];
-    int gt = 0, eq = 0, eq_before = 0;
-#pragma unroll 4
-    for (int j = 0; j < n; ++j) {
-      const uint32_t cj = sm.cand[j];
-      gt += cj > ci;
-      eq += cj == ci;
-      eq_before += cj == ci && j < i;
-    }
-    if (eq_before == 0 && gt < remaining && gt + eq >= remaining) {  // one thread
-      sm.key = ci;
-      sm.take = remaining - gt;
-    }
-  }
-  __syncthreads();
-  return {sm.key, 0xFFFFFFFFu, sm.take};
-}
-
-// The threshold of the m kept keys, 1 <= m < len. Digit 1 (key bits 31..21) from the item's
-// top-digit counts (top4 = its bins 2044 - 4t .. 2047 - 4t), the sub-digit (bits 20..16) from
-// its top-16-bit counts `fine` [kFineBins] (both built by the score grid); then, unless the
-// 16-bit bin is taken whole, the exact key by ranking that bin's keys when they are few, else
-// (plateaus: many equal keys) by radix digits of bits 15..5 and 4..0 counted here (sm.hist2,
-// sm.hist3 zero on entry). Every step is block-uniform.
+// The threshold of the m kept keys, 1 <= m < len: digit 1 (key bits 31..21) from the item's
+// histogram built by the score grid (top4 = its bins 2044 - 4t .. 2047 - 4t), digits 2 (20..10)
+// and 3 (9..0) counted here unless already decided. sm.hist2 and sm.hist3 are zero on entry.
 __device__ __forceinline__ Threshold find_threshold(const ItemKeys& ks, int m, const int4& top4,
-                                                    const int* fine, SelectShared& sm) {
-  uint32_t prefix = 0;
+                                                    SelectShared& sm) {
+  uint32_t prefix = 0, mask = 0;
   int remaining = m;
   int cnt[4] = {top4.w, top4.z, top4.y, top4.x};  // digits 2047 - 4t - e
-  if (pick_digit(cnt, kRadixBins - 1, 21, prefix, remaining, sm))
-    return {prefix, 0xFFE00000u, remaining};
-  pick_sub_digit(fine, prefix, remaining, sm);
-  prefix = sm.sub_prefix;
-  remaining = sm.sub_remaining;
-  uint32_t mask = 0xFFFF0000u;
-  if (sm.sub_done) return {prefix, mask, remaining};
-  if (sm.sub_count <= kMaxCandidates)
-    return rank_candidates(ks, prefix, remaining, sm.sub_count, sm);
 #pragma unroll 1
-  for (int pass = 0; pass < 2; ++pass) {  // every thread read sm.prefix / remaining / done
-    const int shift = pass == 0 ? 5 : 0, bins = pass == 0 ? kRadixBins : kSubBins;
-    int* hist = pass == 0 ? sm.hist2 : sm.hist3;
-    count_digit(ks, mask, prefix, shift, bins, hist);
-    __syncthreads();
+  for (int pass = 0; pass < 3; ++pass) {  // one copy of the scan for the three digits
+    const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
+    const int bins = pass == 2 ? kRadixBins / 2 : kRadixBins;
+    if (pass > 0) {  // every thread read sm.prefix / remaining / done before this barrier
+      int* hist = pass == 1 ? sm.hist2 : sm.hist3;
+      count_digit(ks, mask, prefix, shift, bins, hist);
+      __syncthreads();
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int digit = bins - 1 - 4 * int(threadIdx.x) - e;
-      cnt[e] = digit >= 0 ? hist[digit] : 0;
+      for (int e = 0; e < 4; ++e) {
+        const int digit = bins - 1 - 4 * int(threadIdx.x) - e;
+        cnt[e] = digit >= 0 ? hist[digit] : 0;
+      }
     }
     const bool done = pick_digit(cnt, bins - 1, shift, prefix, remaining, sm);  // block-uniform
     mask |= uint32_t(bins - 1) << shift;

@@ -50,8 +50,9 @@ __global__ void __launch_bounds__(kSelectThreads, 2) gather_kernel(const SelectP
   if (selects) {
 #pragma unroll
     for (int u = 0; u < 4; ++u) sm.hist2[tid + u * kSelectThreads] = 0;  // kRadixBins entries
-    if (tid < kSubBins) sm.hist3[tid] = 0;
-    pdl_wait();  // the score grid has completed: p.keys and p.hist (both parts) are visible
+#pragma unroll
+    for (int u = 0; u < 2; ++u) sm.hist3[tid + u * kSelectThreads] = 0;
+    pdl_wait();  // the score grid has completed: p.keys and p.hist are visible
     const uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
     const int4 top4 =  // in flight with the key copy
         __ldcg(reinterpret_cast<const int4*>(p.hist + int64_t(item) * kRadixBins) +
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2) gather_kernel(const SelectP
     if (cached) fill_cache(keys, len, key_cache);
     __syncthreads();  // the cache and the zeroed counts are visible
     const ItemKeys ks{keys, cached ? key_cache : nullptr, len};
-    kept_positions(ks, find_threshold(ks, m, top4, fine_counts(p, item), sm), i0, i1, kept, sm);
+    kept_positions(ks, find_threshold(ks, m, top4, sm), i0, i1, kept, sm);
   }
 
   const int64_t start = p.chunk_start[c];

@@ -42,20 +42,8 @@ void plan_qsum(SelectPassingParams& p) {
   p.qsum_splits = int((rows + per - 1) / per);
 }
 
-// Kernel 1's CTAs per (b, h_kv): the qsum splits, or more so that each CTA zeroes at most
-// kZeroInt4 int4 of the top-16-bit counts (256 KB per selecting chunk; 8 CTAs per chunk), which
-// one CTA would take several us to write (e.g. a short question: one split).
-constexpr int kZeroInt4 = 16 * kQsumThreads;
-int qsum_grid(const SelectPassingParams& p) {
-  int selecting = 0;
-  for (int c = 0; c < p.num_chunks; ++c) selecting += p.passing_len < p.chunk_len[c];
-  return std::max(p.qsum_splits, (selecting * kFineBins / 4 + kZeroInt4 - 1) / kZeroInt4);
-}
-
 // Kernel 2: a tile plus its pool halo fills one round of loads (64 KB, 252 rows at D 128: 256
-// CTAs, one wave at 2 CTAs per SM) unless the halo leaves fewer than kMinScoreRows rows; then
-// tile + halo <= kMinScoreRows + 126 rows, more than one round.
-static_assert(kMinScoreRows + 2 * 63 <= kMaxTileRows, "tile + halo rows fit sm.raw (pool <= 127)");
+// CTAs, one wave at 2 CTAs per SM) unless the halo leaves fewer than kMinScoreRows rows.
 void plan_scores(SelectPassingParams& p, int max_sel_len) {
   const int round_rows = score_round_rows(p.head_dim / 8);
   p.score_rows = std::max(kMinScoreRows, round_rows - 2 * (p.pool_kernel / 2));
@@ -123,16 +111,9 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
   plan_gather(p);
   SPAVA_HALF_DTYPE_SWITCH(p.dtype, T, [&] {
     if (selects) {
-      launch<qsum_kernel<T>>(dim3(qsum_grid(p), p.heads_kv, p.batch), kQsumThreads, 0, false,
+      launch<qsum_kernel<T>>(dim3(p.qsum_splits, p.heads_kv, p.batch), kQsumThreads, 0, false,
                              stream, p);
-      const int chunks = row_chunks(p.head_dim / 8);  // 8, 16, 32 or 64: see ScoreShape
-      SPAVA_BOOL_SWITCH(chunks >= 32, kWide, [&] {
-        SPAVA_BOOL_SWITCH(chunks == 16 || chunks == 64, kTwice, [&] {
-          constexpr int kRowChunks = (kWide ? 32 : 8) * (kTwice ? 2 : 1);
-          launch<score_kernel<T, kRowChunks>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl,
-                                              stream, p);
-        });
-      });
+      launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
     const int smem = 4 * p.smem_keys;
     if (smem > 0) set_max_dynamic_smem<gather_kernel<T>>(4 * kMaxCachedKeys);

@@ -4,20 +4,12 @@
 
 #include <cuda_runtime_api.h>
 
-#include <cstdint>
-
 #include "spava/params.h"
 
 namespace spava {
 
 constexpr int kMaxQsumSplits = 16;  // partial sums of q per (b, h_kv) written by kernel 1
 constexpr int kRadixBins = 2048;    // 11-bit radix digits (top digit: sign, exponent, 2 bits)
-constexpr int kSubBins = 32;        // 5-bit sub-digits of each top digit: key bits 20..16
-constexpr int kFineBins = kRadixBins * kSubBins;  // counts of the keys' top 16 bits, per item
-
-// int32 entries of params.hist for `items` items: the top-digit counts [items, kRadixBins], then
-// the top-16-bit counts [items, kFineBins] (kernel 1 zeroes both, kernel 2 fills both).
-inline int64_t select_hist_len(int64_t items) { return items * (kRadixBins + kFineBins); }
 
 // Fills the launch-shape fields of params (see params.h), then runs the kernels on `stream`.
 // When some chunk selects (passing_len < chunk_len), params.qsum, hist and keys must point at

@@ -3,17 +3,7 @@
 
 #include <cstdint>
 
-#include "select_passing/select_passing.h"
-#include "spava/params.h"
-
 namespace spava::select {
-
-// The top-16-bit counts of `item` [kFineBins], stored after every item's top-digit counts in
-// p.hist (select_hist_len).
-__device__ __forceinline__ int* fine_counts(const SelectPassingParams& p, int64_t item) {
-  const int64_t items = int64_t(p.num_chunks) * p.batch * p.heads_kv;
-  return p.hist + items * kRadixBins + item * kFineBins;
-}
 
 // Blocks until the preceding grid on the stream has completed and its writes are visible; a
 // no-op when the kernel was launched without programmatic stream serialization.
