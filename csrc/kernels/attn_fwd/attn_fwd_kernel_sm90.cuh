@@ -1,5 +1,5 @@
 // attn_fwd for sm_90a, v4: persistent, warp-specialised, TMA loads, wgmma, consumers in turns
-// with intra-warpgroup overlap.
+// (ping-pong); the source's intra-warpgroup overlap is undone by ptxas (see below).
 //
 // One launch computes every unit of a group of problems (scheduler.cuh); each CTA loops over
 // its units. A unit = kBlockM query rows x one query head x one batch (x one split) of a
@@ -165,7 +165,10 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
 
   // Software pipeline (intra-warpgroup overlap): while the tensor cores compute S_i = Q K_i^T
   // and O += P_(i-1) V_(i-1), this warpgroup waits only for S_i, runs its softmax, and then
-  // waits for the P V GEMM. Turns on top (ping-pong for two warpgroups, round robin for more):
+  // waits for the P V GEMM. In the SASS (ptxas 13.0) that wait sits just after the mask, since
+  // ptxas fuses the P conversion into the softmax: the softmax overlaps only the other
+  // warpgroups' GEMMs; forcing the overlap measured no faster (NOTES.md, session 4).
+  // Turns on top (ping-pong for two warpgroups, round robin for more):
   // warpgroup w issues both GEMMs of a step in its turn, so the others' softmax overlaps them.
   // Turn barriers 8 + w: w syncs on its own, then hands over to w + 1. Each warpgroup takes
   // range.count turns per unit; the last warpgroup opens the first turn of warpgroup 0 and skips its own
