@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 from spava_ext import SpavaLayout  # noqa: E402
 from spava_ext.attention import host1_keys, host2_keys, question_keys  # noqa: E402
 
-BLOCK_M, BLOCK_N = 128, 176  # D = 128 (config.h: attn_block_m, attn_block_n)
+BLOCK_M = BLOCK_N = 128
 
 
 def unit_tiles(segs, m0: int, m_last: int) -> int:

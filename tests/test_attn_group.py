@@ -396,7 +396,7 @@ def _plan_case(dtype, Hq, Hkv, q_len, full_len, seed):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("Hq,Hkv,q_len,full_len", [
     (16, 2, 1152, 3000),   # 144 units on 132 CTAs: a 12-unit tail, split 2-4 ways
-    (16, 2, 2610, 0),      # causal only, 336 units of 1..15 key tiles: the counter, no split
+    (16, 2, 4497, 0),      # causal only, 576 units of 1..36 tiles: the counter, no split
     (14, 2, 1300, 2999),   # 154 units, a partial last query tile, two tiles split
 ])
 def test_cuda_plan_tail_split_and_counter(monkeypatch, dtype, Hq, Hkv, q_len, full_len):
@@ -421,5 +421,5 @@ def test_cuda_plan_tail_split_and_counter(monkeypatch, dtype, Hq, Hkv, q_len, fu
     if q_len == 1152:
         assert not torch.equal(out[:, :128], out_s[:, :128]), "the tail split did not run"
         assert torch.equal(out[:, 128:], out_s[:, 128:]), "only the first query tile splits"
-    if q_len == 2610:
+    if q_len == 4497:
         assert torch.equal(out, out_s) and torch.equal(lse, lse_s)

@@ -140,13 +140,7 @@ PlanKey plan_key(const AttnFwdParams& p, int ctas) {
 
 void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
   const int kBlockM = attn::attn_block_m(p.head_dim);  // tiles of config.h
-  const int block_n = attn::attn_block_n(p.head_dim);
-  const auto key_tiles = [&](const AttnProblem& pr, int m0, int m_last) {  // SegmentMask's rule
-    return block_n == 176 ? attn::SegmentMask::total_tiles<176>(p, pr, m0, m_last)
-                          : attn::SegmentMask::total_tiles<128>(p, pr, m0, m_last);
-  };
-  static_assert(attn::attn_block_n(128) == 176 && attn::attn_block_n(64) == 128 &&
-                attn::attn_block_n(80) == 128, "key_tiles covers every compiled block_n");
+  constexpr int kBlockN = attn::kAttnBlockN;
   const int heads_batch = p.heads_q * p.batch;
   int base_units = 0;  // units without split-KV
   bool flags = false;  // ready or done flags: the plan stays static, without a tail split
@@ -170,7 +164,8 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
       AttnProblem& pr = p.problems[i];
       if (pr.m_blocks == 0 || pr.done != nullptr) continue;
       // the longest query tile (the last one) bounds the useful split
-      const int tiles = key_tiles(pr, (pr.m_blocks - 1) * kBlockM, pr.q_len - 1);
+      const int tiles = attn::SegmentMask::total_tiles<kBlockN>(
+          p, pr, (pr.m_blocks - 1) * kBlockM, pr.q_len - 1);
       const int want = (2 * num_sms + base_units - 1) / base_units;  // about two waves
       pr.num_splits = std::max(1, std::min({want, tiles / 4, 32}));
       pr.split_m_blocks = pr.num_splits > 1 ? pr.m_blocks : 0;
@@ -185,7 +180,8 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
       for (int i = 0; i < p.num_problems; ++i) {
         const AttnProblem& pr = p.problems[i];
         for (int m = 0; m < pr.m_blocks; ++m)
-          tiles[i].push_back(key_tiles(pr, m * kBlockM, std::min(pr.q_len, (m + 1) * kBlockM) - 1));
+          tiles[i].push_back(attn::SegmentMask::total_tiles<kBlockN>(
+              p, pr, m * kBlockM, std::min(pr.q_len, (m + 1) * kBlockM) - 1));
       }
       if (cache.size() >= 256) cache.clear();
       it = cache.emplace(key, choose_plan(tiles, heads_batch, ctas)).first;

@@ -32,9 +32,7 @@ constexpr __host__ __device__ int attn_consumer_warpgroups(int head_dim) {
 constexpr __host__ __device__ int attn_block_m(int head_dim) {
   return 64 * attn_consumer_warpgroups(head_dim);
 }
-// Key tile: 176 at D = 128 (FA3's choice for non-causal tiles: more GEMM per softmax step; S in
-// 88 registers), 128 otherwise.
-constexpr __host__ __device__ int attn_block_n(int head_dim) { return head_dim == 128 ? 176 : 128; }
+constexpr int kAttnBlockN = 128;
 
 // Warp-specialised TMA kernel: warpgroup 0 produces (one thread issues TMA loads of Q and of the
 // K/V tiles into a kStages ring guarded by full/empty mbarriers), the consumer warpgroups take
@@ -46,7 +44,7 @@ struct Sm90WsConfig {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kConsumerWarpGroups = attn_consumer_warpgroups(kHeadDim);
   static constexpr int kBlockM = 64 * kConsumerWarpGroups;
-  static constexpr int kBlockN = attn_block_n(kHeadDim_);
+  static constexpr int kBlockN = kAttnBlockN;
   static constexpr int kStages = 2;
   static constexpr int kConsumerThreads = kConsumerWarpGroups * 128;
   static constexpr int kThreads = kConsumerThreads + 128;
