@@ -62,6 +62,16 @@ def peak_fraction(tf: float, clock_mhz) -> float | None:
     return None if not clock_mhz else tf / (PEAK_TFLOPS_PER_GHZ * clock_mhz / 1e3)
 
 
+def with_rate(stats: dict, pairs: int, D: int, Hq: int) -> dict:
+    """A contender's timing with its TF/s and its fraction of peak at the clock it ran at."""
+    tf = tflops(pairs, D, Hq, stats["ms"])
+    return {**stats, "tflops": tf, "peak_fraction": peak_fraction(tf, stats.get("sm_clock_mhz"))}
+
+
+def pct(r: dict) -> str:
+    return f" ({r['peak_fraction']:.0%})" if r.get("peak_fraction") else ""
+
+
 def rank_tensors(layout: SpavaLayout, rank: int, Hq: int, Hkv: int, D: int, dtype, seed=0):
     """Random local q, k, v of ``rank`` and synthesised receive buffers (B = 1)."""
     g = torch.Generator(device="cuda").manual_seed(seed + rank)
@@ -239,13 +249,10 @@ def own_dense(L: int, Hq: int, Hkv: int, D: int, dtype, reps: int) -> dict:
         fns[name] = run
     t = gpu_time_interleaved(fns, warmup=2, repeats=reps)
     pairs = L * (L + 1) // 2
-    res = {"tokens": L, **t["spava"], "tflops": tflops(pairs, D, Hq, t["spava"]["ms"])}
-    res["peak_fraction"] = peak_fraction(res["tflops"], res["sm_clock_mhz"])
+    res = {"tokens": L, **with_rate(t["spava"], pairs, D, Hq)}
     for name in fns:
         if name != "spava":
-            tf = tflops(pairs, D, Hq, t[name]["ms"])
-            res[name] = {**t[name], "tflops": tf,
-                         "peak_fraction": peak_fraction(tf, t[name]["sm_clock_mhz"])}
+            res[name] = with_rate(t[name], pairs, D, Hq)
     return res
 
 
@@ -295,14 +302,11 @@ def main() -> int:
                 sync = gpu_time(fns["spava"], warmup=1, repeats=reps)  # host glue included
                 entry = {"rank": rank, "call": name, "rows": qr.shape[1], "pairs": pairs,
                          "sm_clock_mhz": t["sm_clock_mhz"],
-                         "spava": {**t["spava"], "tflops": tflops(pairs, D, Hq, t["spava"]["ms"]),
+                         "spava": {**with_rate(t["spava"], pairs, D, Hq),
                                    "sync_ms": sync["ms"]}}
-                entry["spava"]["peak_fraction"] = peak_fraction(entry["spava"]["tflops"],
-                                                                t["spava"]["sm_clock_mhz"])
                 for other in ("flex", "plain_plan"):
                     if other in fns:
-                        entry[other] = {**t[other],
-                                        "tflops": tflops(pairs, D, Hq, t[other]["ms"])}
+                        entry[other] = with_rate(t[other], pairs, D, Hq)
                 if "flex" not in fns and flex_error:
                     entry["flex"] = flex_error
                 t = t["spava"]
@@ -324,9 +328,8 @@ def main() -> int:
                          f"{f['tflops']:>6.0f} TF/s; three launches {f['separate_ms']:.3f} ms "
                          f"(one synchronised call: {f['sync_ms']:.3f} vs {f['separate_sync_ms']:.3f})")
         w["own_dense"] = od = own_dense(32768, Hq, Hkv, D, dtype, reps)
-        pf = lambda r: f" ({r['peak_fraction']:.0%})" if r.get("peak_fraction") else ""  # noqa: E731
         table.append(f"{wname:<18} dense causal, 32K tokens: attn_fwd {od['tflops']:>4.0f} TF/s"
-                     + pf(od) + "".join(f", {b} {od[b]['tflops']:.0f}{pf(od[b])}"
+                     + pct(od) + "".join(f", {b} {od[b]['tflops']:.0f}{pct(od[b])}"
                                         for b in ("cudnn", "flash") if b in od)
                      + " (masked calls / attn_fwd: "
                      + ", ".join(f"{c['spava']['tflops'] / w['own_dense']['tflops']:.0%}"

@@ -23,6 +23,13 @@ void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream);
 // the caller then passes a zeroed workspace). The caller allocates the split workspaces.
 void plan_attn_fwd(AttnFwdParams& params, int num_sms);
 
+// CTAs of the persistent grid for `units` units: one per SM, fewer when max_ctas (> 0) leaves
+// SMs to other kernels. The plan models and the launch uses this one count.
+inline int attn_fwd_grid_ctas(int units, int num_sms, int max_ctas) {
+  const int ctas = units < num_sms ? units : num_sms;
+  return max_ctas > 0 && max_ctas < ctas ? max_ctas : ctas;
+}
+
 // Loads every compiled attn_fwd kernel on the current device and sets its shared memory limit
 // (once per device; later calls return at once). Call it before a stream is made to wait on a
 // flag that an attn_fwd launch will raise: under CUDA's lazy module loading that launch would

@@ -2,8 +2,6 @@
 // launch (-> LSE merge of the splits of problems that use split-KV).
 #pragma once
 
-#include <algorithm>
-
 #include "attn_fwd/attn_fwd.h"
 #include "attn_fwd/attn_fwd_kernel_sm90.cuh"
 #include "attn_fwd/config.h"
@@ -81,8 +79,7 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   int device = 0, num_sms = 0;
   SPAVA_CUDA_CHECK(cudaGetDevice(&device));
   SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  int ctas = std::min(params.num_units, num_sms);
-  if (params.max_ctas > 0) ctas = std::min(ctas, params.max_ctas);
+  const int ctas = attn_fwd_grid_ctas(params.num_units, num_sms, params.max_ctas);
   kernel<<<ctas, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
   SPAVA_CUDA_CHECK(cudaGetLastError());
   for (int i = 0; i < params.num_problems; ++i) {

@@ -153,8 +153,7 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
     flags |= pr.ready != nullptr || pr.done != nullptr;
   }
   p.wants_sched = false;
-  int ctas = std::min(base_units, num_sms);
-  if (p.max_ctas > 0) ctas = std::min(ctas, p.max_ctas);
+  const int ctas = attn_fwd_grid_ctas(base_units, num_sms, p.max_ctas);
   // Split-KV not with a sched workspace (the partials of a split must not span two launches)
   // nor with done flags (the merge after the kernel would write rows already reported done).
   // The counter and tail splits not with ready flags either (the counter defers units whose

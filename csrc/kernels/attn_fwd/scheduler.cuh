@@ -3,8 +3,8 @@
 // numbered problem by problem (in the caller's order), and inside a problem with the batch
 // fastest, then the head, the split, and the query tile slowest, last tile first (causal rows
 // see the most keys in the last tiles: longest first); the tiles [0, split_m_blocks) that
-// plan_attn_fwd splits (split-KV) come last, num_splits units each. Consecutive units share a query tile and
-// a GQA group's K/V, which keeps them in L2 while a wave of CTAs reads them.
+// plan_attn_fwd splits (split-KV) come last, num_splits units each. Consecutive units share a
+// query tile and a GQA group's K/V, which keeps them in L2 while a wave of CTAs reads them.
 // The producer thread of a CTA picks its next unit and publishes it to the consumers in shared
 // memory before the unit's Q load (q_full); -1 ends the CTA. Two ways to pick (params.sched):
 //   static:  CTA c of G takes units in rounds of G, in snake order (round k: c, or G - 1 - c when
