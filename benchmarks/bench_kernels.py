@@ -152,8 +152,7 @@ def dense_sdpa(L: int, Hq: int, Hkv: int, D: int, dtype, repeats: int) -> dict:
 def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
     """select_passing of ``rank``'s two chunks. Primary figure: device time per call from a CUDA
     graph holding one call per input set (4 sets, so L2 does not hold the inputs), replayed and
-    timed with CUDA events (median of 30 replays / 4), interleaved with the same graph of kernels 2
-+ 3 (SPAVA_SELECT_IMPL=grid, "grid_impl_graph_us"). Also the eager per-call time (host launch
+    timed with CUDA events (median of 30 replays / 4). Also the eager per-call time (host launch
     overhead included) and the profiler's per-kernel times. ``pdl``: whether the kernels were
     chained with programmatic dependent launch (SPAVA_SELECT_PDL, read once per process)."""
     import os
@@ -171,31 +170,23 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
                            layout.pool_kernel, indices=idx, kv=kv)
 
     eager = gpu_time(run, args, warmup=3, repeats=30)
-    graphs = {}  # impl -> graph of one call per input set (SPAVA_SELECT_IMPL is read per call)
-    for impl in ("default", "grid"):
-        os.environ["SPAVA_SELECT_IMPL"] = impl
-        try:
-            torch.cuda.synchronize()
-            graphs[impl] = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graphs[impl]):
-                for a in args:
-                    run(*a)
-        finally:
-            os.environ.pop("SPAVA_SELECT_IMPL")
-        for _ in range(3):
-            graphs[impl].replay()
     torch.cuda.synchronize()
-    replays = {impl: [] for impl in graphs}
-    for i in range(30):  # interleaved, the order rotated sample by sample
-        order = list(graphs) if i % 2 == 0 else list(graphs)[::-1]
-        for impl in order:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            graphs[impl].replay()
-            end.record()
-            end.synchronize()
-            replays[impl].append(start.elapsed_time(end) / len(args))
-    del graphs
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for a in args:
+            run(*a)
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    replays = []
+    for _ in range(30):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        replays.append(start.elapsed_time(end) / len(args))
+    del graph
     kernels = {}  # per-kernel device time (us per call), from the profiler
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -212,13 +203,11 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
               + s.question * Hq * D * el  # question rows
               + sum(m) * 2 * Hkv * D * el  # kept K/V rows read
               + 2 * cap * 2 * Hkv * D * el + 2 * Hkv * cap * 8)  # send buffer + indices
-    graph_ms = statistics.median(replays["default"])
-    grid_ms = statistics.median(replays["grid"])
+    graph_ms = statistics.median(replays)
     graph_gbs = nbytes / (graph_ms * 1e-3) / 1e9
     eager_gbs = nbytes / (eager["ms"] * 1e-3) / 1e9
     return {"bytes": nbytes,
-            "graph_us": graph_ms * 1e3, "graph_min_us": min(replays["default"]) * 1e3,
-            "grid_impl_graph_us": grid_ms * 1e3,
+            "graph_us": graph_ms * 1e3, "graph_min_us": min(replays) * 1e3,
             "graph_gb_s": graph_gbs, "graph_fraction_of_copy": graph_gbs / copy_gbs,
             "eager_us": eager["ms"] * 1e3, "eager_min_us": eager["min_ms"] * 1e3,
             "eager_gb_s": eager_gbs, "eager_fraction_of_copy": eager_gbs / copy_gbs,
@@ -359,8 +348,7 @@ def main() -> int:
         sp = w["select_passing"]
         table.append(f"{wname:<18} select_passing device (graph) {sp['graph_us']:6.1f} us "
                      f"{sp['graph_gb_s']:5.0f} GB/s = {100 * sp['graph_fraction_of_copy']:.0f}% "
-                     f"of copy (kernels 2 + 3: {sp['grid_impl_graph_us']:.1f} us); eager per call "
-                     f"{sp['eager_us']:6.1f} us; kernels (us) "
+                     f"of copy; eager per call {sp['eager_us']:6.1f} us; kernels (us) "
                      + ", ".join(f"{k.split('<')[0].split('(')[0].split('::')[-1]} {v:.1f}"
                                  for k, v in sp["kernels_us"].items()))
         if not args.no_dense:

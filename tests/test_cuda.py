@@ -245,36 +245,6 @@ def test_select_passing_cuda_one_key_bin(n_high, pool, ps):
         check_select(q, k, v, [0], [L], p, pool, name=f"high {n_high} p {p}")
 
 
-def test_select_passing_cuda_every_path(monkeypatch):
-    """The one-cluster-per-item kernel at every cluster size (SPAVA_SELECT_CLUSTER, 1..16; a size
-    whose CTAs would exceed 8192 rows or 1024 slots falls back to kernels 2 + 3) and kernels 2 + 3
-    (SPAVA_SELECT_IMPL=grid) give the reference's bytes: irregular chunks, ties across CTA ranges,
-    a keep-all chunk, capacity > m, D 80 fp16, a pool window of 31, a 20000-row chunk."""
-    cases = []  # (q, k, v, starts, lens, p, pool, capacity)
-    q, k, v = grid_inputs(1, 5000, 28, 4, 128, dtype=torch.bfloat16, seed=21, device="cuda")
-    cases.append((q[:, -64:], k, v, [100, 2600], [2500, 2400], 512, 5, None))
-    q, k, v = tie_inputs(1, 9000, 8, 2, 64, torch.bfloat16, seed=22, levels=0)
-    cases.append((q, k, v, [0, 4000, 8999], [4000, 4999, 1], 700, 1, None))
-    q, k, v = tie_inputs(1, 9000, 8, 2, 64, torch.bfloat16, seed=23, levels=2)
-    cases.append((q, k, v, [0, 4000], [4000, 4999], 2500, 31, 3000))
-    q, k, v = grid_inputs(2, 3000, 6, 3, 80, dtype=torch.float16, seed=24, device="cuda")
-    cases.append((q[:, -3:], k, v, [0, 1000, 1999], [1000, 999, 1001], 999, 5, 1001))
-    q, k, v = grid_inputs(1, 20100, 8, 2, 128, dtype=torch.bfloat16, seed=25, device="cuda")
-    cases.append((q[:, -9:], k, v, [50], [20000], 1024, 5, None))
-    refs = [reference.select_passing(q.cpu(), k.cpu(), v.cpu(), st, ln, p, pool, capacity=cap)
-            for q, k, v, st, ln, p, pool, cap in cases]
-    for impl, size in [("grid", None)] + [("cluster", str(c)) for c in (1, 2, 4, 8, 16)]:
-        if impl == "grid":
-            monkeypatch.setenv("SPAVA_SELECT_IMPL", "grid")
-        else:
-            monkeypatch.delenv("SPAVA_SELECT_IMPL", raising=False)
-            monkeypatch.setenv("SPAVA_SELECT_CLUSTER", size)
-        for i, ((q, k, v, st, ln, p, pool, cap), (ref_idx, ref_kv)) in enumerate(zip(cases, refs)):
-            idx, kv = ops.select_passing(q, k, v, st, ln, p, pool, capacity=cap)
-            assert torch.equal(idx.cpu(), ref_idx), (impl, size, i)
-            assert torch.equal(kv.cpu(), ref_kv), (impl, size, i)
-
-
 def test_select_passing_cuda_ranges_straddle_m():
     """Capacity larger than m and m not a multiple of the gather CTA's rows (64 at D 128, 102 at
     D 80): a CTA range holds the last kept rows and the first zero rows; CTAs wholly past m write

@@ -26,17 +26,12 @@ static_assert(kRadixBins == 4 * kSelectThreads, "each thread holds the counts of
 // Warp scans + one barrier: shorter than the default raking scan, which is what counts here.
 using BlockScan = cub::BlockScan<int, kSelectThreads, cub::BLOCK_SCAN_WARP_SCANS>;
 
-// What pick_digit shares across the CTA (also used by the cluster kernel).
-struct PickShared {
-  typename BlockScan::TempStorage scan;
-  uint32_t prefix;
-  int remaining, done;
-};
-
 struct SelectShared {
-  PickShared pick;
+  typename BlockScan::TempStorage scan;
   int hist2[kRadixBins];      // counts of digit 2 (key bits 20..10), zero on entry
   int hist3[kRadixBins / 2];  // counts of digit 3 (key bits 9..0), zero on entry
+  uint32_t prefix;
+  int remaining, done;
 };
 
 // The kept keys: (key & mask) > prefix, plus the take_eq lowest positions with (key & mask) ==
@@ -121,7 +116,7 @@ __device__ __forceinline__ void count_digit(const ItemKeys& ks, uint32_t mask, u
 // when every key with the extended prefix is kept (no more bits needed). Block-wide; the
 // barrier at its end also frees sm.scan.
 __device__ __forceinline__ bool pick_digit(const int (&cnt)[4], int top, int shift,
-                                           uint32_t& prefix, int& remaining, PickShared& sm) {
+                                           uint32_t& prefix, int& remaining, SelectShared& sm) {
   int above = 0;  // counted keys in the digits above this thread's
   BlockScan(sm.scan).ExclusiveSum(cnt[0] + cnt[1] + cnt[2] + cnt[3], above);
 #pragma unroll
@@ -161,7 +156,7 @@ __device__ __forceinline__ Threshold find_threshold(const ItemKeys& ks, int m, c
         cnt[e] = digit >= 0 ? hist[digit] : 0;
       }
     }
-    const bool done = pick_digit(cnt, bins - 1, shift, prefix, remaining, sm.pick);  // uniform
+    const bool done = pick_digit(cnt, bins - 1, shift, prefix, remaining, sm);  // block-uniform
     mask |= uint32_t(bins - 1) << shift;
     if (done) break;
   }
@@ -189,7 +184,7 @@ __device__ __forceinline__ void kept_positions(const ItemKeys& ks, const Thresho
       eq |= unsigned(j0 + e < ks.len && k == t.prefix) << e;
     }
     int before, total;
-    BlockScan(sm.pick.scan).ExclusiveSum((__popc(gt) << 16) | __popc(eq), before, total);
+    BlockScan(sm.scan).ExclusiveSum((__popc(gt) << 16) | __popc(eq), before, total);
     const int eq_before = eq_seen + (before & 0xFFFF);
     int slot = gt_seen + (before >> 16) + min(eq_before, t.take_eq);
     unsigned keep = gt;  // plus this thread's equal keys that are still taken, lowest first
@@ -204,7 +199,7 @@ __device__ __forceinline__ void kept_positions(const ItemKeys& ks, const Thresho
     }
     gt_seen += total >> 16;
     eq_seen += total & 0xFFFF;
-    __syncthreads();  // sm.pick.scan is reused by the next tile
+    __syncthreads();  // sm.scan is reused by the next tile
   }
 }
 

@@ -32,19 +32,4 @@ __device__ __forceinline__ uint4 ldg_16(const void* src) {
   return __ldg(reinterpret_cast<const uint4*>(src));
 }
 
-// Bulk copy (TMA, sm_90) of `bytes` (a multiple of 16; both addresses 16-byte aligned) from
-// global memory into this CTA's shared memory, completing on the mbarrier `bar` (its expected
-// transaction bytes must include them).
-__device__ __forceinline__ void bulk_copy_g2s(void* smem, const void* src, int bytes,
-                                              uint64_t* bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const unsigned mbar = static_cast<unsigned>(__cvta_generic_to_shared(bar));
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-      ::"r"(dst), "l"(src), "r"(bytes), "r"(mbar)
-      : "memory");
-#endif
-}
-
 }  // namespace spava::select
