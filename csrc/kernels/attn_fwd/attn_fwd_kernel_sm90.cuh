@@ -106,7 +106,13 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   typename Cfg::MmaPV mma_pv;
   auto thr_qk = mma_qk.get_thread_slice(wtid);
   auto thr_pv = mma_pv.get_thread_slice(wtid);
-  Tensor tSrQ = thr_qk.partition_fragment_A(sQw);
+  Tensor tSrQ = thr_qk.partition_fragment_A(sQw);  // smem descriptors, or registers (kQInRegs)
+  if constexpr (Cfg::kQInRegs) {  // Q has landed (the caller waited for q_full): load, release
+    auto q_copy = make_tiled_copy_A(Copy_Atom<SM75_U32x4_LDSM_N, T>{}, mma_qk);
+    auto thr_q_copy = q_copy.get_thread_slice(wtid);
+    cute::copy(q_copy, thr_q_copy.partition_S(sQw), thr_q_copy.retile_D(tSrQ));
+    Barrier::arrive(&smem.q_empty);
+  }
   Tensor tSrK = thr_qk.partition_fragment_B(sK);
   Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
   Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
@@ -129,6 +135,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
 
   auto issue_qk = [&](int stage) {  // S = Q K^T, asynchronous
     mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
+    if constexpr (Cfg::kQInRegs) warpgroup_fence_operand(tSrQ);
     warpgroup_fence_operand(tSrS);
     warpgroup_arrive();
 #pragma unroll
@@ -176,7 +183,8 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   const bool last_wg = wg == kWarpGroups - 1;
   const int my_turn = 8 + wg, their_turn = 8 + (last_wg ? 0 : wg + 1);
   const int n = w.range.count;  // Q has landed (the caller waited for q_full)
-  if (n == 0) Barrier::arrive(&smem.q_empty);
+  const bool release_q = !Cfg::kQInRegs;  // (else released above)
+  if (n == 0 && release_q) Barrier::arrive(&smem.q_empty);
   if (n > 0) {
     if (last_wg) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
     TileCursor cur(pr);
@@ -191,7 +199,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
     Barrier::arrive(&smem.k_empty[prev_stage]);
-    if (n == 1) Barrier::arrive(&smem.q_empty);  // Q's last use
+    if (n == 1 && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
     mask_and_softmax(cur);
     p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
     ++t;
@@ -209,7 +217,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
       warpgroup_wait<1>();  // S_i is ready; P V may still run
       warpgroup_fence_operand(tSrS);
       Barrier::arrive(&smem.k_empty[stage]);
-      if (i + 1 == n) Barrier::arrive(&smem.q_empty);  // Q's last use
+      if (i + 1 == n && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
       mask_and_softmax(cur);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);

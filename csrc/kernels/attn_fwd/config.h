@@ -53,10 +53,19 @@ struct Sm90WsConfig {
   static constexpr int kConsumerRegs = kConsumerWarpGroups == 2 ? 240 : 160;
   static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536);
 
+  // Q in registers (RS wgmma for S = Q K^T): Q is read from shared memory once per unit
+  // instead of at every key tile, and its buffer is released right after. D = 128 only: 32 more
+  // registers per consumer thread fit its 240; D = 64 / 80 run at 160.
+  static constexpr bool kQInRegs = kHeadDim == 128;
   using OneWarpGroup = Layout<Shape<_1, _1, _1>>;
-  using MmaQK = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(),
-      OneWarpGroup{}));
+  using MmaQK = std::conditional_t<
+      kQInRegs,
+      decltype(make_tiled_mma(
+          GMMA::rs_op_selector<T, T, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(),
+          OneWarpGroup{})),
+      decltype(make_tiled_mma(
+          GMMA::ss_op_selector<T, T, float, Shape<_64, Int<kBlockN>, Int<kHeadDim>>>(),
+          OneWarpGroup{}))>;
   using MmaPV = decltype(make_tiled_mma(
       GMMA::rs_op_selector<T, T, float, Shape<_64, Int<kHeadDim>, Int<kBlockN>>, GMMA::Major::K,
                            GMMA::Major::MN>(),
