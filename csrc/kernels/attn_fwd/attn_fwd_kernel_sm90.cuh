@@ -1,4 +1,4 @@
-// attn_fwd for sm_90a, v4: persistent, warp-specialised, TMA loads, wgmma, consumers in turns
+// attn_fwd for sm_90a, v6: persistent, warp-specialised, TMA loads, wgmma, consumers in turns
 // (ping-pong); the source's intra-warpgroup overlap is undone by ptxas (see below).
 //
 // One launch computes every unit of a group of problems (scheduler.cuh); each CTA loops over
@@ -9,10 +9,12 @@
 //       tile) pair's K and V into a kStages ring. Ring barriers per stage: k_full/v_full (1
 //       arrival + TMA bytes), k_empty/v_empty (every consumer thread arrives when done reading);
 //       the ring position runs on across units.
-//   WG1.. (consumers): 64 query rows each. Step i (tile i of the unit's range):
+//   WG1.. (consumers): 64 query rows each. With Cfg::kQInRegs (D = 128) a consumer first copies
+//       its Q rows into registers (the A operand of an RS wgmma) and releases Q at once; else
+//       S reads Q from shared memory and Q is released after the last S. Step i (tile i):
 //       wait K_i | my turn: issue S_i = Q K_i^T, rescale O, issue O += P_(i-1) V_(i-1) | pass turn
-//       wait S_i, release K_i (and Q after the last S) | mask (partial tiles) + online softmax
-//       of S_i (fp32, exp2) | wait P V, release V_(i-1) | P_i = T(S_i)
+//       wait S_i, release K_i (and Q after the last S, SS only) | mask (partial tiles) +
+//       online softmax of S_i (fp32, exp2) | wait P V, release V_(i-1) | P_i = T(S_i)
 //   then one last O += P V and the epilogue, which overlaps the producer's loads for the next
 //   unit. The softmax of tile i overlaps this warpgroup's own P V GEMM and, through the turns
 //   (named barriers), the other warpgroups' GEMMs.
@@ -178,8 +180,8 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   // Turns on top (ping-pong for two warpgroups, round robin for more):
   // warpgroup w issues both GEMMs of a step in its turn, so the others' softmax overlaps them.
   // Turn barriers 8 + w: w syncs on its own, then hands over to w + 1. Each warpgroup takes
-  // range.count turns per unit; the last warpgroup opens the first turn of warpgroup 0 and skips its own
-  // last hand-over (nobody waits for it).
+  // range.count turns per unit; the last warpgroup opens the first turn of warpgroup 0 and
+  // skips its own last hand-over (nobody waits for it).
   const bool last_wg = wg == kWarpGroups - 1;
   const int my_turn = 8 + wg, their_turn = 8 + (last_wg ? 0 : wg + 1);
   const int n = w.range.count;  // Q has landed (the caller waited for q_full)
