@@ -15,9 +15,8 @@
 //       wait K_i | my turn: issue S_i = Q K_i^T, rescale O, issue O += P_(i-1) V_(i-1) | pass turn
 //       wait S_i, release K_i (and Q after the last S, SS only) | mask (partial tiles) +
 //       online softmax of S_i (fp32, exp2) | wait P V, release V_(i-1) | P_i = T(S_i)
-//   then one last O += P V, left in flight: the next unit's Q copy and first S are issued
-//   before it is waited for, and the unit's epilogue runs while that S computes (not for
-//   problems with a done flag, which are written at once). The softmax of tile i overlaps this warpgroup's own P V GEMM and, through the turns
+//   then one last O += P V and the epilogue, which overlaps the producer's loads for the next
+//   unit. The softmax of tile i overlaps this warpgroup's own P V GEMM and, through the turns
 //   (named barriers), the other warpgroups' GEMMs.
 // Tile order, trip counts and masks come from SegmentMask: producer and consumers walk the same
 // TileCursor. Rows past q_len and keys past a segment's end are zero-filled by TMA.
@@ -28,7 +27,6 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 #include <cutlass/array.h>
-#include <cutlass/detail/helper_macros.hpp>
 #include <cutlass/numeric_conversion.h>
 
 #include "attn_fwd/config.h"
@@ -87,20 +85,19 @@ __device__ __forceinline__ void produce_unit(const AttnFwdTmaParams& tp,
 // turns use 8 + warpgroup).
 constexpr int kDoneBarrier = 1;
 
-// Every unit of this CTA, for consumer warpgroup `wg`. The last O += P V of a unit is left in
-// flight: the next unit's Q copy and first S = Q K^T are issued before it is waited for, and
-// the unit's rows are written while that S runs (the pending unit), so the pipeline does not
-// drain and refill at every unit boundary.
+// One unit of consumer warpgroup `wg`; `t` is the CTA's ring position (tiles consumed before).
 template <class Cfg>
-__device__ __forceinline__ void consume_units(const AttnFwdTmaParams& tp,
-                                              typename Cfg::SharedStorage& smem, int wg) {
+__device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
+                                             typename Cfg::SharedStorage& smem, int wg,
+                                             const WorkUnit& w, int& t) {
   using T = typename Cfg::Element;
-  constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim;
-  constexpr int kStages = Cfg::kStages;
+  constexpr int kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim, kStages = Cfg::kStages;
   constexpr int kTurnThreads = 256;  // a turn barrier: the warpgroup passing it + the taker
   constexpr int kWarpGroups = Cfg::kConsumerWarpGroups;
   const AttnFwdParams& p = tp.p;
+  const AttnProblem& pr = p.problems[w.problem];
   const int wtid = threadIdx.x % 128;
+  const int row0 = w.m0 + 64 * wg;  // first query row of this warpgroup
 
   Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
   Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, 0));
@@ -112,16 +109,21 @@ __device__ __forceinline__ void consume_units(const AttnFwdTmaParams& tp,
   auto thr_qk = mma_qk.get_thread_slice(wtid);
   auto thr_pv = mma_pv.get_thread_slice(wtid);
   Tensor tSrQ = thr_qk.partition_fragment_A(sQw);  // smem descriptors, or registers (kQInRegs)
+  if constexpr (Cfg::kQInRegs) {  // Q has landed (the caller waited for q_full): load, release
+    auto q_copy = make_tiled_copy_A(Copy_Atom<SM75_U32x4_LDSM_N, T>{}, mma_qk);
+    auto thr_q_copy = q_copy.get_thread_slice(wtid);
+    cute::copy(q_copy, thr_q_copy.partition_S(sQw), thr_q_copy.retile_D(tSrQ));
+    Barrier::arrive(&smem.q_empty);
+  }
   Tensor tSrK = thr_qk.partition_fragment_B(sK);
   Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
   Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
   Tensor tOrO = partition_fragment_C(mma_pv, Shape<_64, Int<kHeadDim>>{});
+  clear(tOrO);
   Tensor S = make_tensor(tSrS.data(), acc_rowcol(tSrS.layout()));
   Tensor O = make_tensor(tOrO.data(), acc_rowcol(tOrO.layout()));
   Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<_64, Int<kBlockN>>{}));
   Tensor cS = make_tensor(tScS.data(), acc_rowcol(tScS.layout()));
-  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
-  Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
   constexpr int kRows = size<0>(S.shape());
 
   OnlineSoftmax<kRows> softmax;
@@ -154,7 +156,7 @@ __device__ __forceinline__ void consume_units(const AttnFwdTmaParams& tp,
     }
     warpgroup_commit_batch();
   };
-  auto mask_and_softmax = [&](const TileCursor& cur, int row0) {  // S -> exponentials
+  auto mask_and_softmax = [&](const TileCursor& cur) {  // S -> exponentials, masked keys -> 0
     const SegShape& seg = cur.shape;  // registers, not an indexed constant-bank load
     const int n0 = cur.tile * kBlockN;
     if (!SegmentMask::tile_is_full<64, kBlockN>(seg, row0, n0)) {
@@ -170,66 +172,6 @@ __device__ __forceinline__ void consume_units(const AttnFwdTmaParams& tp,
     softmax.step(S, scale_log2);
   };
 
-  // Epilogue of unit w (its last P V has completed): normalise, write out and lse (or this
-  // split's partial state); count the unit where the problem has a done flag.
-  auto write_unit = [&](const WorkUnit& w) CUTLASS_LAMBDA_FUNC_INLINE {
-    const AttnProblem& pr = p.problems[w.problem];
-    const int row0 = w.m0 + 64 * wg, b = w.b, hq = w.hq;
-    const bool split_kv = w.splits > 1;
-    void* out_ptr = pr.out;
-    int64_t out_row_stride = pr.out_row_stride;
-    int64_t out_base = b * pr.out_batch_stride + hq * pr.out_head_stride;
-    float* lse_ptr = pr.lse;
-    int64_t lse_base = b * pr.lse_batch_stride + hq * pr.lse_head_stride;
-    int64_t lse_row_stride = pr.lse_row_stride;
-    if (split_kv) {  // [split, b, split_len, h_q, d] and [split, b, h_q, split_len], fp32
-      out_ptr = pr.split_out;
-      out_row_stride = int64_t(p.heads_q) * kHeadDim;
-      out_base =
-          ((int64_t(w.split) * p.batch + b) * pr.split_len) * out_row_stride + hq * kHeadDim;
-      lse_ptr = pr.split_lse;
-      lse_base = ((int64_t(w.split) * p.batch + b) * p.heads_q + hq) * pr.split_len;
-      lse_row_stride = 1;
-    }
-    const bool out_fp32 = split_kv || pr.out_fp32;
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const float sum = quad_sum(softmax.row_sum[r]);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
-      const int row = row0 + get<0>(cO(r, 0));
-      if (row >= pr.q_len) continue;
-      const int64_t row_off = out_base + int64_t(row) * out_row_stride;
-#pragma unroll
-      for (int j = 0; j < size<1>(O.shape()); j += 2) {  // (2j, 2j+1) are adjacent columns
-        const int col = get<1>(cO(r, j));
-        const float v0 = O(r, j) * inv, v1 = O(r, j + 1) * inv;
-        if (out_fp32) {
-          *reinterpret_cast<float2*>(static_cast<float*>(out_ptr) + row_off + col) =
-              make_float2(v0, v1);
-        } else {
-          cutlass::Array<T, 2> pair;
-          pair[0] = static_cast<T>(v0);
-          pair[1] = static_cast<T>(v1);
-          *reinterpret_cast<cutlass::Array<T, 2>*>(static_cast<T*>(out_ptr) + row_off + col) =
-              pair;
-        }
-      }
-      if (lse_ptr != nullptr && (wtid % 4) == 0) {
-        lse_ptr[lse_base + int64_t(row) * lse_row_stride] =
-            sum > 0.f ? softmax.row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
-      }
-    }
-    if (pr.done != nullptr) {  // count the unit; the last one raises the problem's done flag
-      __threadfence();         // this thread's stores are visible GPU-wide before the count
-      cutlass::arch::NamedBarrier::sync(Cfg::kConsumerThreads, kDoneBarrier);
-      if (wg == 0 && wtid == 0) {
-        if (atomicAdd(pr.done, 1) + 1 == pr.units) {
-          asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(pr.done + 1), "r"(1) : "memory");
-        }
-      }
-    }
-  };
-
   // Software pipeline (intra-warpgroup overlap): while the tensor cores compute S_i = Q K_i^T
   // and O += P_(i-1) V_(i-1), this warpgroup waits only for S_i, runs its softmax, and then
   // waits for the P V GEMM. In the SASS (ptxas 13.0) that wait sits just after the mask, since
@@ -240,99 +182,30 @@ __device__ __forceinline__ void consume_units(const AttnFwdTmaParams& tp,
   // Turn barriers 8 + w: w syncs on its own, then hands over to w + 1. Each warpgroup takes
   // range.count turns per unit; the last warpgroup opens the first turn of warpgroup 0 and
   // skips its own last hand-over (nobody waits for it).
-  // Unit boundaries (kQInRegs only, where the next unit's Q is already in shared memory): the
-  // last O += P V of a unit is issued together with the next unit's S_0, in that warpgroup
-  // turn, and the unit's rows are written while S_0 computes. Every wgmma is issued and waited
-  // for in one straight stretch of code (a group left in flight across a branch or a loop back
-  // edge makes ptxas serialise all wgmma: C7514 / C7518).
   const bool last_wg = wg == kWarpGroups - 1;
   const int my_turn = 8 + wg, their_turn = 8 + (last_wg ? 0 : wg + 1);
-  const bool release_q = !Cfg::kQInRegs;  // Q is released after the last S (else at its copy)
-  int t = 0;                              // ring position: key tiles of this CTA's earlier units
-  int k = 0;                              // units taken (q_full phase)
-  int prev_stage = 0, prev_phase = 0;     // ring slot of the last tile (its V is read last)
-
-  // The next unit's id (-1: the end); with kQInRegs, also its Q in registers (Q released).
-  auto next_unit = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
-    Barrier::wait(&smem.q_full, k & 1);
-    ++k;
-    const int u = smem.unit;
-    if constexpr (Cfg::kQInRegs) {
-      if (u >= 0) {
-        auto q_copy = make_tiled_copy_A(Copy_Atom<SM75_U32x4_LDSM_N, T>{}, mma_qk);
-        auto thr_q_copy = q_copy.get_thread_slice(wtid);
-        cute::copy(q_copy, thr_q_copy.partition_S(sQw), thr_q_copy.retile_D(tSrQ));
-        Barrier::arrive(&smem.q_empty);
-      }
-    }
-    return u;
-  };
-  // From unit u on, units with no visible key (out 0, lse -inf) are written at once; returns
-  // the first unit with key tiles (decoded into w), or -1.
-  auto skip_empty = [&](int u, WorkUnit& w) CUTLASS_LAMBDA_FUNC_INLINE {
-    for (; u >= 0; u = next_unit()) {
-      w = decode_unit<kBlockM, kBlockN>(p, u);
-      if (w.range.count > 0) break;
-      if (release_q) Barrier::arrive(&smem.q_empty);
-      softmax = OnlineSoftmax<kRows>();
-      clear(tOrO);
-      write_unit(w);
-    }
-    return u;
-  };
-  // The last O += P V of unit w (V of ring slot prev_stage), waited for, and w's rows.
-  auto last_pv_and_write = [&](const WorkUnit& w) CUTLASS_LAMBDA_FUNC_INLINE {
-    Barrier::wait(&smem.v_full[prev_stage], prev_phase);
-    issue_pv(prev_stage);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(tOrO);
-    warpgroup_fence_operand(tOrP);
-    Barrier::arrive(&smem.v_empty[prev_stage]);
-    write_unit(w);
-  };
-  // Step 0 of unit w: S_0 in this warpgroup's turn, then the softmax of S_0. With a previous
-  // unit `done` (kMerge): its last P V is issued first in the same turn, and its rows are
-  // written while S_0 runs.
-  auto first_step = [&](const WorkUnit& w, TileCursor& cur, auto merge,
-                        const WorkUnit& done) CUTLASS_LAMBDA_FUNC_INLINE {
-    constexpr bool kMerge = decltype(merge)::value;
-    const int done_stage = prev_stage, done_phase = prev_phase;
+  const int n = w.range.count;  // Q has landed (the caller waited for q_full)
+  const bool release_q = !Cfg::kQInRegs;  // (else released above)
+  if (n == 0 && release_q) Barrier::arrive(&smem.q_empty);
+  if (n > 0) {
     if (last_wg) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
+    TileCursor cur(pr);
     for (int i = 0; i < w.range.begin; ++i) cur.advance<kBlockN>(p, w.m0, w.m_last);
     cur.advance<kBlockN>(p, w.m0, w.m_last);
-    const int n = w.range.count;
-    prev_stage = t % kStages;
-    prev_phase = (t / kStages) & 1;
+
+    int prev_stage = t % kStages, prev_phase = (t / kStages) & 1;
     Barrier::wait(&smem.k_full[prev_stage], prev_phase);  // tile 0: S only
-    if constexpr (kMerge) Barrier::wait(&smem.v_full[done_stage], done_phase);
     cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
-    if constexpr (kMerge) issue_pv(done_stage);
     issue_qk(prev_stage);
     if (!last_wg || n > 1) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
-    if constexpr (kMerge) {
-      warpgroup_wait<1>();  // the P V (committed first) has completed; S_0 may still run
-      warpgroup_fence_operand(tOrO);
-      warpgroup_fence_operand(tOrP);
-      Barrier::arrive(&smem.v_empty[done_stage]);
-      write_unit(done);
-    }
-    softmax = OnlineSoftmax<kRows>();
-    clear(tOrO);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
     Barrier::arrive(&smem.k_empty[prev_stage]);
     if (n == 1 && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
-    mask_and_softmax(cur, w.m0 + 64 * wg);
+    mask_and_softmax(cur);
     p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
     ++t;
-  };
 
-  WorkUnit w;
-  if (skip_empty(next_unit(), w) < 0) return;
-  TileCursor cur(p.problems[w.problem]);
-  first_step(w, cur, cute::false_type{}, w);
-  for (;;) {  // w has had its first step
-    const int n = w.range.count, row0 = w.m0 + 64 * wg;
     for (int i = 1; i < n; ++i, ++t) {
       cur.advance<kBlockN>(p, w.m0, w.m_last);
       const int stage = t % kStages, phase = (t / kStages) & 1;
@@ -347,7 +220,7 @@ __device__ __forceinline__ void consume_units(const AttnFwdTmaParams& tp,
       warpgroup_fence_operand(tSrS);
       Barrier::arrive(&smem.k_empty[stage]);
       if (i + 1 == n && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
-      mask_and_softmax(cur, row0);
+      mask_and_softmax(cur);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
       // P's registers were an operand of the finished GEMM: pin them before overwriting
@@ -357,33 +230,68 @@ __device__ __forceinline__ void consume_units(const AttnFwdTmaParams& tp,
       prev_stage = stage;
       prev_phase = phase;
     }
-    softmax.rescale(O);  // to the maxima of the last tile, before its P V is added
-    // A unit whose problem has a done flag is written at once: the flag is never delayed
-    // behind the next unit's loads, which may wait on a ready flag.
-    int u;
-    if constexpr (Cfg::kQInRegs) {
-      const bool has_done_flag = p.problems[w.problem].done != nullptr;
-      if (has_done_flag) last_pv_and_write(w);
-      u = next_unit();
-      if (!has_done_flag) {
-        WorkUnit next;
-        if (u >= 0) next = decode_unit<kBlockM, kBlockN>(p, u);
-        if (u >= 0 && next.range.count > 0) {
-          const WorkUnit done = w;
-          w = next;
-          cur = TileCursor(p.problems[w.problem]);
-          first_step(w, cur, cute::true_type{}, done);
-          continue;
-        }
-        last_pv_and_write(w);
+    softmax.rescale(O);  // the last P V, outside the turns
+    Barrier::wait(&smem.v_full[prev_stage], prev_phase);
+    issue_pv(prev_stage);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(tOrO);
+    Barrier::arrive(&smem.v_empty[prev_stage]);
+  }
+
+  // epilogue: normalise, write out and lse (or this split's partial state)
+  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
+  Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
+  const int b = w.b, hq = w.hq;
+  const bool split_kv = w.splits > 1;
+  void* out_ptr = pr.out;
+  int64_t out_row_stride = pr.out_row_stride;
+  int64_t out_base = b * pr.out_batch_stride + hq * pr.out_head_stride;
+  float* lse_ptr = pr.lse;
+  int64_t lse_base = b * pr.lse_batch_stride + hq * pr.lse_head_stride;
+  int64_t lse_row_stride = pr.lse_row_stride;
+  if (split_kv) {  // [split, b, split_len, h_q, d] and [split, b, h_q, split_len], fp32
+    out_ptr = pr.split_out;
+    out_row_stride = int64_t(p.heads_q) * kHeadDim;
+    out_base = ((int64_t(w.split) * p.batch + b) * pr.split_len) * out_row_stride + hq * kHeadDim;
+    lse_ptr = pr.split_lse;
+    lse_base = ((int64_t(w.split) * p.batch + b) * p.heads_q + hq) * pr.split_len;
+    lse_row_stride = 1;
+  }
+  const bool out_fp32 = split_kv || pr.out_fp32;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const float sum = quad_sum(softmax.row_sum[r]);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int row = row0 + get<0>(cO(r, 0));
+    if (row >= pr.q_len) continue;
+    const int64_t row_off = out_base + int64_t(row) * out_row_stride;
+#pragma unroll
+    for (int j = 0; j < size<1>(O.shape()); j += 2) {  // (2j, 2j+1) are adjacent columns
+      const int col = get<1>(cO(r, j));
+      const float v0 = O(r, j) * inv, v1 = O(r, j + 1) * inv;
+      if (out_fp32) {
+        *reinterpret_cast<float2*>(static_cast<float*>(out_ptr) + row_off + col) =
+            make_float2(v0, v1);
+      } else {
+        cutlass::Array<T, 2> pair;
+        pair[0] = static_cast<T>(v0);
+        pair[1] = static_cast<T>(v1);
+        *reinterpret_cast<cutlass::Array<T, 2>*>(static_cast<T*>(out_ptr) + row_off + col) = pair;
       }
-    } else {
-      last_pv_and_write(w);
-      u = next_unit();
     }
-    if (skip_empty(u, w) < 0) return;
-    cur = TileCursor(p.problems[w.problem]);
-    first_step(w, cur, cute::false_type{}, w);
+    if (lse_ptr != nullptr && (wtid % 4) == 0) {
+      lse_ptr[lse_base + int64_t(row) * lse_row_stride] =
+          sum > 0.f ? softmax.row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
+    }
+  }
+  if (pr.done != nullptr) {  // count the unit; the last one raises the problem's done flag
+    __threadfence();         // this thread's stores are visible GPU-wide before the count
+    cutlass::arch::NamedBarrier::sync(Cfg::kConsumerThreads, kDoneBarrier);
+    if (wg == 0 && wtid == 0) {
+      if (atomicAdd(pr.done, 1) + 1 == pr.units) {
+        asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(pr.done + 1), "r"(1) : "memory");
+      }
+    }
   }
 }
 
@@ -408,10 +316,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   }
   __syncthreads();
 
+  int t = 0;  // ring position: key tiles of this CTA's earlier units
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
     if (threadIdx.x != 0) return;
-    int t = 0;  // ring position: key tiles of this CTA's earlier units
     UnitPicker picker;
     for (int k = 0;; ++k) {
       const int u = picker.next(p, k);
@@ -425,7 +333,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
-    consume_units<Cfg>(tp, smem, warp_group - 1);
+    for (int k = 0;; ++k) {
+      Barrier::wait(&smem.q_full, k & 1);
+      const int u = smem.unit;
+      if (u < 0) break;
+      consume_unit<Cfg>(tp, smem, warp_group - 1, decode_unit<Cfg::kBlockM, Cfg::kBlockN>(p, u), t);
+    }
   }
 }
 
