@@ -81,11 +81,9 @@ __device__ __forceinline__ void produce_unit(const AttnFwdTmaParams& tp,
   }
 }
 
-// Named barriers: 0 is __syncthreads; kDoneBarrier: all consumer threads before a unit is
-// counted done; kEpilogueBarrier0 + w: consumer warpgroup w around its output staging; the
-// turns use 8 + w.
+// Named barrier of all consumer threads before a unit is counted done (0 is __syncthreads, the
+// turns use 8 + warpgroup).
 constexpr int kDoneBarrier = 1;
-constexpr int kEpilogueBarrier0 = 2;
 
 // One unit of consumer warpgroup `wg`; `t` is the CTA's ring position (tiles consumed before).
 template <class Cfg>
@@ -260,17 +258,6 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     lse_row_stride = 1;
   }
   const bool out_fp32 = split_kv || pr.out_fp32;
-  // 16-bit rows are staged in shared memory (this warpgroup's 64 rows of smem.o) and leave in
-  // 16-byte stores, a whole row per 8 or 16 threads: written straight from the accumulator
-  // layout, every 32-byte sector would be filled half (ncu: 50 % excess sectors on short units).
-  // fp32 rows (split-KV partials, fp32 out) and unaligned outputs are stored directly.
-  const bool staged =
-      !out_fp32 && reinterpret_cast<uintptr_t>(out_ptr) % 16 == 0 && out_row_stride % 8 == 0 &&
-      out_base % 8 == 0;  // unit-uniform
-  T* so = smem.o + wg * 64 * Cfg::kOPitch;
-  constexpr int kWarpGroupThreads = 128;
-  if (staged)  // this warpgroup's reads of the previous unit's rows are done
-    cutlass::arch::NamedBarrier::sync(kWarpGroupThreads, kEpilogueBarrier0 + wg);
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const float sum = quad_sum(softmax.row_sum[r]);
@@ -289,27 +276,12 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
         cutlass::Array<T, 2> pair;
         pair[0] = static_cast<T>(v0);
         pair[1] = static_cast<T>(v1);
-        T* dst = staged ? so + (row - row0) * Cfg::kOPitch + col
-                        : static_cast<T*>(out_ptr) + row_off + col;
-        *reinterpret_cast<cutlass::Array<T, 2>*>(dst) = pair;
+        *reinterpret_cast<cutlass::Array<T, 2>*>(static_cast<T*>(out_ptr) + row_off + col) = pair;
       }
     }
     if (lse_ptr != nullptr && (wtid % 4) == 0) {
       lse_ptr[lse_base + int64_t(row) * lse_row_stride] =
           sum > 0.f ? softmax.row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
-    }
-  }
-  if (staged) {  // rows [row0, row0 + 64) of so -> out, 16 bytes a thread, rows past q_len skipped
-    cutlass::arch::NamedBarrier::sync(kWarpGroupThreads, kEpilogueBarrier0 + wg);
-    constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks of a row
-#pragma unroll
-    for (int f = wtid; f < 64 * kChunks; f += kWarpGroupThreads) {
-      const int r = f / kChunks, c = f % kChunks;
-      if (row0 + r < pr.q_len) {
-        *reinterpret_cast<uint4*>(static_cast<T*>(out_ptr) + out_base +
-                                  int64_t(row0 + r) * out_row_stride + c * 8) =
-            *reinterpret_cast<const uint4*>(so + r * Cfg::kOPitch + c * 8);
-      }
     }
   }
   if (pr.done != nullptr) {  // count the unit; the last one raises the problem's done flag

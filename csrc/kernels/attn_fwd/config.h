@@ -82,14 +82,8 @@ struct Sm90WsConfig {
       SmemLayoutKV{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
                                           Step<_2, _1, _3>{})));
 
-  // Epilogue staging of 16-bit output rows (attn_fwd_kernel_sm90.cuh): row-major, each row
-  // padded by 16 bytes so that a warp's 4-byte accumulator writes (8 rows x 4 threads) hit
-  // distinct banks.
-  static constexpr int kOPitch = kHeadDim + 8;
-
   struct SharedStorage {
     alignas(1024) T q[cosize_v<SmemLayoutQ>];
-    alignas(128) T o[kBlockM * kOPitch];
     alignas(1024) T k[cosize_v<SmemLayoutKV>];
     alignas(1024) T v[cosize_v<SmemLayoutKV>];
     alignas(8) uint64_t q_full, q_empty;
