@@ -54,7 +54,6 @@ struct SelectPassingParams {
   // Launch shape, filled by run_select_passing (select_passing.cu states the rules).
   int qsum_splits, qsum_rows;   // kernel 1: CTAs per (b, h_kv), (t, g) rows summed by each
   int score_rows, score_tiles;  // kernel 2: chunk rows scored per CTA, CTAs per item
-  int score_box_rows, score_box_cols;  // kernel 2: K's TMA box (rows x columns, no swizzle)
   int gather_rows, gather_tiles;  // kernel 3: send-buffer rows per CTA, CTAs per item
   int smem_keys;  // kernel 3: keys it caches in shared memory (chunks up to this long), % 16 == 0
   DType dtype;

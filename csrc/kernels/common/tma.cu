@@ -37,8 +37,7 @@ CUtensorMap encode_rows_tensor_map(const void* ptr, DType dtype, int64_t batch, 
   cuuint32_t estride[4] = {1, 1, 1, 1};
   CUtensorMapSwizzle swizzle = swizzle_bytes == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
                                : swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
-                               : swizzle_bytes == 32 ? CU_TENSOR_MAP_SWIZZLE_32B
-                                                     : CU_TENSOR_MAP_SWIZZLE_NONE;
+                                                     : CU_TENSOR_MAP_SWIZZLE_32B;
   CUtensorMapDataType type = dtype == DType::kBFloat16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                              : dtype == DType::kFloat16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                         : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;

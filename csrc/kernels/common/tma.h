@@ -12,8 +12,7 @@ namespace spava {
 
 // A 4-D tiled tensor map over [batch, rows, heads, dim] (strides in elements; dim contiguous)
 // reading boxes of (box_cols x 1 head x box_rows x 1 batch) into shared memory with the given
-// swizzle (32, 64 or 128 bytes; 0: none, a plain row-major box). Rows past `rows` read as zeros.
-// Throws on failure.
+// swizzle (32, 64 or 128 bytes). Rows past `rows` read as zeros. Throws on failure.
 CUtensorMap make_rows_tensor_map(const void* ptr, DType dtype, int64_t batch, int64_t rows,
                                  int64_t heads, int64_t dim, int64_t batch_stride,
                                  int64_t row_stride, int64_t head_stride, int box_cols,

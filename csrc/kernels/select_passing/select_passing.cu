@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "common/kernel_setup.h"
-#include "common/tma.h"
 #include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing_kernel.cuh"
 #include "spava/check.h"
@@ -45,16 +44,10 @@ void plan_qsum(SelectPassingParams& p) {
 
 // Kernel 2: a tile plus its pool halo fills one round of loads (64 KB, 252 rows at D 128: 256
 // CTAs, one wave at 2 CTAs per SM) unless the halo leaves fewer than kMinScoreRows rows.
-// K arrives by TMA in boxes of score_box_rows (<= 256) rows x score_box_cols columns: the
-// fewest equal column slices of <= 256 columns whose width is a multiple of 8.
 void plan_scores(SelectPassingParams& p, int max_sel_len) {
   const int round_rows = score_round_rows(p.head_dim / 8);
   p.score_rows = std::max(kMinScoreRows, round_rows - 2 * (p.pool_kernel / 2));
   p.score_tiles = (max_sel_len + p.score_rows - 1) / p.score_rows;
-  p.score_box_rows = score_box_rows(p.head_dim / 8);
-  int slices = (p.head_dim + 255) / 256;
-  while (p.head_dim % slices != 0 || (p.head_dim / slices) % 8 != 0) ++slices;
-  p.score_box_cols = p.head_dim / slices;
 }
 
 // Kernel 3: one round of kGatherPairs (row, 8-column chunk) pairs per thread, every K and V
@@ -86,11 +79,11 @@ bool binary_has_pdl() {
   return has != 0;
 }
 
-// kKernel<<<grid, threads, smem, stream>>>(args...); with `pdl` it may start before the
-// previous grid on the stream ends (it calls pdl_wait() before touching that grid's outputs).
-template <auto kKernel, typename... Args>
+// kKernel<<<grid, threads, smem, stream>>>(p); with `pdl` it may start before the previous grid
+// on the stream ends (it calls pdl_wait() before touching that grid's outputs).
+template <auto kKernel>
 void launch(dim3 grid, int threads, int smem, bool pdl, cudaStream_t stream,
-            const Args&... args) {
+            const SelectPassingParams& p) {
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
@@ -101,7 +94,7 @@ void launch(dim3 grid, int threads, int smem, bool pdl, cudaStream_t stream,
   config.stream = stream;
   config.attrs = &attr;
   config.numAttrs = pdl && binary_has_pdl<kKernel>() ? 1 : 0;
-  SPAVA_CUDA_CHECK(cudaLaunchKernelEx(&config, kKernel, args...));
+  SPAVA_CUDA_CHECK(cudaLaunchKernelEx(&config, kKernel, p));
 }
 
 }  // namespace
@@ -120,16 +113,7 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
     if (selects) {
       launch<qsum_kernel<T>>(dim3(p.qsum_splits, p.heads_kv, p.batch), kQsumThreads, 0, false,
                              stream, p);
-      int rows = 1;  // K rows any chunk reaches (the map's extent; past it TMA reads zeros)
-      for (int c = 0; c < p.num_chunks; ++c)
-        rows = std::max(rows, p.chunk_start[c] + p.chunk_len[c]);
-      const CUtensorMap kmap = make_rows_tensor_map(
-          p.k, p.dtype, p.batch, rows, p.heads_kv, p.head_dim, p.k_batch_stride, p.k_row_stride,
-          p.k_head_stride, p.score_box_cols, p.score_box_rows, 0);
-      const int tile_bytes = score_tile_bytes(p.head_dim, int(sizeof(T)));
-      set_max_dynamic_smem<score_kernel<T>>(score_tile_bytes(512, int(sizeof(T))));
-      launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, tile_bytes, pdl,
-                              stream, p, kmap);
+      launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
     const int smem = 4 * p.smem_keys;
     if (smem > 0) set_max_dynamic_smem<gather_kernel<T>>(4 * kMaxCachedKeys);

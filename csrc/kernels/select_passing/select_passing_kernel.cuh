@@ -21,17 +21,11 @@
 
 #include <cstdint>
 
-#include <cuda.h>
-#include <cute/arch/copy_sm90_tma.hpp>
-#include <cutlass/arch/barrier.h>
-
 #include "select_passing/select_passing.h"
 #include "select_passing/select_utils.cuh"
 #include "spava/params.h"
 
 namespace spava::select {
-
-using TxBarrier = cutlass::arch::ClusterTransactionBarrier;
 
 // acc[i] += x[i] for the 8 elements of a 16-byte vector of T.
 template <typename T>
@@ -116,14 +110,11 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
 // ---------------------------------------------------------------------------- (2) scores
 // grid (score_tiles * items), CTA (item, tile) owns chunk rows [row0, row0 + score_rows). It
 // scores them plus a halo of pool_kernel / 2 rows each side (clipped to the chunk): raw score =
-// k_j . qsum. A round of rows (<= 64 KB) arrives in shared memory by TMA (boxes of
-// score_box_rows x score_box_cols, column slices side by side, one mbarrier; 16-byte loads kept
-// in registers reached ~2 TB/s over the GPU here, TMA boxes more per SM: NOTES.md, v8). Thread
-// t < rows_step * cpr takes 8-column chunk t % cpr of rows t / cpr + u * rows_step
-// (u < kScoreLoads); each (row, chunk) dot product goes to shared memory and the row sums
-// follow in a fixed order. The max-pool of the raw scores gives the keys of the CTA's rows
-// (p.keys) and their top-digit counts (added to p.hist). The launcher sizes a tile with its
-// halo to one round when it can.
+// k_j . qsum. Thread t < rows_step * cpr reads 8-column chunk t % cpr of rows t / cpr +
+// u * rows_step (u < kScoreLoads, all loads in flight together); each (row, chunk) dot product
+// goes to shared memory and the row sums follow in a fixed order. The max-pool of the raw scores
+// gives the keys of the CTA's rows (p.keys) and their top-digit counts (added to p.hist).
+// The launcher sizes a tile with its halo to one round of loads (64 KB) when it can.
 constexpr int kScoreThreads = 256;
 constexpr int kScoreLoads = 16;
 constexpr int kMinScoreRows = 32;
@@ -137,31 +128,16 @@ __host__ __device__ constexpr int score_round_rows(int cpr) {
 // Shared-memory slot of pair f: one pad word per 32 keeps the row sums free of bank conflicts.
 __device__ __forceinline__ int padded(int f) { return f + (f >> 5); }
 
-// Rows of K's TMA box and the shared memory of a round (host and device agree on both).
-__host__ __device__ constexpr int score_box_rows(int cpr) {
-  return (score_round_rows(cpr) + (score_round_rows(cpr) + 255) / 256 - 1) /
-         ((score_round_rows(cpr) + 255) / 256);
-}
-__host__ __device__ constexpr int score_tile_bytes(int head_dim, int elem_bytes) {
-  return (score_round_rows(head_dim / 8) + score_box_rows(head_dim / 8) - 1) /
-         score_box_rows(head_dim / 8) * score_box_rows(head_dim / 8) * head_dim * elem_bytes;
-}
-
 struct ScoreShared {
-  uint64_t full;  // mbarrier: a round's boxes have landed
   __align__(16) float qs[512];
   float part[kRound + kRound / 32];
   float raw[kRound];  // raw scores of rows [lo, hi)
   int hist[kRadixBins];
 };
 
-// kmap: K as [b, rows, h_kv, d], boxes of p.score_box_rows x p.score_box_cols, no swizzle.
-// Dynamic shared memory: score_tile_bytes (the round's rows, slice-major).
 template <typename T>
-__global__ void __launch_bounds__(kScoreThreads, 2)
-    score_kernel(const SelectPassingParams p, const __grid_constant__ CUtensorMap kmap) {
+__global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPassingParams p) {
   __shared__ ScoreShared sm;
-  extern __shared__ __align__(128) uint4 ktile[];
   pdl_launch_dependents();  // kernel 3 becomes resident as CTAs retire, then waits for this grid
   const int item = blockIdx.x / p.score_tiles, tile = blockIdx.x % p.score_tiles;
   const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
@@ -176,26 +152,17 @@ __global__ void __launch_bounds__(kScoreThreads, 2)
   const bool active = tid < rows_step * cpr;
   const int cc = tid % cpr, r_first = tid / cpr;
   const int lo = max(0, row0 - half), hi = min(len, row0 + p.score_rows + half);
-  const int box_rows = p.score_box_rows, box_cols = p.score_box_cols;
-  const int cps = box_cols / 8, slices = p.head_dim / box_cols;  // chunks per slice, slices
-  const int slice_rows = (round_rows + box_rows - 1) / box_rows * box_rows;  // rows per slice
-  auto load_round = [&](int r0) {  // rows [r0, r0 + round_rows) of [0, hi - lo), by thread 0
-    if (tid == 0) {
-      const int boxes = (min(round_rows, hi - lo - r0) + box_rows - 1) / box_rows;
-      TxBarrier::arrive_and_expect_tx(&sm.full, boxes * slices * box_rows * box_cols * int(sizeof(T)));
-      for (int s = 0; s < slices; ++s)
-        for (int i = 0; i < boxes; ++i)
-          cute::SM90_TMA_LOAD_4D::copy(&kmap, &sm.full,
-                                       uint64_t(cute::TMA::CacheHintSm90::EVICT_NORMAL),
-                                       ktile + (s * slice_rows + i * box_rows) * cps, s * box_cols,
-                                       h, int(p.chunk_start[c]) + lo + r0 + i * box_rows, b);
-    }
+  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride +
+               (int64_t(p.chunk_start[c]) + lo + r_first) * p.k_row_stride + cc * 8;
+  const int64_t step = int64_t(rows_step) * p.k_row_stride;
+  uint4 x[kScoreLoads];
+  auto load_round = [&](int r0) {  // tile rows [r0, r0 + round_rows) of [0, hi - lo)
+    const int rows = active ? min(round_rows, hi - lo - r0) - r_first : 0;  // of this thread
+    const T* src = k + int64_t(r0) * p.k_row_stride;
+#pragma unroll
+    for (int u = 0; u < kScoreLoads; ++u)
+      x[u] = u * rows_step < rows ? ldg_16(src + u * step) : make_uint4(0, 0, 0, 0);
   };
-  if (tid == 0) {
-    TxBarrier::init(&sm.full, 1);
-    cutlass::arch::fence_barrier_init();
-  }
-  __syncthreads();
   load_round(0);  // K rows do not depend on kernel 1
   for (int i = tid; i < kRadixBins; i += kScoreThreads) sm.hist[i] = 0;
   pdl_wait();  // kernel 1 has completed: qsum partials and zeroed p.hist visible
@@ -218,18 +185,13 @@ __global__ void __launch_bounds__(kScoreThreads, 2)
   float q8[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) q8[i] = sm.qs[cc * 8 + i];
-  for (int r0 = 0, round = 0;; ++round) {  // ktile holds the rows of round r0
-    TxBarrier::wait(&sm.full, round & 1);
+  for (int r0 = 0;;) {  // x holds the loads of round r0 (dead during the row sums)
     if (active) {
-      const int slice = cc / cps, in_slice = cc % cps;
 #pragma unroll
-      for (int u = 0; u < kScoreLoads; ++u) {
-        const int row = r_first + u * rows_step;  // rows past the round read zeros or spare rows
-        sm.part[padded(tid + u * rows_step * cpr)] =
-            dot_8<T>(ktile[(slice * slice_rows + row) * cps + in_slice], q8);
-      }
+      for (int u = 0; u < kScoreLoads; ++u)
+        sm.part[padded(tid + u * rows_step * cpr)] = dot_8<T>(x[u], q8);
     }
-    __syncthreads();  // (also: every thread has read ktile before the next round's boxes)
+    __syncthreads();
     const int rows = min(round_rows, hi - lo - r0);
     for (int j = tid; j < rows; j += kScoreThreads) {
       float sum = 0.f;
@@ -239,7 +201,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2)
     __syncthreads();
     r0 += round_rows;
     if (r0 >= hi - lo) break;
-    load_round(r0);  // only when the halo or head_dim make a tile exceed a round
+    load_round(r0);  // only when the halo or head_dim makes a tile exceed a round
   }
   uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
   const int row_end = min(len, row0 + p.score_rows);
