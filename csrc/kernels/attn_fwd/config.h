@@ -1,6 +1,8 @@
 // Tile sizes and shared-memory layouts of attn_fwd (sm90 path), per head dim.
 #pragma once
 
+#include <type_traits>
+
 #include <cute/tensor.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/arch/mma_sm90.hpp>
@@ -54,8 +56,9 @@ struct Sm90WsConfig {
   static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536);
 
   // Q in registers (RS wgmma for S = Q K^T): Q is read from shared memory once per unit
-  // instead of at every key tile, and its buffer is released right after. D = 128 only: 32 more
-  // registers per consumer thread fit its 240; D = 64 / 80 run at 160.
+  // instead of at every key tile, and its buffer is released right after. D = 128 only (32
+  // more registers of its 240): at D = 80 it measured no faster, and at D = 64 (three
+  // warpgroups at 160 registers) ptxas serialises the wgmmas (NOTES.md, session 5).
   static constexpr bool kQInRegs = kHeadDim == 128;
   using OneWarpGroup = Layout<Shape<_1, _1, _1>>;
   using MmaQK = std::conditional_t<
