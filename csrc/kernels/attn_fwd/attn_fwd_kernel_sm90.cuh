@@ -81,11 +81,9 @@ __device__ __forceinline__ void produce_unit(const AttnFwdTmaParams& tp,
   }
 }
 
-// Named barriers: 0 is __syncthreads; kDoneBarrier: all consumer threads before a unit is
-// counted done; kEpilogueBarrier0 + w: consumer warpgroup w around its output staging; the
-// turns use 8 + w.
+// Named barrier of all consumer threads before a unit is counted done (0 is __syncthreads, the
+// turns use 8 + warpgroup).
 constexpr int kDoneBarrier = 1;
-constexpr int kEpilogueBarrier0 = 2;
 
 // One unit of consumer warpgroup `wg`; `t` is the CTA's ring position (tiles consumed before).
 template <class Cfg>
@@ -260,50 +258,6 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     lse_row_stride = 1;
   }
   const bool out_fp32 = split_kv || pr.out_fp32;
-  // 16-bit rows of 16-byte-aligned outputs: normalised in registers, written with stmatrix into
-  // this warpgroup's 64 rows of smem.o, then copied out 16 bytes a thread (whole rows per 8 or
-  // 16 threads). Stored straight from the accumulator layout instead, each thread writes 4
-  // bytes per store and half of every 32-byte sector, and the stores' source registers hold up
-  // the next packs (ncu, NOTES.md session 5). fp32 rows are stored directly.
-  bool staged = false;
-  if constexpr (Cfg::kStageO) {
-    staged = !out_fp32 && reinterpret_cast<uintptr_t>(out_ptr) % 16 == 0 &&
-             out_row_stride % 8 == 0 && out_base % 8 == 0;  // unit-uniform
-  }
-  if constexpr (Cfg::kStageO) {
-    if (staged) {
-      constexpr int kWgThreads = 128;
-      cutlass::arch::NamedBarrier::sync(kWgThreads, kEpilogueBarrier0 + wg);  // sO is free
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        const float sum = quad_sum(softmax.row_sum[r]);
-        const float inv = sum > 0.f ? 1.f / sum : 0.f;
-#pragma unroll
-        for (int j = 0; j < size<1>(O.shape()); ++j) O(r, j) *= inv;
-      }
-      constexpr int kO = decltype(size(tOrO))::value;
-      cutlass::NumericArrayConverter<T, float, kO> to_o;
-      cutlass::Array<T, kO> o_frag =
-          to_o(*reinterpret_cast<const cutlass::Array<float, kO>*>(tOrO.data()));
-      Tensor rO = make_tensor(make_rmem_ptr<T>(o_frag.data()), tOrO.layout());
-      Tensor sO = make_tensor(make_smem_ptr(smem.o), typename Cfg::SmemLayoutO{});
-      Tensor sOw = local_tile(sO, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, 0));
-      auto o_copy = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, T>{}, mma_pv);
-      auto thr_o_copy = o_copy.get_thread_slice(wtid);
-      cute::copy(o_copy, thr_o_copy.retile_S(rO), thr_o_copy.partition_D(sOw));
-      cutlass::arch::NamedBarrier::sync(kWgThreads, kEpilogueBarrier0 + wg);  // sO complete
-      constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks of a row
-#pragma unroll
-      for (int f = wtid; f < 64 * kChunks; f += kWgThreads) {
-        const int r = f / kChunks, c = f % kChunks;
-        if (row0 + r < pr.q_len) {
-          *reinterpret_cast<uint4*>(static_cast<T*>(out_ptr) + out_base +
-                                    int64_t(row0 + r) * out_row_stride + c * 8) =
-              *reinterpret_cast<const uint4*>(&sOw(r, c * 8));
-        }
-      }
-    }
-  }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const float sum = quad_sum(softmax.row_sum[r]);
@@ -312,7 +266,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     if (row >= pr.q_len) continue;
     const int64_t row_off = out_base + int64_t(row) * out_row_stride;
 #pragma unroll
-    for (int j = 0; j < size<1>(O.shape()) && !staged; j += 2) {  // (2j, 2j+1): adjacent
+    for (int j = 0; j < size<1>(O.shape()); j += 2) {  // (2j, 2j+1) are adjacent columns
       const int col = get<1>(cO(r, j));
       const float v0 = O(r, j) * inv, v1 = O(r, j + 1) * inv;
       if (out_fp32) {

@@ -85,14 +85,8 @@ struct Sm90WsConfig {
       SmemLayoutKV{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
                                           Step<_2, _1, _3>{})));
 
-  // Output staging (16-bit outputs, head dims with the 128-byte swizzle): the epilogue writes
-  // O with stmatrix into this Q-shaped tile and leaves in 16-byte rows (attn_fwd_kernel_sm90.cuh).
-  static constexpr bool kStageO = kHeadDim % 64 == 0;
-  using SmemLayoutO = SmemLayoutQ;
-
   struct SharedStorage {
     alignas(1024) T q[cosize_v<SmemLayoutQ>];
-    alignas(1024) T o[kStageO ? cosize_v<SmemLayoutO> : 8];
     alignas(1024) T k[cosize_v<SmemLayoutKV>];
     alignas(1024) T v[cosize_v<SmemLayoutKV>];
     alignas(8) uint64_t q_full, q_empty;
