@@ -37,7 +37,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import (copy_bandwidth_gbs, gpu_time, gpu_time_interleaved,  # noqa: E402
-                         write_result)
+                         peak_fraction, write_result)
 
 from spava_ext import SpavaLayout, ops  # noqa: E402
 from spava_ext.attention import (ORDER_LOCAL, host1_keys, host2_keys,  # noqa: E402
@@ -50,16 +50,6 @@ HEADS = {"qwen2.5-vl-7b": (28, 4, 128), "qwen2.5-vl-7b-d64": (28, 4, 64),
 
 def tflops(pairs: int, D: int, Hq: int, ms: float) -> float:
     return 4 * pairs * D * Hq / (ms * 1e-3) / 1e12
-
-
-# Dense bf16 tensor-core peak of the H100 SXM per GHz of SM clock: 132 SMs x 4096 FLOP per clock
-# (989 TF/s at 1830 MHz). Rates divided by peak-at-the-measured-clock compare runs at different
-# clocks (the card at its 700 W limit runs 1350-1980 MHz).
-PEAK_TFLOPS_PER_GHZ = 132 * 4096 / 1e3
-
-
-def peak_fraction(tf: float, clock_mhz) -> float | None:
-    return None if not clock_mhz else tf / (PEAK_TFLOPS_PER_GHZ * clock_mhz / 1e3)
 
 
 def with_rate(stats: dict, pairs: int, D: int, Hq: int) -> dict:

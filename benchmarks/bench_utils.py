@@ -15,6 +15,16 @@ from spava_ext.timing import gpu_time, gpu_time_interleaved  # noqa: F401  (re-e
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# Dense bf16 tensor-core peak of the H100 SXM per GHz of SM clock: 132 SMs x 4096 FLOP per clock
+# (989 TF/s at 1830 MHz). Rates divided by peak-at-the-measured-clock compare runs at different
+# clocks (the card at its 700 W limit runs 1350-1980 MHz).
+PEAK_TFLOPS_PER_GHZ = 132 * 4096 / 1e3
+
+
+def peak_fraction(tf: float, clock_mhz) -> float | None:
+    """TF/s over the dense bf16 peak at ``clock_mhz`` (None without a clock reading)."""
+    return None if not clock_mhz else tf / (PEAK_TFLOPS_PER_GHZ * clock_mhz / 1e3)
+
 
 def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy bandwidth (bytes read + written per second), GB/s."""

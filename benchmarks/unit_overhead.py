@@ -12,14 +12,17 @@ NOTES.md, session 5).
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from spava_ext import ops
-from spava_ext.timing import gpu_time_interleaved
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import gpu_time_interleaved, peak_fraction  # noqa: E402
+
+from spava_ext import ops  # noqa: E402
 
 HQ, HKV, D, BLOCK_N = 28, 4, 128, 128
-PEAK_FLOP_PER_CLOCK = 132 * 4096  # H100 SXM: dense bf16 FLOP per SM clock, all SMs
 
 
 def main() -> None:
@@ -43,7 +46,7 @@ def main() -> None:
     for tiles, fn_t in ((n, t[n]) for n in fns):
         tflops = flops[tiles] / (fn_t["ms"] * 1e-3) / 1e12
         clock = fn_t["sm_clock_mhz"]
-        peak[tiles] = tflops * 1e12 / (PEAK_FLOP_PER_CLOCK * clock * 1e6) if clock else None
+        peak[tiles] = peak_fraction(tflops, clock)
         shown = f"{100 * peak[tiles]:.1f} % of peak at {clock:.0f} MHz" if clock else "no clock"
         print(f"{tiles:4d} key tiles per unit: {fn_t['ms']:.3f} ms {tflops:6.1f} TF/s ({shown})")
     if peak[8] and peak[128]:
