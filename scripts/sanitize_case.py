@@ -18,6 +18,9 @@ def attn() -> None:
         k = torch.randn(1, 200, 2, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn_like(k)
         ops.attn_fwd(q, [k[:, :37], k[:, 37:]], [v[:, :37], v[:, 37:]], [20, 0], [ops.FULL, -5])
+        # more units (256) than CTAs: a CTA reuses its output tile across units
+        q = torch.randn(1, 2000, 16, D, device="cuda", dtype=torch.bfloat16)
+        ops.attn_fwd(q, [k], [v], [0], [ops.FULL])
     torch.cuda.synchronize()
 
 

@@ -91,6 +91,29 @@ def test_attn_fwd_cuda_fp32_out_and_scale():
     assert_attn_close("fp32 out", out, ref, low)
 
 
+@pytest.mark.parametrize("D", HEAD_DIMS)
+def test_attn_fwd_cuda_strided_out(D):
+    """out is a window of a larger poisoned buffer (rows, heads and columns around it): the rows
+    land where the strides say, rows past q_len and the padding stay untouched. Many units per
+    CTA (2 x 6 query tiles x 16 heads), so the output staging of the TMA-store epilogue is
+    reused."""
+    g = torch.Generator().manual_seed(5)
+    B, Lq, Hq, Hkv = 2, 700, 16, 2
+    q = torch.randn(B, Lq, Hq, D, generator=g).to("cuda", torch.bfloat16)
+    ks = [torch.randn(B, n, Hkv, D, generator=g).to("cuda", torch.bfloat16) for n in (300, Lq)]
+    vs = [torch.randn(B, n, Hkv, D, generator=g).to("cuda", torch.bfloat16) for n in (300, Lq)]
+    buf = torch.full((B, Lq + 60, Hq + 1, D + 16), float("nan"), device="cuda",
+                     dtype=torch.bfloat16)
+    out = buf[:, 30:30 + Lq, 1:, 8:8 + D]
+    ops.attn_fwd(q, ks, vs, [0, 0], [FULL, 0], out=out)
+    ref, _ = reference.attn_fwd(q, ks, vs, [0, 0], [FULL, 0])
+    low, _ = reference.attn_fwd(q, ks, vs, [0, 0], [FULL, 0], upcast=False)
+    assert_attn_close(f"strided out D{D}", out, ref, low)
+    pad = torch.ones_like(buf, dtype=torch.bool)
+    pad[:, 30:30 + Lq, 1:, 8:8 + D] = False
+    assert buf[pad].isnan().all(), "attn_fwd wrote outside out"
+
+
 def test_attn_fwd_cuda_errors():
     q = torch.randn(1, 8, 2, 96, device="cuda", dtype=torch.bfloat16)
     if 96 not in HEAD_DIMS:

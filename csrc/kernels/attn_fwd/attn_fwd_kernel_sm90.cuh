@@ -30,6 +30,7 @@
 #include <cutlass/numeric_conversion.h>
 
 #include "attn_fwd/config.h"
+#include "attn_fwd/epilogue.cuh"
 #include "attn_fwd/mask.cuh"
 #include "attn_fwd/scheduler.cuh"
 #include "attn_fwd/softmax.cuh"
@@ -53,43 +54,86 @@ __device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint64_t* 
   }
 }
 
-// Loads of one unit (after its id is in smem.unit and Q's buffer is free). `t` is the CTA's
-// ring position (tiles loaded before this unit).
+// Hands unit u (-1: the end) to the consumers as the k-th unit of this CTA: fills slot k % 2
+// and loads its Q (Q's buffer is free: the consumers arrived on q_empty for unit k - 1).
 template <class Cfg>
-__device__ __forceinline__ void produce_unit(const AttnFwdTmaParams& tp,
-                                             typename Cfg::SharedStorage& smem,
-                                             const WorkUnit& w, int& t) {
+__device__ __forceinline__ void publish_unit(const AttnFwdTmaParams& tp,
+                                             typename Cfg::SharedStorage& smem, int k, int u) {
+  UnitSlot& slot = smem.slots[k & 1];
+  slot.unit = u;
+  if (u < 0) {
+    Barrier::arrive(&smem.q_full);  // the end, without a load
+    return;
+  }
+  const WorkUnit w = decode_unit<Cfg::kBlockM, Cfg::kBlockN>(tp.p, u);
+  slot.w = w;
+  slot.out = make_out_args(tp, w, Cfg::kHeadDim);
+  Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
+  Barrier::arrive_and_expect_tx(&smem.q_full, Cfg::kQBytes);  // publishes the slot too
+  tma_load_tile<Cfg>(&tp.q[w.problem], &smem.q_full, sQ, w.hq, w.m0, w.b);
+}
+
+// The producer thread: picks the CTA's units, hands each to the consumers (publish_unit) and
+// loads its K / V tiles into the ring. The next unit is picked and its Q loaded as soon as the
+// consumers hold this unit's Q in registers (Cfg::kQInRegs: after this unit's first kStages
+// tiles, where the ring makes the producer wait anyway), so that it has landed when they
+// finish this unit; with Q read from shared memory, after this unit's last tile. A next unit
+// whose ready flag is still unknown is handed over only after this unit's tiles, so a flag
+// wait never holds up the current unit.
+template <class Cfg>
+__device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
+                                             typename Cfg::SharedStorage& smem) {
   constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
   const AttnFwdParams& p = tp.p;
-  const AttnProblem& pr = p.problems[w.problem];
-  Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Cfg::SmemLayoutKV{});
   Tensor sV = make_tensor(make_smem_ptr(smem.v), typename Cfg::SmemLayoutKV{});
-  Barrier::arrive_and_expect_tx(&smem.q_full, Cfg::kQBytes);  // publishes smem.unit too
-  tma_load_tile<Cfg>(&tp.q[w.problem], &smem.q_full, sQ, w.hq, w.m0, w.b);
-  TileCursor cur(pr);
-  for (int i = 0; i < w.range.begin; ++i) cur.advance<kBlockN>(p, w.m0, w.m_last);
-  for (int i = 0; i < w.range.count; ++i, ++t) {
-    cur.advance<kBlockN>(p, w.m0, w.m_last);
-    const int stage = t % kStages, n0 = cur.tile * kBlockN;
-    if (t >= kStages) Barrier::wait(&smem.k_empty[stage], ((t / kStages) - 1) & 1);
-    Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
-    tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b);
-    if (t >= kStages) Barrier::wait(&smem.v_empty[stage], ((t / kStages) - 1) & 1);
-    Barrier::arrive_and_expect_tx(&smem.v_full[stage], Cfg::kTileBytes);
-    tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b);
+  UnitPicker picker;
+  int u = picker.claim(p, 0);
+  if (u >= 0 && !picker.keys_ready(p, u)) u = -1;
+  publish_unit<Cfg>(tp, smem, 0, u);
+  int t = 0;  // ring position: key tiles loaded before
+  for (int k = 0; u >= 0; ++k) {
+    const WorkUnit w = smem.slots[k & 1].w;
+    const int count = w.range.count;
+    const int early = Cfg::kQInRegs ? (count < kStages ? count : kStages) : count;
+    int next = -1;
+    bool published = false;
+    auto look_ahead = [&] {
+      Barrier::wait(&smem.q_empty, k & 1);  // the consumers are done with unit k's Q
+      next = picker.claim(p, k + 1);
+      if (next < 0 || picker.ready_known(p, next)) {
+        publish_unit<Cfg>(tp, smem, k + 1, next);
+        published = true;
+      }
+    };
+    if (early == 0) look_ahead();
+    TileCursor cur(p.problems[w.problem]);
+    for (int i = 0; i < w.range.begin; ++i) cur.advance<kBlockN>(p, w.m0, w.m_last);
+    for (int i = 0; i < count; ++i, ++t) {
+      cur.advance<kBlockN>(p, w.m0, w.m_last);
+      const int stage = t % kStages, n0 = cur.tile * kBlockN;
+      if (t >= kStages) Barrier::wait(&smem.k_empty[stage], ((t / kStages) - 1) & 1);
+      Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
+      tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b);
+      if (t >= kStages) Barrier::wait(&smem.v_empty[stage], ((t / kStages) - 1) & 1);
+      Barrier::arrive_and_expect_tx(&smem.v_full[stage], Cfg::kTileBytes);
+      tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b);
+      if (i + 1 == early) look_ahead();
+    }
+    if (!published) {
+      if (!picker.keys_ready(p, next)) next = -1;
+      publish_unit<Cfg>(tp, smem, k + 1, next);
+    }
+    u = next;
   }
 }
 
-// Named barrier of all consumer threads before a unit is counted done (0 is __syncthreads, the
-// turns use 8 + warpgroup).
-constexpr int kDoneBarrier = 1;
-
 // One unit of consumer warpgroup `wg`; `t` is the CTA's ring position (tiles consumed before).
+// `out` lives in the unit's shared-memory slot (read in the epilogue only).
 template <class Cfg>
 __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
                                              typename Cfg::SharedStorage& smem, int wg,
-                                             const WorkUnit& w, int& t) {
+                                             const WorkUnit& w, const OutArgs& out, int& t) {
   using T = typename Cfg::Element;
   constexpr int kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim, kStages = Cfg::kStages;
   constexpr int kTurnThreads = 256;  // a turn barrier: the warpgroup passing it + the taker
@@ -183,7 +227,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   // range.count turns per unit; the last warpgroup opens the first turn of warpgroup 0 and
   // skips its own last hand-over (nobody waits for it).
   const bool last_wg = wg == kWarpGroups - 1;
-  const int my_turn = 8 + wg, their_turn = 8 + (last_wg ? 0 : wg + 1);
+  const int my_turn = kTurnBarrier0 + wg, their_turn = kTurnBarrier0 + (last_wg ? 0 : wg + 1);
   const int n = w.range.count;  // Q has landed (the caller waited for q_full)
   const bool release_q = !Cfg::kQInRegs;  // (else released above)
   if (n == 0 && release_q) Barrier::arrive(&smem.q_empty);
@@ -241,58 +285,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   // epilogue: normalise, write out and lse (or this split's partial state)
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
   Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
-  const int b = w.b, hq = w.hq;
-  const bool split_kv = w.splits > 1;
-  void* out_ptr = pr.out;
-  int64_t out_row_stride = pr.out_row_stride;
-  int64_t out_base = b * pr.out_batch_stride + hq * pr.out_head_stride;
-  float* lse_ptr = pr.lse;
-  int64_t lse_base = b * pr.lse_batch_stride + hq * pr.lse_head_stride;
-  int64_t lse_row_stride = pr.lse_row_stride;
-  if (split_kv) {  // [split, b, split_len, h_q, d] and [split, b, h_q, split_len], fp32
-    out_ptr = pr.split_out;
-    out_row_stride = int64_t(p.heads_q) * kHeadDim;
-    out_base = ((int64_t(w.split) * p.batch + b) * pr.split_len) * out_row_stride + hq * kHeadDim;
-    lse_ptr = pr.split_lse;
-    lse_base = ((int64_t(w.split) * p.batch + b) * p.heads_q + hq) * pr.split_len;
-    lse_row_stride = 1;
-  }
-  const bool out_fp32 = split_kv || pr.out_fp32;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const float sum = quad_sum(softmax.row_sum[r]);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int row = row0 + get<0>(cO(r, 0));
-    if (row >= pr.q_len) continue;
-    const int64_t row_off = out_base + int64_t(row) * out_row_stride;
-#pragma unroll
-    for (int j = 0; j < size<1>(O.shape()); j += 2) {  // (2j, 2j+1) are adjacent columns
-      const int col = get<1>(cO(r, j));
-      const float v0 = O(r, j) * inv, v1 = O(r, j + 1) * inv;
-      if (out_fp32) {
-        *reinterpret_cast<float2*>(static_cast<float*>(out_ptr) + row_off + col) =
-            make_float2(v0, v1);
-      } else {
-        cutlass::Array<T, 2> pair;
-        pair[0] = static_cast<T>(v0);
-        pair[1] = static_cast<T>(v1);
-        *reinterpret_cast<cutlass::Array<T, 2>*>(static_cast<T*>(out_ptr) + row_off + col) = pair;
-      }
-    }
-    if (lse_ptr != nullptr && (wtid % 4) == 0) {
-      lse_ptr[lse_base + int64_t(row) * lse_row_stride] =
-          sum > 0.f ? softmax.row_max[r] * p.softmax_scale + logf(sum) : -INFINITY;
-    }
-  }
-  if (pr.done != nullptr) {  // count the unit; the last one raises the problem's done flag
-    __threadfence();         // this thread's stores are visible GPU-wide before the count
-    cutlass::arch::NamedBarrier::sync(Cfg::kConsumerThreads, kDoneBarrier);
-    if (wg == 0 && wtid == 0) {
-      if (atomicAdd(pr.done, 1) + 1 == pr.units) {
-        asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(pr.done + 1), "r"(1) : "memory");
-      }
-    }
-  }
+  write_rows<Cfg>(tp, smem, out, w, wg, wtid, mma_pv, tOrO, O, cO, softmax);
 }
 
 template <class Cfg>
@@ -300,7 +293,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     attn_fwd_sm90_ws_kernel(const __grid_constant__ AttnFwdTmaParams tp) {
   extern __shared__ __align__(1024) char smem_raw[];
   auto& smem = *reinterpret_cast<typename Cfg::SharedStorage*>(smem_raw);
-  const AttnFwdParams& p = tp.p;
   const int warp_group = threadIdx.x / 128;
 
   if (threadIdx.x == 0) {
@@ -316,28 +308,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   }
   __syncthreads();
 
-  int t = 0;  // ring position: key tiles of this CTA's earlier units
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
     if (threadIdx.x != 0) return;
-    UnitPicker picker;
-    for (int k = 0;; ++k) {
-      const int u = picker.next(p, k);
-      if (k > 0) Barrier::wait(&smem.q_empty, (k - 1) & 1);  // consumers are done with Q and
-      smem.unit = u;                                         // have read the previous id
-      if (u < 0) {
-        Barrier::arrive(&smem.q_full);  // the end, without a load
-        break;
-      }
-      produce_unit<Cfg>(tp, smem, decode_unit<Cfg::kBlockM, Cfg::kBlockN>(p, u), t);
-    }
+    run_producer<Cfg>(tp, smem);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Cfg::kConsumerRegs>();
+    int t = 0;  // ring position: key tiles of this CTA's earlier units
     for (int k = 0;; ++k) {
       Barrier::wait(&smem.q_full, k & 1);
-      const int u = smem.unit;
-      if (u < 0) break;
-      consume_unit<Cfg>(tp, smem, warp_group - 1, decode_unit<Cfg::kBlockM, Cfg::kBlockN>(p, u), t);
+      const UnitSlot& slot = smem.slots[k & 1];  // decoded by the producer
+      if (slot.unit < 0) break;
+      const WorkUnit w = slot.w;  // registers; the epilogue reads slot.out in place
+      consume_unit<Cfg>(tp, smem, warp_group - 1, w, slot.out, t);
+    }
+    if constexpr (Cfg::kTmaStoreO) {  // the CTA's last output store has landed
+      if (threadIdx.x % 128 == 0) wait_tma_store_done();
     }
   }
 }

@@ -62,6 +62,23 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
                                    pr.q_head_stride, Cfg::kBoxCols, Cfg::kBlockM,
                                    Cfg::kSwizzleBytes);
   }
+  // Output maps of the TMA-store epilogue: 16-bit rows whose base and strides TMA accepts
+  // (16-byte aligned); other problems keep the plain stores.
+  tp.o_tma_mask = 0;
+  for (int i = 0; Cfg::kTmaStoreO && i < params.num_problems; ++i) {
+    const AttnProblem& pr = params.problems[i];
+    auto aligned = [](int64_t stride_elements) { return (stride_elements * 2) % 16 == 0; };
+    if (pr.out_fp32 || pr.q_len <= 0 || reinterpret_cast<uintptr_t>(pr.out) % 16 != 0 ||
+        !aligned(pr.out_row_stride) || !aligned(pr.out_head_stride) ||
+        !aligned(pr.out_batch_stride)) {
+      continue;
+    }
+    tp.o[i] = make_rows_tensor_map(pr.out, params.dtype, params.batch, pr.q_len,
+                                   params.heads_q, kHeadDim, pr.out_batch_stride,
+                                   pr.out_row_stride, pr.out_head_stride, Cfg::kBoxCols, 64,
+                                   Cfg::kSwizzleBytes);
+    tp.o_tma_mask |= 1u << i;
+  }
   for (int s = 0; s < params.num_segments; ++s) {
     const KvSegment& seg = params.segments[s];
     tp.k[s] = make_rows_tensor_map(seg.k, params.dtype, params.batch, seg.len, params.heads_kv,
@@ -74,8 +91,9 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
                                    Cfg::kSwizzleBytes);
   }
   auto kernel = attn::attn_fwd_sm90_ws_kernel<Cfg>;
-  // Persistent grid: one CTA per SM (160 KB of smem and the whole register file each), fewer
-  // when max_ctas leaves SMs to other kernels (e.g. the collectives a ready flag waits for).
+  // Persistent grid: one CTA per SM (192 KB of smem at D = 128 and the whole register file
+  // each), fewer when max_ctas leaves SMs to other kernels (e.g. the collectives a ready flag
+  // waits for).
   int device = 0, num_sms = 0;
   SPAVA_CUDA_CHECK(cudaGetDevice(&device));
   SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));

@@ -7,6 +7,8 @@
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/arch/mma_sm90.hpp>
 
+#include "attn_fwd/work_unit.h"
+
 namespace spava::attn {
 
 using namespace cute;
@@ -39,7 +41,7 @@ constexpr int kAttnBlockN = 128;
 // Warp-specialised TMA kernel: warpgroup 0 produces (one thread issues TMA loads of Q and of the
 // K/V tiles into a kStages ring guarded by full/empty mbarriers), the consumer warpgroups take
 // 64 query rows each and issue their GEMMs in turns (ping-pong / round robin) so that one
-// warpgroup's softmax overlaps the others' GEMMs. Smem 160 KB at D = 128.
+// warpgroup's softmax overlaps the others' GEMMs. Smem 192 KB at D = 128.
 template <typename T, int kHeadDim_>
 struct Sm90WsConfig {
   using Element = T;
@@ -50,10 +52,14 @@ struct Sm90WsConfig {
   static constexpr int kStages = 2;
   static constexpr int kConsumerThreads = kConsumerWarpGroups * 128;
   static constexpr int kThreads = kConsumerThreads + 128;
-  // setmaxnreg: 128 * producer + consumer threads * consumer <= 64K registers
-  static constexpr int kProducerRegs = 24;
+  // setmaxnreg: every thread starts with kLaunchRegs (the register file over kThreads); the
+  // consumers' increase is served only from what the producer warpgroup releases, so the
+  // release must cover it (else setmaxnreg.inc waits forever: a hang, seen with 32 / 240).
+  static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
+  static constexpr int kProducerRegs = kConsumerWarpGroups == 2 ? 24 : 32;
   static constexpr int kConsumerRegs = kConsumerWarpGroups == 2 ? 240 : 160;
-  static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536);
+  static_assert(128 * (kLaunchRegs - kProducerRegs) >=
+                kConsumerThreads * (kConsumerRegs - kLaunchRegs));
 
   // Q in registers (RS wgmma for S = Q K^T): Q is read from shared memory once per unit
   // instead of at every key tile, and its buffer is released right after. D = 128 only (32
@@ -85,13 +91,19 @@ struct Sm90WsConfig {
       SmemLayoutKV{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{},
                                           Step<_2, _1, _3>{})));
 
+  // Output tile of the TMA-store epilogue (epilogue.cuh): Q-shaped, each consumer warpgroup
+  // writes its 64 rows with stmatrix. Head dims with the 128-byte swizzle (64, 128).
+  static constexpr bool kTmaStoreO = kHeadDim % 64 == 0;
+  using SmemLayoutO = SmemLayoutQ;
+
   struct SharedStorage {
     alignas(1024) T q[cosize_v<SmemLayoutQ>];
+    alignas(1024) T o[kTmaStoreO ? cosize_v<SmemLayoutO> : 8];
     alignas(1024) T k[cosize_v<SmemLayoutKV>];
     alignas(1024) T v[cosize_v<SmemLayoutKV>];
     alignas(8) uint64_t q_full, q_empty;
-    int unit;  // the unit being loaded / computed, -1 at the end (scheduler.cuh)
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
+    UnitSlot slots[2];  // by unit parity: the unit being loaded / computed (work_unit.h)
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static constexpr uint32_t kTileBytes = kBlockN * kHeadDim * sizeof(T);

@@ -16,19 +16,10 @@
 #include <cstdint>
 
 #include "attn_fwd/mask.cuh"
+#include "attn_fwd/work_unit.h"
 #include "spava/attn_params.h"
 
 namespace spava::attn {
-
-// The tiles [begin, begin + count) of a query tile's visit order (its split's range).
-struct TileRange {
-  int begin, count;
-};
-
-struct WorkUnit {
-  int problem, m0, m_last, hq, hk, b, split, splits;  // splits > 1: a split-KV unit
-  TileRange range;
-};
 
 __device__ __forceinline__ int unit_of_round(int round, int cta, int ctas) {
   return round * ctas + ((round & 1) ? ctas - 1 - cta : cta);
@@ -101,8 +92,9 @@ __device__ __forceinline__ bool wait_ready(const int* flag, int64_t give_up_ns, 
 struct UnitPicker {
   unsigned ready_seen = 0;  // problems whose ready flag this CTA has seen set
 
-  // The k-th unit of this CTA whose keys may be read now, or -1 when the CTA is done.
-  __device__ __forceinline__ int next(const AttnFwdParams& p, int k) {
+  // The k-th unit of this CTA, or -1 when none is left. Reads no flag: call keys_ready(u)
+  // before the first K / V load of u (ready_known(u) tells whether that can wait).
+  __device__ __forceinline__ int claim(const AttnFwdParams& p, int k) {
     int u;
     int* st = p.sched;
     if (st == nullptr) {
@@ -113,22 +105,40 @@ struct UnitPicker {
     } else {
       u = atomicAdd(st, 1);
     }
-    if (u >= p.num_units) return -1;
-    // The finishing launch is queued after the data has landed (the caller's stream waits for
-    // it): no flag is read. A flag is often set by a tiny kernel on another stream, and CTAs
-    // spinning on it here, holding every SM, could keep that kernel from ever running.
-    if (p.finish) return u;
-    int pi = 0;
-    while (pi + 1 < p.num_problems && u >= p.problems[pi + 1].unit_begin) ++pi;
-    const int* flag = p.problems[pi].ready;
-    if (flag == nullptr || (ready_seen & (1u << pi))) return u;
+    return u < p.num_units ? u : -1;
+  }
+
+  // True when unit u's keys may be read without waiting for a flag. The finishing launch is
+  // queued after the data has landed (the caller's stream waits for it): it reads no flag. A
+  // flag is often set by a tiny kernel on another stream, and CTAs spinning on it there,
+  // holding every SM, could keep that kernel from ever running.
+  __device__ __forceinline__ bool ready_known(const AttnFwdParams& p, int u) const {
+    if (p.finish) return true;
+    const int pi = problem_of(p, u);
+    return p.problems[pi].ready == nullptr || (ready_seen & (1u << pi));
+  }
+
+  // Waits until unit u's keys may be read (its problem's flag, once per problem). False: the
+  // flag did not come within wait_spin_ns and u was given back (atomic-counter picker only;
+  // the static picker traps after wait_timeout_ns): the CTA stops.
+  __device__ __forceinline__ bool keys_ready(const AttnFwdParams& p, int u) {
+    if (ready_known(p, u)) return true;
+    const int pi = problem_of(p, u);
+    int* st = p.sched;
     const bool may_defer = st != nullptr;
-    if (!wait_ready(flag, may_defer ? p.wait_spin_ns : p.wait_timeout_ns, !may_defer)) {
+    if (!wait_ready(p.problems[pi].ready, may_defer ? p.wait_spin_ns : p.wait_timeout_ns,
+                    !may_defer)) {
       st[kAttnSchedHeader + atomicAdd(st + 1, 1)] = u;  // give it back; this CTA stops
-      return -1;
+      return false;
     }
     ready_seen |= 1u << pi;
-    return u;
+    return true;
+  }
+
+  __device__ __forceinline__ static int problem_of(const AttnFwdParams& p, int u) {
+    int pi = 0;
+    while (pi + 1 < p.num_problems && u >= p.problems[pi + 1].unit_begin) ++pi;
+    return pi;
   }
 };
 

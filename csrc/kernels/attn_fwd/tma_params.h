@@ -12,6 +12,10 @@ struct AttnFwdTmaParams {
   CUtensorMap q[kMaxAttnProblems];  // per problem [b, q_len, h_q, d], boxes (box_cols x kBlockM)
   CUtensorMap k[kMaxKvSegments];  // per segment [b, len, h_kv, d], boxes of (box_cols x kBlockN)
   CUtensorMap v[kMaxKvSegments];
+  // per problem [b, q_len, h_q, d] of out, boxes (box_cols x 64 rows), for the TMA-store
+  // epilogue; valid where bit i of o_tma_mask is set (16-bit out, 16-byte aligned strides)
+  CUtensorMap o[kMaxAttnProblems];
+  unsigned o_tma_mask;
 };
 
 }  // namespace spava
