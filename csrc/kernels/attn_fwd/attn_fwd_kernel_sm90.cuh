@@ -1,23 +1,26 @@
-// attn_fwd for sm_90a, v6: persistent, warp-specialised, TMA loads, wgmma, consumers in turns
-// (ping-pong); the source's intra-warpgroup overlap is undone by ptxas (see below).
+// attn_fwd for sm_90a, v7: persistent, warp-specialised, TMA loads and stores, wgmma, consumers
+// in turns (ping-pong); the source's intra-warpgroup overlap is undone by ptxas (see below).
 //
 // One launch computes every unit of a group of problems (scheduler.cuh); each CTA loops over
 // its units. A unit = kBlockM query rows x one query head x one batch (x one split) of a
 // problem; 1 + kConsumerWarpGroups warpgroups (Sm90WsConfig):
-//   WG0 (producer): one thread, per unit: waits for the problem's ready flag (once per problem),
-//       for the consumers to release Q (q_empty), TMA-loads Q, then every visible (segment, key
-//       tile) pair's K and V into a kStages ring. Ring barriers per stage: k_full/v_full (1
-//       arrival + TMA bytes), k_empty/v_empty (every consumer thread arrives when done reading);
-//       the ring position runs on across units.
+//   WG0 (producer): one thread (run_producer). Per unit: decodes it into a shared-memory slot
+//       (work_unit.h) and TMA-loads its Q once the consumers have released the previous Q
+//       (q_empty), then every visible (segment, key tile) pair's K and V into a kStages ring;
+//       waits for a problem's ready flag before its first K / V load (once per problem). Ring
+//       barriers per stage: k_full/v_full (1 arrival + TMA bytes), k_empty/v_empty (every
+//       consumer thread arrives when done reading); the ring position runs on across units.
 //   WG1.. (consumers): 64 query rows each. With Cfg::kQInRegs (D = 128) a consumer first copies
-//       its Q rows into registers (the A operand of an RS wgmma) and releases Q at once; else
-//       S reads Q from shared memory and Q is released after the last S. Step i (tile i):
+//       its Q rows into registers (the A operand of an RS wgmma) and releases Q at once (the
+//       producer then loads the next unit's Q); else S reads Q from shared memory and Q is
+//       released after the last S. Step i (tile i):
 //       wait K_i | my turn: issue S_i = Q K_i^T, rescale O, issue O += P_(i-1) V_(i-1) | pass turn
 //       wait S_i, release K_i (and Q after the last S, SS only) | mask (partial tiles) +
 //       online softmax of S_i (fp32, exp2) | wait P V, release V_(i-1) | P_i = T(S_i)
-//   then one last O += P V and the epilogue, which overlaps the producer's loads for the next
-//   unit. The softmax of tile i overlaps this warpgroup's own P V GEMM and, through the turns
-//   (named barriers), the other warpgroups' GEMMs.
+//   then one last O += P V and the epilogue (epilogue.cuh: stmatrix + one TMA store per
+//   warpgroup for 16-bit rows), which overlaps the producer's loads for the next unit. The
+//   softmax of tile i overlaps this warpgroup's own P V GEMM and, through the turns (named
+//   barriers), the other warpgroups' GEMMs.
 // Tile order, trip counts and masks come from SegmentMask: producer and consumers walk the same
 // TileCursor. Rows past q_len and keys past a segment's end are zero-filled by TMA.
 #pragma once
