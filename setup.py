@@ -9,6 +9,8 @@ Environment (all optional, read here only):
     SPAVA_CUDA_ARCHS             archs for arch-generic kernels, e.g. "90a" (default) or "80;90a"
     SPAVA_CUTLASS_INCLUDE_DIR    CUTLASS include dir (default: the nvidia-cutlass wheel's headers)
     SPAVA_DISABLE_HDIMS          attn_fwd head dims to leave out, e.g. "64;80" (faster builds)
+    SPAVA_ATTN_TRACE=0|1         compile attn_fwd's clock64 trace in (benchmarks/attn_trace.py;
+                                 default 0; every build sets it on or off)
     MAX_JOBS                     parallel compile jobs (default: number of CPUs, at most 8)
 """
 
@@ -57,6 +59,9 @@ class CMakeBuild(build_ext):
         ]
         if cuda:
             args.append(f"-DCMAKE_CUDA_COMPILER={cuda_home() / 'bin' / 'nvcc'}")
+            # always passed: a cached ON must not outlive the build that asked for it
+            trace = os.environ.get("SPAVA_ATTN_TRACE", "0") not in ("", "0")
+            args.append(f"-DSPAVA_ATTN_TRACE={'ON' if trace else 'OFF'}")
             for key in ("SPAVA_CUDA_ARCHS", "SPAVA_CUTLASS_INCLUDE_DIR", "SPAVA_DISABLE_HDIMS"):
                 if os.environ.get(key):
                     args.append(f"-D{key}={os.environ[key]}")

@@ -15,14 +15,20 @@ namespace spava {
 
 std::string build_info() {
 #ifdef SPAVA_WITH_CUDA
+#ifdef SPAVA_ATTN_TRACE
+  const char* kTrace = "true";  // attn_fwd/trace.cuh compiled in
+#else
+  const char* kTrace = "false";
+#endif
   std::string dims;
   for (int i = 0; i < kNumAttnFwdHeadDims; ++i)
     dims += (i ? ", " : "") + std::to_string(kAttnFwdHeadDims[i]);
   return std::string("{\"cuda\": true, \"cuda_archs\": \"") + SPAVA_CUDA_ARCHS +
          "\", \"cuda_ops\": [\"select_passing\", \"attn_fwd\", \"merge_states\"], "
-         "\"attn_fwd_head_dims\": [" + dims + "]}";
+         "\"attn_fwd_head_dims\": [" + dims + "], \"attn_fwd_trace\": " + kTrace + "}";
 #else
-  return "{\"cuda\": false, \"cuda_archs\": \"\", \"cuda_ops\": [], \"attn_fwd_head_dims\": []}";
+  return "{\"cuda\": false, \"cuda_archs\": \"\", \"cuda_ops\": [], \"attn_fwd_head_dims\": [], "
+         "\"attn_fwd_trace\": false}";
 #endif
 }
 

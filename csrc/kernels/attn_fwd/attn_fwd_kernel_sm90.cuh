@@ -39,6 +39,7 @@
 #include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tma_params.h"
 #include "attn_fwd/tile_utils.cuh"
+#include "attn_fwd/trace.cuh"
 #include "common/device_utils.cuh"
 
 namespace spava::attn {
@@ -101,8 +102,10 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
     const int early = Cfg::kQInRegs ? (count < kStages ? count : kStages) : count;
     int next = -1;
     bool published = false;
+    trace(0, k, kEvQFull);
     auto look_ahead = [&] {
       Barrier::wait(&smem.q_empty, k & 1);  // the consumers are done with unit k's Q
+      trace(0, k, kEvQInRegs);
       next = picker.claim(p, k + 1);
       if (next < 0 || picker.ready_known(p, next)) {
         publish_unit<Cfg>(tp, smem, k + 1, next);
@@ -123,6 +126,7 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
       tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b);
       if (i + 1 == early) look_ahead();
     }
+    trace(0, k, kEvFirstTurn);
     if (!published) {
       if (!picker.keys_ready(p, next)) next = -1;
       publish_unit<Cfg>(tp, smem, k + 1, next);
@@ -131,12 +135,13 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
   }
 }
 
-// One unit of consumer warpgroup `wg`; `t` is the CTA's ring position (tiles consumed before).
-// `out` lives in the unit's shared-memory slot (read in the epilogue only).
+// Unit k of this CTA for consumer warpgroup `wg`; `t` is the CTA's ring position (tiles
+// consumed before). `out` lives in the unit's shared-memory slot (read in the epilogue only).
 template <class Cfg>
 __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
                                              typename Cfg::SharedStorage& smem, int wg,
-                                             const WorkUnit& w, const OutArgs& out, int& t) {
+                                             const WorkUnit& w, const OutArgs& out, int& t,
+                                             int k) {
   using T = typename Cfg::Element;
   constexpr int kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim, kStages = Cfg::kStages;
   constexpr int kTurnThreads = 256;  // a turn barrier: the warpgroup passing it + the taker
@@ -162,6 +167,8 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     cute::copy(q_copy, thr_q_copy.partition_S(sQw), thr_q_copy.retile_D(tSrQ));
     Barrier::arrive(&smem.q_empty);
   }
+  trace(wg + 1, k, kEvQInRegs);
+  trace_value(wg + 1, k, kEvTiles, w.range.count);
   Tensor tSrK = thr_qk.partition_fragment_B(sK);
   Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
   Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
@@ -243,10 +250,12 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     int prev_stage = t % kStages, prev_phase = (t / kStages) & 1;
     Barrier::wait(&smem.k_full[prev_stage], prev_phase);  // tile 0: S only
     cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
+    trace(wg + 1, k, kEvFirstTurn);
     issue_qk(prev_stage);
     if (!last_wg || n > 1) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
+    trace(wg + 1, k, kEvFirstS);
     Barrier::arrive(&smem.k_empty[prev_stage]);
     if (n == 1 && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
     mask_and_softmax(cur);
@@ -277,18 +286,21 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
       prev_stage = stage;
       prev_phase = phase;
     }
+    trace(wg + 1, k, kEvLoopEnd);
     softmax.rescale(O);  // the last P V, outside the turns
     Barrier::wait(&smem.v_full[prev_stage], prev_phase);
     issue_pv(prev_stage);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
     Barrier::arrive(&smem.v_empty[prev_stage]);
+    trace(wg + 1, k, kEvLastPv);
   }
 
   // epilogue: normalise, write out and lse (or this split's partial state)
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
   Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
-  write_rows<Cfg>(tp, smem, out, w, wg, wtid, mma_pv, tOrO, O, cO, softmax);
+  write_rows<Cfg>(tp, smem, out, w, wg, wtid, mma_pv, tOrO, O, cO, softmax, k);
+  trace(wg + 1, k, kEvUnitEnd);
 }
 
 template <class Cfg>
@@ -320,10 +332,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     int t = 0;  // ring position: key tiles of this CTA's earlier units
     for (int k = 0;; ++k) {
       Barrier::wait(&smem.q_full, k & 1);
+      trace(warp_group, k, kEvQFull);
       const UnitSlot& slot = smem.slots[k & 1];  // decoded by the producer
       if (slot.unit < 0) break;
       const WorkUnit w = slot.w;  // registers; the epilogue reads slot.out in place
-      consume_unit<Cfg>(tp, smem, warp_group - 1, w, slot.out, t);
+      consume_unit<Cfg>(tp, smem, warp_group - 1, w, slot.out, t, k);
     }
     if constexpr (Cfg::kTmaStoreO) {  // the CTA's last output store has landed
       if (threadIdx.x % 128 == 0) wait_tma_store_done();

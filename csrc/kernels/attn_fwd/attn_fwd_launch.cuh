@@ -2,6 +2,12 @@
 // launch (-> LSE merge of the splits of problems that use split-KV).
 #pragma once
 
+#ifdef SPAVA_ATTN_TRACE
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#endif
+
 #include "attn_fwd/attn_fwd.h"
 #include "attn_fwd/attn_fwd_kernel_sm90.cuh"
 #include "attn_fwd/config.h"
@@ -98,8 +104,28 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   SPAVA_CUDA_CHECK(cudaGetDevice(&device));
   SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
   const int ctas = attn_fwd_grid_ctas(params.num_units, num_sms, params.max_ctas);
+#ifdef SPAVA_ATTN_TRACE
+  const char* trace_file = std::getenv("SPAVA_TRACE_FILE");
+  if (trace_file != nullptr) {
+    void* trace = nullptr;
+    SPAVA_CUDA_CHECK(cudaGetSymbolAddress(&trace, attn::g_attn_trace));
+    SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(attn::g_attn_trace), stream));
+  }
+#endif
   kernel<<<ctas, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
   SPAVA_CUDA_CHECK(cudaGetLastError());
+#ifdef SPAVA_ATTN_TRACE
+  if (trace_file != nullptr) {  // the stamps of this launch (trace.cuh), raw uint64
+    std::vector<unsigned long long> host(sizeof(attn::g_attn_trace) / 8);
+    SPAVA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data(), attn::g_attn_trace, 8 * host.size()));
+    FILE* f = std::fopen(trace_file, "wb");
+    SPAVA_HOST_CHECK(f != nullptr, std::string("attn_fwd: cannot write SPAVA_TRACE_FILE ") +
+                                       trace_file);
+    std::fwrite(host.data(), 8, host.size(), f);
+    std::fclose(f);
+  }
+#endif
   for (int i = 0; i < params.num_problems; ++i) {
     if (params.problems[i].num_splits > 1) merge_splits(params, params.problems[i], stream);
   }

@@ -21,6 +21,7 @@
 #include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tile_utils.cuh"
 #include "attn_fwd/tma_params.h"
+#include "attn_fwd/trace.cuh"
 #include "attn_fwd/work_unit.h"
 
 namespace spava::attn {
@@ -76,14 +77,15 @@ __device__ __forceinline__ void wait_tma_store_done() {
   asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 }
 
-// Consumer warpgroup `wg` (thread wtid of 128) writes its 64 rows of unit `w`: O (the
-// accumulator tOrO, row/col view O with coordinates cO) divided by the row sums, and the lse.
+// Consumer warpgroup `wg` (thread wtid of 128) writes its 64 rows of unit `w` (the CTA's unit
+// k): O (the accumulator tOrO, row/col view O with coordinates cO) divided by the row sums, and
+// the lse.
 template <class Cfg, class MmaPV, class TensorAcc, class TensorO, class TensorC, int kRows>
 __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
                                            typename Cfg::SharedStorage& smem, const OutArgs& out,
                                            const WorkUnit& w, int wg, int wtid, MmaPV& mma_pv,
                                            TensorAcc& tOrO, TensorO& O, const TensorC& cO,
-                                           const OnlineSoftmax<kRows>& softmax) {
+                                           const OnlineSoftmax<kRows>& softmax, int k) {
   using T = typename Cfg::Element;
   constexpr int kHeadDim = Cfg::kHeadDim, kWgThreads = 128;
   const int row0 = w.m0 + 64 * wg;  // first query row of this warpgroup
@@ -102,6 +104,7 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
       Tensor sOw = local_tile(sO, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, 0));
       if (wtid == 0) wait_tma_store_read();  // the previous unit's store has left sOw
       cutlass::arch::NamedBarrier::sync(kWgThreads, kEpilogueBarrier0 + wg);
+      trace(wg + 1, k, kEvEpiBarrier1);
       constexpr int kO = decltype(size(tOrO))::value;
       cutlass::NumericArrayConverter<T, float, kO> to_t;
       cutlass::Array<T, kO> o_frag =
@@ -111,7 +114,9 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
       auto thr_o_copy = o_copy.get_thread_slice(wtid);
       cute::copy(o_copy, thr_o_copy.retile_S(rO), thr_o_copy.partition_D(sOw));
       tma_store_fence();  // this thread's stmatrix writes, visible to the TMA (async proxy)
+      trace(wg + 1, k, kEvEpiStsm);
       cutlass::arch::NamedBarrier::sync(kWgThreads, kEpilogueBarrier0 + wg);
+      trace(wg + 1, k, kEvEpiBarrier2);
       if (wtid == 0) {
 #pragma unroll
         for (int c = 0; c < Cfg::kBoxes; ++c) {
@@ -119,6 +124,7 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
                                   c * Cfg::kBoxCols, w.hq, row0, w.b);
         }
         tma_store_arrive();
+        trace(wg + 1, k, kEvEpiTma);
       }
       stored = true;
     }
@@ -143,6 +149,7 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
       }
     }
   }
+  trace(wg + 1, k, kEvEpiLse);
   if (out.lse != nullptr && (wtid % 4) == 0) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -154,6 +161,7 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
       }
     }
   }
+  trace(wg + 1, k, kEvEpiEnd);
   if (out.done != nullptr) {  // count the unit; the last one raises the problem's done flag
     __threadfence();          // this thread's stores are visible GPU-wide before the count
     cutlass::arch::NamedBarrier::sync(Cfg::kConsumerThreads, kDoneBarrier);

@@ -1,0 +1,137 @@
+"""Cycle-level phases of attn_fwd's units from its clock64 trace (CUDA; a build with the trace).
+
+The trace (csrc/kernels/attn_fwd/trace.cuh) is compiled in only when the extension is built with
+SPAVA_ATTN_TRACE=1; thread 0 of each warpgroup of CTAs 0-7 stamps the phases of the CTA's first
+64 units. Cycles are SM clocks, so comparisons hold whatever clock the power cap sets (NVML's
+clock reading does not show the effective clock there: attn_fwd NOTES, session 6).
+
+    SPAVA_ATTN_TRACE=1 bash scripts/gpu_check.sh build       # on the GPU box
+    python3 benchmarks/attn_trace.py units 8 32 128    # full attention, 7B heads, equal FLOPs
+    python3 benchmarks/attn_trace.py epilogue 8        # the epilogue's steps
+    python3 benchmarks/attn_trace.py causal --heads 16 # the r0 host1 shape: cycles per key tile
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from spava_ext import ops
+
+CTAS, UNITS, SLOTS, EVENTS = 8, 64, 4, 16  # trace.cuh: kTraceCtas, kTraceUnits, ...
+(Q_FULL, Q_IN_REGS, FIRST_TURN, FIRST_S, LOOP_END, LAST_PV, UNIT_END, TILES, EPI_BARRIER1,
+ EPI_STSM, EPI_BARRIER2, EPI_TMA, EPI_LSE, EPI_END) = range(14)  # trace.cuh: TraceEvent
+
+
+def traced(fn) -> torch.Tensor:
+    """Runs fn (one attn_fwd launch) with the trace on: int64 [cta, unit, slot, event]."""
+    for _ in range(5):  # warm
+        fn()
+    torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.bin")
+        os.environ["SPAVA_TRACE_FILE"] = path
+        try:
+            fn()
+            torch.cuda.synchronize()
+        finally:
+            del os.environ["SPAVA_TRACE_FILE"]
+        raw = Path(path).read_bytes()
+    return torch.frombuffer(bytearray(raw), dtype=torch.int64).view(CTAS, UNITS, SLOTS, EVENTS)
+
+
+def full_attention(tiles: int, heads=(28, 4), work: int = 1 << 27):
+    """attn_fwd over lq x (tiles x 128) keys, full attention, lq x lk = work."""
+    lk = tiles * 128
+    q = torch.randn(1, work // lk, heads[0], 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, lk, heads[1], 128, device="cuda", dtype=torch.bfloat16)
+    return lambda: ops.attn_fwd(q, [k], [k], [0], [ops.FULL])
+
+
+def median_row(name: str, values: list, unit: float | None = None) -> None:
+    values = sorted(values)
+    med = statistics.median(values)
+    tail = f"  ({med / unit:5.2f} key tiles)" if unit else ""
+    print(f"  {name:40s} median {med:8.0f}  p10 {values[len(values) // 10]:8.0f}  "
+          f"p90 {values[len(values) * 9 // 10]:8.0f}{tail}")
+
+
+def consecutive_units(t: torch.Tensor):
+    """(cta, unit) of every traced unit whose successor is traced too (the first two skipped)."""
+    return [(c, u) for c in range(CTAS) for u in range(2, UNITS - 1)
+            if t[c, u + 1, 1, Q_FULL] and t[c, u, 1, UNIT_END] and t[c, u, 2, UNIT_END]]
+
+
+def report_units(tiles: int, t: torch.Tensor) -> None:
+    pairs = consecutive_units(t)
+    per_tile = statistics.median(
+        [(t[c, u, 1, LOOP_END] - t[c, u, 1, FIRST_S]).item() / max(1, tiles - 1) for c, u in pairs])
+    period = [(t[c, u + 1, 1, Q_FULL] - t[c, u, 1, Q_FULL]).item() for c, u in pairs]
+    print(f"== {tiles} key tiles per unit: {len(pairs)} units, {per_tile:.0f} cycles per key tile")
+    median_row("unit period", period, per_tile)
+    phases = (("Q to registers", Q_FULL, Q_IN_REGS), ("first turn", Q_IN_REGS, FIRST_TURN),
+              ("S_0", FIRST_TURN, FIRST_S), ("last P V", LOOP_END, LAST_PV),
+              ("epilogue", LAST_PV, UNIT_END))
+    for w in (1, 2):
+        for name, a, b in phases:
+            median_row(f"warpgroup {w - 1}: {name}", [(t[c, u, w, b] - t[c, u, w, a]).item()
+                                                    for c, u in pairs], per_tile)
+    boundary = statistics.median(period) - tiles * per_tile
+    print(f"  boundary (period - tiles x cycles per tile): {boundary:.0f} cycles = "
+          f"{boundary / per_tile:.2f} key tiles")
+
+
+def report_epilogue(t: torch.Tensor) -> None:
+    pairs = consecutive_units(t)
+    steps = (("normalise, staging tile free", LAST_PV, EPI_BARRIER1),
+             ("convert, stmatrix, fence", EPI_BARRIER1, EPI_STSM),
+             ("barrier", EPI_STSM, EPI_BARRIER2), ("TMA issue (thread 0)", EPI_BARRIER2, EPI_TMA),
+             ("to the lse", EPI_BARRIER2, EPI_LSE), ("lse", EPI_LSE, EPI_END),
+             ("whole epilogue", LAST_PV, UNIT_END))
+    for w in (1, 2):
+        print(f"warpgroup {w - 1}:")
+        for name, a, b in steps:
+            median_row(name, [(t[c, u, w, b] - t[c, u, w, a]).item() for c, u in pairs])
+
+
+def report_causal(t: torch.Tensor) -> None:
+    for c in range(CTAS):
+        units = [u for u in range(UNITS) if t[c, u, 1, UNIT_END]]
+        tiles = sum(int(t[c, u, 1, TILES]) for u in units)
+        span = (max(t[c, units[-1], 1, UNIT_END], t[c, units[-1], 2, UNIT_END])
+                - t[c, units[0], 1, Q_FULL]).item()
+        print(f"CTA {c}: {len(units)} units, {tiles} key tiles, {span} cycles, "
+              f"{span / tiles:.0f} cycles per key tile")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["units", "epilogue", "causal"])
+    parser.add_argument("tiles", nargs="*", type=int, default=[8])
+    parser.add_argument("--heads", type=int, default=16, help="causal: 16 (3B) or 28 (7B)")
+    args = parser.parse_args()
+    if not ops.build_info().get("attn_fwd_trace"):
+        sys.exit("attn_trace: this build has no trace; rebuild with SPAVA_ATTN_TRACE=1")
+    print(torch.cuda.get_device_name())
+    if args.mode == "units":
+        for tiles in args.tiles:
+            report_units(tiles, traced(full_attention(tiles)))
+    elif args.mode == "epilogue":
+        report_epilogue(traced(full_attention(args.tiles[0])))
+    else:  # rank 0's host1 call: anchor 2048 (causal) + chunk 8064 (causal, diag -2048)
+        hkv = 4 if args.heads == 28 else 2
+        q = torch.randn(1, 10112, args.heads, 128, device="cuda", dtype=torch.bfloat16)
+        ka = torch.randn(1, 2048, hkv, 128, device="cuda", dtype=torch.bfloat16)
+        kc = torch.randn(1, 8064, hkv, 128, device="cuda", dtype=torch.bfloat16)
+        report_causal(traced(lambda: ops.attn_fwd(q, [ka, kc], [ka, kc], [0, 0], [0, -2048])))
+
+
+if __name__ == "__main__":
+    main()
