@@ -25,10 +25,16 @@ __device__ __forceinline__ int unit_of_round(int round, int cta, int ctas) {
   return round * ctas + ((round & 1) ? ctas - 1 - cta : cta);
 }
 
-template <int kBlockM, int kBlockN>
-__device__ __forceinline__ WorkUnit decode_unit(const AttnFwdParams& p, int u) {
+// The problem that unit u belongs to.
+__device__ __forceinline__ int problem_of(const AttnFwdParams& p, int u) {
   int pi = 0;
   while (pi + 1 < p.num_problems && u >= p.problems[pi + 1].unit_begin) ++pi;
+  return pi;
+}
+
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ WorkUnit decode_unit(const AttnFwdParams& p, int u) {
+  const int pi = problem_of(p, u);
   const AttnProblem& pr = p.problems[pi];
   int local = u - pr.unit_begin;
   WorkUnit w;
@@ -133,12 +139,6 @@ struct UnitPicker {
     }
     ready_seen |= 1u << pi;
     return true;
-  }
-
-  __device__ __forceinline__ static int problem_of(const AttnFwdParams& p, int u) {
-    int pi = 0;
-    while (pi + 1 < p.num_problems && u >= p.problems[pi + 1].unit_begin) ++pi;
-    return pi;
   }
 };
 
