@@ -9,6 +9,11 @@ clock reading does not show the effective clock there: attn_fwd NOTES, session 6
     python3 benchmarks/attn_trace.py units 8 32 128    # full attention, 7B heads, equal FLOPs
     python3 benchmarks/attn_trace.py epilogue 8        # the epilogue's steps
     python3 benchmarks/attn_trace.py causal --heads 16 # the r0 host1 shape: cycles per key tile
+    python3 benchmarks/attn_trace.py ctas              # bench_kernels' calls: every CTA's span
+
+`ctas` reads the per-CTA spans (every CTA of the launch): the kernel's makespan by %globaltimer,
+how far the CTAs' ends spread (the schedule's tail), the effective SM clock (clock64 cycles over
+nanoseconds: under the power cap NVML's reading is not it) and the TF/s inside the kernel.
 """
 
 from __future__ import annotations
@@ -26,12 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 from spava_ext import ops
 
 CTAS, UNITS, SLOTS, EVENTS = 8, 64, 4, 16  # trace.cuh: kTraceCtas, kTraceUnits, ...
+SPAN_CTAS, SPAN_FIELDS = 1024, 16  # trace.cuh: kSpanCtas, kSpanFields
+CLOCK0, TIME0, SM, CLOCK_END, TIME_END, UNITS_DONE, TILES_DONE = 0, 1, 2, 3, 4, 9, 10  # SpanField
 (Q_FULL, Q_IN_REGS, FIRST_TURN, FIRST_S, LOOP_END, LAST_PV, UNIT_END, TILES, EPI_BARRIER1,
  EPI_STSM, EPI_BARRIER2, EPI_TMA, EPI_LSE, EPI_END) = range(14)  # trace.cuh: TraceEvent
 
 
 def traced(fn) -> torch.Tensor:
     """Runs fn (one attn_fwd launch) with the trace on: int64 [cta, unit, slot, event]."""
+    return traced_all(fn)[0]
+
+
+def traced_all(fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs fn with the trace on: the stamps [cta, unit, slot, event] and the spans [cta,
+    field] (int64; a CTA that did not run has zeros)."""
     for _ in range(5):  # warm
         fn()
     torch.cuda.synchronize()
@@ -44,7 +57,10 @@ def traced(fn) -> torch.Tensor:
         finally:
             del os.environ["SPAVA_TRACE_FILE"]
         raw = Path(path).read_bytes()
-    return torch.frombuffer(bytearray(raw), dtype=torch.int64).view(CTAS, UNITS, SLOTS, EVENTS)
+    words = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+    stamps = CTAS * UNITS * SLOTS * EVENTS
+    return (words[:stamps].view(CTAS, UNITS, SLOTS, EVENTS),
+            words[stamps:].view(SPAN_CTAS, SPAN_FIELDS))
 
 
 def full_attention(tiles: int, heads=(28, 4), work: int = 1 << 27):
@@ -111,11 +127,56 @@ def report_causal(t: torch.Tensor) -> None:
               f"{span / tiles:.0f} cycles per key tile")
 
 
+def span_summary(sp: torch.Tensor, flop: float) -> dict:
+    """One launch's spans -> makespan, tail, effective clock, key tiles per CTA, TF/s."""
+    ran = sp[sp[:, TIME0] != 0]
+    t0 = int(ran[:, TIME0].min())
+    ends = [max(int(r[TIME_END + 2 * w]) for w in range(3)) - t0 for r in ran]
+    busy = [max(int(r[TIME_END + 2 * w]) for w in range(3)) - int(r[TIME0]) for r in ran]
+    ghz = [max(int(r[CLOCK_END + 2 * w]) for w in range(3)) - int(r[CLOCK0]) for r in ran]
+    ghz = [c / b for c, b in zip(ghz, busy)]
+    tiles = [int(r[TILES_DONE]) for r in ran]
+    make = max(ends)
+    return {"ctas": len(ran), "makespan_us": make / 1e3,
+            "end_p10_us": sorted(ends)[len(ends) // 10] / 1e3,
+            "end_median_us": statistics.median(ends) / 1e3,
+            "busy_mean_over_makespan": statistics.mean(busy) / make,
+            "clock_ghz": statistics.median(ghz), "tiles_min": min(tiles),
+            "tiles_max": max(tiles), "tiles_mean": statistics.mean(tiles),
+            "kernel_tflops": flop / (make * 1e-9) / 1e12}
+
+
+def report_ctas(repeats: int) -> None:
+    """bench_kernels' attn_fwd calls (ranks 0 and 7, 3B and 7B heads): per-CTA spans."""
+    from bench_kernels import attn_calls, rank_tensors  # the benchmark's calls
+    from spava_ext import SpavaLayout
+    layout = SpavaLayout.auto(131072 + 64, 64, 8)
+    for hq, hkv in ((16, 2), (28, 4)):
+        for rank in (0, 7):
+            q, k, v, recv1, recv2 = rank_tensors(layout, rank, hq, hkv, 128, torch.bfloat16)
+            for name, qr, keys in attn_calls(layout, rank, q, k, v, recv1, recv2)[:2]:
+                out = torch.empty_like(qr)
+                lse = torch.empty(1, hq, qr.shape[1], device="cuda")
+                flop = 4 * keys.pairs(qr.shape[1]) * 128 * hq
+                def call(qr=qr, keys=keys, out=out, lse=lse):
+                    ops.attn_fwd(qr, keys.k, keys.v, keys.row_begin, keys.diag, out=out, lse=lse)
+                runs = [span_summary(traced_all(call)[1], flop) for _ in range(repeats)]
+                s = sorted(runs, key=lambda r: r["makespan_us"])[len(runs) // 2]
+                print(f"{hq}/{hkv} heads r{rank} {name}: {s['ctas']} CTAs, makespan "
+                      f"{s['makespan_us']:.1f} us (CTA ends: p10 {s['end_p10_us']:.1f}, median "
+                      f"{s['end_median_us']:.1f}; busy {s['busy_mean_over_makespan']:.1%}), "
+                      f"clock {s['clock_ghz']:.3f} GHz, key tiles per CTA {s['tiles_min']}-"
+                      f"{s['tiles_max']} (mean {s['tiles_mean']:.1f}), in-kernel "
+                      f"{s['kernel_tflops']:.0f} TF/s = {s['kernel_tflops'] / s['clock_ghz']:.0f}"
+                      f" TF/s per GHz")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["units", "epilogue", "causal"])
+    parser.add_argument("mode", choices=["units", "epilogue", "causal", "ctas"])
     parser.add_argument("tiles", nargs="*", type=int, default=[8])
     parser.add_argument("--heads", type=int, default=16, help="causal: 16 (3B) or 28 (7B)")
+    parser.add_argument("--repeats", type=int, default=5, help="ctas: launches per call")
     args = parser.parse_args()
     if not ops.build_info().get("attn_fwd_trace"):
         sys.exit("attn_trace: this build has no trace; rebuild with SPAVA_ATTN_TRACE=1")
@@ -123,6 +184,8 @@ def main() -> None:
     if args.mode == "units":
         for tiles in args.tiles:
             report_units(tiles, traced(full_attention(tiles)))
+    elif args.mode == "ctas":
+        report_ctas(args.repeats)
     elif args.mode == "epilogue":
         report_epilogue(traced(full_attention(args.tiles[0])))
     else:  # rank 0's host1 call: anchor 2048 (causal) + chunk 8064 (causal, diag -2048)

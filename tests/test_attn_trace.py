@@ -61,3 +61,24 @@ def test_causal_report(capsys):
     span = 30000 * (UNITS - 1) + 500 + 300 + 500 + 700 + (TILES - 1) * PER_TILE + 800 + 1650
     assert out[0] == (f"CTA 0: {UNITS} units, {UNITS * TILES} key tiles, {span} cycles, "
                       f"{span / (UNITS * TILES):.0f} cycles per key tile")
+
+
+def test_span_summary():
+    """4 CTAs start 0-300 ns apart, run 1.5 GHz, end at 10, 11, 12, 20 us: the makespan, the
+    busy share, the clock and the in-kernel TF/s follow."""
+    sp = torch.zeros(at.SPAN_CTAS, at.SPAN_FIELDS, dtype=torch.int64)
+    starts, ends = [1000, 1100, 1200, 1300], [11000, 12000, 13000, 21000]
+    for c, (t0, t1) in enumerate(zip(starts, ends)):
+        sp[c, at.TIME0], sp[c, at.CLOCK0] = t0, 5_000_000
+        for w in range(2):  # warpgroup 1 ends 100 ns earlier
+            sp[c, at.TIME_END + 2 * w] = t1 - 100 * w
+            sp[c, at.CLOCK_END + 2 * w] = 5_000_000 + int(1.5 * (t1 - 100 * w - t0))
+        sp[c, at.TILES_DONE] = 10 + c
+    s = at.span_summary(sp, flop=2e15 * 20e-6)  # 2 PF/s over the 20 us makespan
+    assert s["ctas"] == 4 and s["makespan_us"] == 20.0
+    assert s["end_median_us"] == 11.5  # ends 10, 11, 12, 20 us after the first start
+    busy = sum(t1 - t0 for t0, t1 in zip(starts, ends)) / 4 / 20000
+    assert abs(s["busy_mean_over_makespan"] - busy) < 1e-12
+    assert abs(s["clock_ghz"] - 1.5) < 1e-3
+    assert (s["tiles_min"], s["tiles_max"], s["tiles_mean"]) == (10, 13, 11.5)
+    assert abs(s["kernel_tflops"] - 2000) < 1e-6

@@ -322,6 +322,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
+  span_start();
 
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
@@ -334,7 +335,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       Barrier::wait(&smem.q_full, k & 1);
       trace(warp_group, k, kEvQFull);
       const UnitSlot& slot = smem.slots[k & 1];  // decoded by the producer
-      if (slot.unit < 0) break;
+      if (slot.unit < 0) {
+        span_end(warp_group - 1, k, t);
+        break;
+      }
       const WorkUnit w = slot.w;  // registers; the epilogue reads slot.out in place
       consume_unit<Cfg>(tp, smem, warp_group - 1, w, slot.out, t, k);
     }

@@ -110,15 +110,20 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
     void* trace = nullptr;
     SPAVA_CUDA_CHECK(cudaGetSymbolAddress(&trace, attn::g_attn_trace));
     SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(attn::g_attn_trace), stream));
+    SPAVA_CUDA_CHECK(cudaGetSymbolAddress(&trace, attn::g_attn_span));
+    SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(attn::g_attn_span), stream));
   }
 #endif
   kernel<<<ctas, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
   SPAVA_CUDA_CHECK(cudaGetLastError());
 #ifdef SPAVA_ATTN_TRACE
-  if (trace_file != nullptr) {  // the stamps of this launch (trace.cuh), raw uint64
-    std::vector<unsigned long long> host(sizeof(attn::g_attn_trace) / 8);
+  if (trace_file != nullptr) {  // this launch's stamps, then its spans (trace.cuh), raw uint64
+    constexpr size_t kStamps = sizeof(attn::g_attn_trace) / 8;
+    std::vector<unsigned long long> host(kStamps + sizeof(attn::g_attn_span) / 8);
     SPAVA_CUDA_CHECK(cudaStreamSynchronize(stream));
-    SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data(), attn::g_attn_trace, 8 * host.size()));
+    SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data(), attn::g_attn_trace, 8 * kStamps));
+    SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data() + kStamps, attn::g_attn_span,
+                                          sizeof(attn::g_attn_span)));
     FILE* f = std::fopen(trace_file, "wb");
     SPAVA_HOST_CHECK(f != nullptr, std::string("attn_fwd: cannot write SPAVA_TRACE_FILE ") +
                                        trace_file);
