@@ -106,10 +106,10 @@ def report_units(tiles: int, t: torch.Tensor) -> None:
 
 def report_epilogue(t: torch.Tensor) -> None:
     pairs = consecutive_units(t)
-    steps = (("normalise, staging tile free", LAST_PV, EPI_BARRIER1),
+    steps = (("normalise", LAST_PV, EPI_LSE),
+             ("lse, staging tile free, barrier", EPI_LSE, EPI_BARRIER1),
              ("convert, stmatrix, fence", EPI_BARRIER1, EPI_STSM),
              ("barrier", EPI_STSM, EPI_BARRIER2), ("TMA issue (thread 0)", EPI_BARRIER2, EPI_TMA),
-             ("to the lse", EPI_BARRIER2, EPI_LSE), ("lse", EPI_LSE, EPI_END),
              ("whole epilogue", LAST_PV, UNIT_END))
     for w in (1, 2):
         print(f"warpgroup {w - 1}:")

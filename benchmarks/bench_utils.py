@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 import torch
 
-from spava_ext.timing import gpu_time, gpu_time_interleaved  # noqa: F401  (re-exported)
+from spava_ext.timing import gpu_time, gpu_time_interleaved, graph_time  # noqa: F401  (re-exported)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -9,16 +9,20 @@ rate that the select bar is stated against (select_passing NOTES.md, last sectio
 
 from __future__ import annotations
 
-import statistics
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from spava_ext.timing import graph_time  # noqa: E402
 
 MB = 1 << 20
 
 
-def graph_us(fns: list, replays: int = 30) -> float:
-    """Microseconds per call of ``fns`` (one call each) captured in one CUDA graph."""
+def graph_us(fns: list, hold: bool = True) -> float:
+    """Microseconds per call of ``fns`` (one call each) captured in one CUDA graph (timed like
+    bench_kernels' select_passing: ``spava_ext.timing.graph_time``, held by default)."""
     for fn in fns:
         fn()
     torch.cuda.synchronize()
@@ -26,17 +30,7 @@ def graph_us(fns: list, replays: int = 30) -> float:
     with torch.cuda.graph(graph):
         for fn in fns:
             fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / len(fns))
-    return statistics.median(times)
+    return graph_time(graph, len(fns), hold=hold)["ms"] * 1e3
 
 
 def copies(nbytes: int, sets: int = 4) -> list:
@@ -52,9 +46,10 @@ def main() -> int:
     t = graph_us(copies(1 << 29, sets=2))
     print(f"copy of 2 x 512 MB (read + write): {t:.0f} us, {2 * (1 << 29) / t / 1e3:.0f} GB/s")
     for total_mb in (16.5, 25.4):
-        t = graph_us(copies(int(total_mb * MB / 2)))
+        fns = copies(int(total_mb * MB / 2))
+        t, unheld = graph_us(fns), graph_us(fns, hold=False)
         print(f"copy moving {total_mb} MB (half read, half written): {t:.1f} us, "
-              f"{total_mb * MB / t / 1e3:.0f} GB/s")
+              f"{total_mb * MB / t / 1e3:.0f} GB/s (without the hold: {unheld:.1f} us)")
     xs = [torch.randn(16128 * 4 * 128, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
     t = graph_us([lambda x=x: x.sum() for x in xs])
     print(f"torch sum over 16.5 MB of bf16 (read only): {t:.1f} us, "

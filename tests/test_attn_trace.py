@@ -14,7 +14,7 @@ TILES, PER_TILE, UNITS = 8, 3000, 20
 
 def synthetic_trace() -> torch.Tensor:
     """Every traced unit: Q 300, first turn 500, S_0 700 cycles; TILES - 1 further steps of
-    PER_TILE; last P V 800; epilogue 1650 (400 + 400 + 100 + 200 + ... + 400 + 50); the next
+    PER_TILE; last P V 800; epilogue 1450 (250 + 400 + 400 + 100 + 250 + 50); the next
     unit starts 30000 cycles after this one; warpgroup 1 runs 500 cycles behind."""
     t = torch.zeros(at.CTAS, at.UNITS, at.SLOTS, at.EVENTS, dtype=torch.int64)
     for c in range(at.CTAS):
@@ -27,12 +27,12 @@ def synthetic_trace() -> torch.Tensor:
                 e[at.FIRST_S] = e[at.FIRST_TURN] + 700
                 e[at.LOOP_END] = e[at.FIRST_S] + (TILES - 1) * PER_TILE
                 e[at.LAST_PV] = e[at.LOOP_END] + 800
-                e[at.EPI_BARRIER1] = e[at.LAST_PV] + 400
+                e[at.EPI_LSE] = e[at.LAST_PV] + 250
+                e[at.EPI_BARRIER1] = e[at.EPI_LSE] + 400
                 e[at.EPI_STSM] = e[at.EPI_BARRIER1] + 400
                 e[at.EPI_BARRIER2] = e[at.EPI_STSM] + 100
                 e[at.EPI_TMA] = e[at.EPI_BARRIER2] + 200
-                e[at.EPI_LSE] = e[at.EPI_BARRIER2] + 300
-                e[at.EPI_END] = e[at.EPI_LSE] + 400
+                e[at.EPI_END] = e[at.EPI_BARRIER2] + 250
                 e[at.UNIT_END] = e[at.EPI_END] + 50
                 e[at.TILES] = TILES
     return t
@@ -44,7 +44,7 @@ def test_units_report(capsys):
     assert f"{PER_TILE} cycles per key tile" in out
     boundary = 30000 - TILES * PER_TILE
     assert f"boundary (period - tiles x cycles per tile): {boundary} cycles" in out
-    assert "warpgroup 1: epilogue" in out and "median     1650" in out
+    assert "warpgroup 1: epilogue" in out and "median     1450" in out
 
 
 def test_epilogue_report(capsys):
@@ -52,13 +52,15 @@ def test_epilogue_report(capsys):
     out = capsys.readouterr().out.splitlines()
     lse = [line for line in out if line.strip().startswith("lse")]
     assert len(lse) == 2 and all("median      400" in line for line in lse)
+    normalise = [line for line in out if line.strip().startswith("normalise")]
+    assert len(normalise) == 2 and all("median      250" in line for line in normalise)
 
 
 def test_causal_report(capsys):
     at.report_causal(synthetic_trace())
     out = capsys.readouterr().out.splitlines()
     assert len(out) == at.CTAS
-    span = 30000 * (UNITS - 1) + 500 + 300 + 500 + 700 + (TILES - 1) * PER_TILE + 800 + 1650
+    span = 30000 * (UNITS - 1) + 500 + 300 + 500 + 700 + (TILES - 1) * PER_TILE + 800 + 1450
     assert out[0] == (f"CTA 0: {UNITS} units, {UNITS * TILES} key tiles, {span} cycles, "
                       f"{span / (UNITS * TILES):.0f} cycles per key tile")
 

@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["gpu_time", "gpu_time_interleaved"]
+__all__ = ["gpu_time", "gpu_time_interleaved", "graph_time"]
 
 
 # The highest SM clock of the supported cards (H100 boost: 1980 MHz): a hold of t seconds is
@@ -66,6 +66,22 @@ def gpu_time(fn: Callable, args_list: Optional[Sequence[tuple]] = None, warmup: 
     calls = iter(range(1 << 62))  # timed call k uses args_list[k % len]
     call = lambda: fn(*args_list[next(calls) % len(args_list)])  # noqa: E731
     return _stats([_sample_ms(call, pipelined, hold_s=hold) for _ in range(repeats)], pipelined)
+
+
+def graph_time(graph: torch.cuda.CUDAGraph, calls_per_replay: int = 1, warmup: int = 3,
+               repeats: int = 30, hold: bool = True) -> dict:
+    """Device time per call of a captured CUDA graph holding ``calls_per_replay`` calls: median /
+    min / max over ``repeats`` replays, each timed alone with CUDA events. With ``hold`` (the
+    default) each replay is queued behind a spin kernel, so that the window opens with the
+    graph's work queued: the host's graph launch and an idle device's launch latency are not
+    counted (``hold=False``: the window opens before the launch, as bench_kernels timed graphs
+    until 2026-11-26)."""
+    host = [_host_s(graph.replay) for _ in range(warmup)]
+    torch.cuda.synchronize()
+    hold_s = _hold_s(host) if hold else 0.0
+    times = [_sample_ms(graph.replay, 1, hold_s=hold_s) / calls_per_replay
+             for _ in range(repeats)]
+    return _stats(times, calls_per_replay)
 
 
 def _hold_s(host_times: list) -> float:

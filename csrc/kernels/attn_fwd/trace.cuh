@@ -42,8 +42,8 @@ enum TraceEvent : int {
   kEvEpiStsm = 9,      // epilogue: converted, written with stmatrix, fenced
   kEvEpiBarrier2 = 10, // epilogue: every thread's stmatrix done
   kEvEpiTma = 11,      // epilogue: TMA store issued and committed (issuing thread)
-  kEvEpiLse = 12,      // epilogue: rows written, before the lse
-  kEvEpiEnd = 13,      // epilogue: lse written
+  kEvEpiLse = 12,      // epilogue: normalised, before the lse (written first since session 7)
+  kEvEpiEnd = 13,      // epilogue: lse and rows written
 };
 
 #ifdef SPAVA_ATTN_TRACE
