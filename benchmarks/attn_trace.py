@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from spava_ext import ops
+from spava_ext import SpavaLayout, ops
 
 CTAS, UNITS, SLOTS, EVENTS = 8, 64, 4, 16  # trace.cuh: kTraceCtas, kTraceUnits, ...
 SPAN_CTAS, SPAN_FIELDS = 1024, 16  # trace.cuh: kSpanCtas, kSpanFields
@@ -148,8 +148,7 @@ def span_summary(sp: torch.Tensor, flop: float) -> dict:
 
 def report_ctas(repeats: int) -> None:
     """bench_kernels' attn_fwd calls (ranks 0 and 7, 3B and 7B heads): per-CTA spans."""
-    from bench_kernels import attn_calls, rank_tensors  # the benchmark's calls
-    from spava_ext import SpavaLayout
+    from bench_kernels import attn_calls, rank_tensors  # the benchmark's calls (needs CUDA)
     layout = SpavaLayout.auto(131072 + 64, 64, 8)
     for hq, hkv in ((16, 2), (28, 4)):
         for rank in (0, 7):

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (copy_bandwidth_gbs, gpu_time, gpu_time_interleaved,  # noqa: E402
-                         graph_time, peak_fraction, write_result)
+from bench_utils import (capture_graph, copy_bandwidth_gbs, gpu_time,  # noqa: E402
+                         gpu_time_interleaved, graph_time, peak_fraction, write_result)
 
 from spava_ext import SpavaLayout, ops  # noqa: E402
 from spava_ext.attention import (ORDER_LOCAL, host1_keys, host2_keys,  # noqa: E402
@@ -145,8 +145,9 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
     timed with CUDA events (median of 30 replays / 4), each replay queued behind a hold so that
     the host's graph launch is not counted (``graph_unheld_us``: without the hold, as timed up to
     2026-11-26). Also the eager per-call time (host launch overhead included), the profiler's
-    per-kernel times, and for context a plain copy of the same bytes timed the same way. ``pdl``: whether the kernels were
-    chained with programmatic dependent launch (SPAVA_SELECT_PDL, read once per process)."""
+    per-kernel times, and for context a plain copy of the same bytes timed the same way.
+    ``pdl``: whether the kernels were chained with programmatic dependent launch
+    (SPAVA_SELECT_PDL, read once per process)."""
     import os
 
     sets = [rank_tensors(layout, rank, Hq, Hkv, D, dtype, seed=100 * i)[:3] for i in range(4)]
@@ -162,10 +163,7 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
 
     eager = gpu_time(run, args, warmup=3, repeats=30)
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for a in args:
-            run(*a)
+    graph = capture_graph([lambda a=a: run(*a) for a in args])
     held = graph_time(graph, len(args), repeats=30)
     unheld = graph_time(graph, len(args), repeats=30, hold=False)
     del graph
@@ -190,10 +188,7 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
     # written), 4 buffer sets in one graph, timed the same way
     bufs = [(torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda").random_(),
              torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")) for _ in range(4)]
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for src, dst in bufs:
-            dst.copy_(src)
+    graph = capture_graph([lambda s=src, d=dst: d.copy_(s) for src, dst in bufs])
     same_size_copy = graph_time(graph, len(bufs), repeats=30)["ms"]
     del graph, bufs
     graph_gbs = nbytes / (graph_ms * 1e-3) / 1e9

@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 import torch
 
-from spava_ext.timing import gpu_time, gpu_time_interleaved, graph_time  # noqa: F401  (re-exported)
+from spava_ext.timing import (capture_graph, gpu_time, gpu_time_interleaved,  # noqa: F401
+                              graph_time)  # (re-exported)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

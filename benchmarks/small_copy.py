@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from spava_ext.timing import graph_time  # noqa: E402
+from spava_ext.timing import capture_graph, graph_time  # noqa: E402
 
 MB = 1 << 20
 
@@ -23,14 +23,7 @@ MB = 1 << 20
 def graph_us(fns: list, hold: bool = True) -> float:
     """Microseconds per call of ``fns`` (one call each) captured in one CUDA graph (timed like
     bench_kernels' select_passing: ``spava_ext.timing.graph_time``, held by default)."""
-    for fn in fns:
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
-    return graph_time(graph, len(fns), hold=hold)["ms"] * 1e3
+    return graph_time(capture_graph(fns), len(fns), hold=hold)["ms"] * 1e3
 
 
 def copies(nbytes: int, sets: int = 4) -> list:

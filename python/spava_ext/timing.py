@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["gpu_time", "gpu_time_interleaved", "graph_time"]
+__all__ = ["capture_graph", "gpu_time", "gpu_time_interleaved", "graph_time"]
 
 
 # The highest SM clock of the supported cards (H100 boost: 1980 MHz): a hold of t seconds is
@@ -30,7 +30,8 @@ def _sample_ms(call: Callable[[], None], pipelined: int, clocks: Optional[list] 
     read after the synchronisation it shows the idle boost clock). With ``hold_s``, a one-thread
     spin kernel of that length is queued before the start event, so that the window opens with
     the first call's kernels already queued: the host's glue of the first call is not counted
-    as device time (it was, before 2026-11-26: ~15-20 us per call at 4 calls per sample)."""
+    as device time (it was, before 2026-11-26: 27-99 us of host glue for an attn_fwd call, i.e.
+    ~7-25 us per call at 4 calls per sample)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     if hold_s > 0:
         torch.cuda._sleep(int(hold_s * _MAX_CLOCK_HZ))
@@ -66,6 +67,18 @@ def gpu_time(fn: Callable, args_list: Optional[Sequence[tuple]] = None, warmup: 
     calls = iter(range(1 << 62))  # timed call k uses args_list[k % len]
     call = lambda: fn(*args_list[next(calls) % len(args_list)])  # noqa: E731
     return _stats([_sample_ms(call, pipelined, hold_s=hold) for _ in range(repeats)], pipelined)
+
+
+def capture_graph(fns: Sequence[Callable[[], None]]) -> torch.cuda.CUDAGraph:
+    """One CUDA graph holding one call of each of ``fns`` (each run once eagerly first)."""
+    for fn in fns:
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for fn in fns:
+            fn()
+    return graph
 
 
 def graph_time(graph: torch.cuda.CUDAGraph, calls_per_replay: int = 1, warmup: int = 3,

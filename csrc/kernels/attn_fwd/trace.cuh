@@ -18,17 +18,6 @@ constexpr int kTraceCtas = 8, kTraceUnits = 64, kTraceSlots = 4, kTraceEvents = 
 // Events of a consumer warpgroup's unit. The producer (slot 0) uses three: kEvQFull = its loads
 // of unit k begin, kEvQInRegs = the consumers released unit k's Q (q_empty), kEvFirstTurn =
 // every load of unit k issued.
-constexpr int kSpanCtas = 1024, kSpanFields = 16;
-enum SpanField : int {
-  kSpanClock0 = 0,  // clock64 at the CTA's start
-  kSpanTime0 = 1,   // %globaltimer (ns) at the CTA's start
-  kSpanSm = 2,      // %smid
-  kSpanClockEnd = 3,  // + 2 w: consumer warpgroup w (0-based) left its unit loop, clock64
-  kSpanTimeEnd = 4,   // + 2 w: the same, %globaltimer; w < 3
-  kSpanUnits = 9,     // units and key tiles of consumer warpgroup 0
-  kSpanTiles = 10,
-};
-
 enum TraceEvent : int {
   kEvQFull = 0,        // q_full passed (the unit's slot and Q are there)
   kEvQInRegs = 1,      // Q in registers (or S reads it from shared memory)
@@ -46,9 +35,22 @@ enum TraceEvent : int {
   kEvEpiEnd = 13,      // epilogue: lse and rows written
 };
 
+// Fields of a CTA's span record g_attn_span[cta][field].
+constexpr int kSpanCtas = 1024, kSpanFields = 16;
+enum SpanField : int {
+  kSpanClock0 = 0,  // clock64 at the CTA's start
+  kSpanTime0 = 1,   // %globaltimer (ns) at the CTA's start
+  kSpanSm = 2,      // %smid
+  kSpanClockEnd = 3,  // + 2 w: consumer warpgroup w (0-based) left its unit loop, clock64
+  kSpanTimeEnd = 4,   // + 2 w: the same, %globaltimer; w < 3
+  kSpanUnits = 9,     // units and key tiles of consumer warpgroup 0
+  kSpanTiles = 10,
+};
+
 #ifdef SPAVA_ATTN_TRACE
 static __device__ unsigned long long g_attn_trace[kTraceCtas * kTraceUnits * kTraceSlots *
                                                   kTraceEvents];
+static __device__ unsigned long long g_attn_span[kSpanCtas * kSpanFields];
 
 __device__ __forceinline__ void trace_value(int slot, int unit, int ev, long long value) {
   if (blockIdx.x < kTraceCtas && unit < kTraceUnits && threadIdx.x % 128 == 0) {
@@ -59,7 +61,6 @@ __device__ __forceinline__ void trace_value(int slot, int unit, int ev, long lon
 __device__ __forceinline__ void trace(int slot, int unit, int ev) {
   trace_value(slot, unit, ev, clock64());
 }
-static __device__ unsigned long long g_attn_span[kSpanCtas * kSpanFields];
 
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
