@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (capture_graph, copy_bandwidth_gbs, gpu_time,  # noqa: E402
-                         gpu_time_interleaved, graph_time, peak_fraction, write_result)
+from bench_utils import (capture_graph, card_temperature_c, copy_bandwidth_gbs,  # noqa: E402
+                         gpu_time, gpu_time_interleaved, graph_time, peak_fraction,
+                         write_result)
 
 from spava_ext import SpavaLayout, ops  # noqa: E402
 from spava_ext.attention import (ORDER_LOCAL, host1_keys, host2_keys,  # noqa: E402
@@ -93,6 +94,39 @@ def plain_plan(fn):
             return fn()
         finally:
             del os.environ["SPAVA_ATTN_PLAN"]
+    return run
+
+
+def dense_equivalent(qr, keys):
+    """``(k, v)`` [B, L, Hkv, D] when the call is plain causal attention of its L rows over
+    their own prefix (row i sees key j iff j <= i over the segments read end to end, each
+    segment a view that continues the previous one in memory, as rank 0's [anchor | C_0] call
+    is), else None: such a call can be timed against dense causal SDPA on the very same
+    tensors."""
+    if any(rb != 0 for rb in keys.row_begin):
+        return None
+    start = 0
+    for i, (kk, d) in enumerate(zip(keys.k, keys.diag)):
+        if d != -start:
+            return None
+        for t in (keys.k, keys.v):
+            if i and t[i].data_ptr() != t[i - 1].data_ptr() + t[i - 1].shape[1] * \
+                    t[i - 1].stride(1) * t[i - 1].element_size():
+                return None
+        start += kk.shape[1]
+    if start != qr.shape[1]:
+        return None
+    return tuple(t[0].as_strided((t[0].shape[0], start, *t[0].shape[2:]), t[0].stride())
+                 for t in (keys.k, keys.v))
+
+
+def sdpa_runner(qr, k, v, backend):
+    """Dense causal SDPA (``backend``) over q rows / k / v [B, L, H, D] (transposed views)."""
+    qt, kt, vt = (x.transpose(1, 2) for x in (qr, k, v))
+
+    def run():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
     return run
 
 
@@ -277,6 +311,15 @@ def main() -> int:
                                                      keys.diag, out=out, lse=lse)}
                 if name != "question":  # the same kernel under the plain plan (static
                     fns["plain_plan"] = plain_plan(fns["spava"])  # rounds, no tail split)
+                dense_kv = dense_equivalent(qr, keys)
+                if dense_kv is not None:  # the same problem, dense: SDPA side by side
+                    for b, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION),
+                                       ("flash", SDPBackend.FLASH_ATTENTION)):
+                        try:
+                            sdpa_runner(qr, *dense_kv, backend)()
+                            fns[b] = sdpa_runner(qr, *dense_kv, backend)
+                        except RuntimeError:  # a backend that refuses the shape is left out
+                            pass
                 want_flex = not args.no_flex and wname == "qwen2.5-vl-7b" and name != "question"
                 flex_error = None
                 if want_flex:
@@ -290,10 +333,10 @@ def main() -> int:
                 t = gpu_time_interleaved(fns, repeats=reps, pipelined=4)
                 sync = gpu_time(fns["spava"], warmup=1, repeats=reps)  # host glue included
                 entry = {"rank": rank, "call": name, "rows": qr.shape[1], "pairs": pairs,
-                         "sm_clock_mhz": t["sm_clock_mhz"],
+                         "sm_clock_mhz": t["sm_clock_mhz"], "gpu_temp_c": card_temperature_c(),
                          "spava": {**with_rate(t["spava"], pairs, D, Hq),
                                    "sync_ms": sync["ms"]}}
-                for other in ("flex", "plain_plan"):
+                for other in ("flex", "plain_plan", "cudnn", "flash"):
                     if other in fns:
                         entry[other] = with_rate(t[other], pairs, D, Hq)
                 if "flex" not in fns and flex_error:
@@ -302,11 +345,15 @@ def main() -> int:
                 w["calls"].append(entry)
                 flex = entry.get("flex", {}).get("tflops")
                 plain = entry.get("plain_plan", {}).get("tflops")
+                same = "".join(f"   {b} {entry[b]['tflops']:.0f} (same problem)"
+                               for b in ("cudnn", "flash") if b in entry)
                 table.append(f"{wname:<18} r{rank} {name:<8} {qr.shape[1]:>6} rows "
                              f"{t['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f} TF/s"
                              + (f" (plain plan {plain:>4.0f})" if plain else "")
-                             + (f"   flex {flex:>4.0f} TF/s" if flex else "")
-                             + f"   (sync {entry['spava']['sync_ms']:.3f} ms; SM "
+                             + (f"   flex {flex:>4.0f} TF/s" if flex else "") + same
+                             + f"   (sync {entry['spava']['sync_ms']:.3f} ms; "
+                             + (f"{entry['gpu_temp_c']} C, " if entry["gpu_temp_c"] else "")
+                             + "SM "
                              f"{t['sm_clock_mhz']} MHz under load"
                              + (f", {entry['spava']['peak_fraction']:.0%} of peak at that clock)"
                                 if entry["spava"]["peak_fraction"] else ")"))

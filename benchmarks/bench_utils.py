@@ -35,6 +35,16 @@ def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / (t * 1e-3) / 1e9
 
 
+def card_temperature_c() -> int | None:
+    """The GPU's temperature (NVML, degrees C), None where it cannot be read. At the 700 W cap
+    the clock a kernel sustains falls as the card warms (leakage), so the benchmarks record it
+    next to each call."""
+    try:
+        return int(torch.cuda.temperature())
+    except Exception:  # no NVML / pynvml
+        return None
+
+
 def card() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
