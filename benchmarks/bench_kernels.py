@@ -18,6 +18,11 @@ call on the box, overlaps the previous call, as in a model), contenders timed *i
 sample by sample, since an H100 at its 700 W limit runs from ~1350 to 1980 MHz under sustained
 load and a back-to-back comparison moves by 10 % with the clock; the median SM clock of each
 measurement is recorded. One synchronised call (host glue included) is reported beside.
+Each workload starts from the same card state: the benchmark idles until the GPU is at or
+below --cool-to degrees C (default 45; the card's temperature is recorded with every call).
+Without it the result of a workload depended on how hot the workloads before it had left the
+card: at the 700 W limit a warmer card sustains a lower clock (session 8: the same calls at
+53-56 C and at 68 C differ by up to 10 %, and cuDNN on the same problem moves with them).
 It also times select_passing (bytes/s against the device copy bandwidth), merge_states, and the
 whole per-rank spava_attention of every rank with received passing blocks synthesised.
 
@@ -36,9 +41,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (capture_graph, card_temperature_c, copy_bandwidth_gbs,  # noqa: E402
-                         gpu_time, gpu_time_interleaved, graph_time, peak_fraction,
-                         write_result)
+from bench_utils import (capture_graph, card_temperature_c, cool_to,  # noqa: E402
+                         copy_bandwidth_gbs, gpu_time, gpu_time_interleaved, graph_time,
+                         peak_fraction, write_result)
 
 from spava_ext import SpavaLayout, ops  # noqa: E402
 from spava_ext.attention import (ORDER_LOCAL, host1_keys, host2_keys,  # noqa: E402
@@ -289,6 +294,9 @@ def main() -> int:
     parser.add_argument("--heads", nargs="*", choices=list(HEADS), help="workloads to run")
     parser.add_argument("--no-flex", action="store_true")
     parser.add_argument("--no-dense", action="store_true")
+    parser.add_argument("--cool-to", type=int, default=45,
+                        help="idle until the GPU is <= this many degrees C before each "
+                             "workload (0: do not wait)")
     args = parser.parse_args()
     dtype = torch.bfloat16
     reps = 5 if args.quick else 20
@@ -299,7 +307,11 @@ def main() -> int:
     names = args.heads or (["qwen2.5-vl-7b"] if args.quick else list(HEADS))
     heads = {n: HEADS[n] for n in names}
     for wname, (Hq, Hkv, D) in heads.items():
-        w = {"heads_q": Hq, "heads_kv": Hkv, "head_dim": D, "calls": [], "layer": []}
+        w = {"heads_q": Hq, "heads_kv": Hkv, "head_dim": D, "calls": [], "layer": [],
+             "cooled": cool_to(args.cool_to)}
+        c = w["cooled"]
+        table.append(f"{wname:<18} starts at {c['after_c']} C (waited {c['wait_s']} s from "
+                     f"{c['before_c']} C; limit {c['limit_c']} C)")
         scale = D ** -0.5
         for rank in (0, args.world - 1):
             q, k, v, recv1, recv2 = rank_tensors(layout, rank, Hq, Hkv, D, dtype)

@@ -45,6 +45,26 @@ def card_temperature_c() -> int | None:
         return None
 
 
+def cool_to(limit_c: int, max_wait_s: float = 120.0) -> dict:
+    """Wait, idle, until the GPU is at or below ``limit_c`` degrees C (at most ``max_wait_s``):
+    benchmarks call it before each workload so that every workload starts from the same card
+    state, whatever ran before it. Returns the temperature before and after and the wait."""
+    import time
+
+    before = card_temperature_c()
+    if before is None or limit_c <= 0:
+        return {"limit_c": limit_c, "before_c": before, "after_c": before, "wait_s": 0.0}
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.monotonic()
+    now = before
+    while now is not None and now > limit_c and time.monotonic() - t0 < max_wait_s:
+        time.sleep(1.0)
+        now = card_temperature_c()
+    return {"limit_c": limit_c, "before_c": before, "after_c": now,
+            "wait_s": round(time.monotonic() - t0, 1)}
+
+
 def card() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 

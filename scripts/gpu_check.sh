@@ -79,7 +79,7 @@ case $MODE in
   sanitize) build && sanitize ;;
   bench) build && step bench 900 python3 benchmarks/bench_kernels.py ;;
   quick) build && gpu_tests; sass; step bench 600 python3 benchmarks/bench_kernels.py --quick ;;
-  all) build && { gpu_tests; sanitize; sass; step bench 330 python3 benchmarks/bench_kernels.py; } ;;
+  all) build && { gpu_tests; sanitize; sass; step bench 420 python3 benchmarks/bench_kernels.py; } ;;
   evidence) build && evidence ;;
 esac
 

@@ -59,3 +59,23 @@ def test_segments_must_continue_in_memory():
     shifted = KeySegments().add(k[:, :16], v[:, :16], diag=0).add(k[:, 16:48], v[:, 16:48],
                                                                    diag=-15)
     assert bk.dense_equivalent(q, shifted) is None
+
+
+def test_cool_to_waits_for_the_limit(monkeypatch):
+    import bench_utils as bu
+
+    temps = iter([68, 60, 52, 45, 44])
+    monkeypatch.setattr(bu, "card_temperature_c", lambda: next(temps))
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    c = bu.cool_to(45)
+    assert (c["before_c"], c["after_c"], c["limit_c"]) == (68, 45, 45)
+    assert next(temps) == 44  # stopped reading once at the limit
+
+
+def test_cool_to_without_a_reading_or_limit(monkeypatch):
+    import bench_utils as bu
+
+    monkeypatch.setattr(bu, "card_temperature_c", lambda: None)
+    assert bu.cool_to(45)["wait_s"] == 0.0
+    monkeypatch.setattr(bu, "card_temperature_c", lambda: 70)
+    assert bu.cool_to(0) == {"limit_c": 0, "before_c": 70, "after_c": 70, "wait_s": 0.0}
