@@ -18,11 +18,13 @@ call on the box, overlaps the previous call, as in a model), contenders timed *i
 sample by sample, since an H100 at its 700 W limit runs from ~1350 to 1980 MHz under sustained
 load and a back-to-back comparison moves by 10 % with the clock; the median SM clock of each
 measurement is recorded. One synchronised call (host glue included) is reported beside.
-Each workload starts from the same card state: the benchmark idles until the GPU is at or
-below --cool-to degrees C (default 45; the card's temperature is recorded with every call).
-Without it the result of a workload depended on how hot the workloads before it had left the
-card: at the 700 W limit a warmer card sustains a lower clock (session 8: the same calls at
-53-56 C and at 68 C differ by up to 10 %, and cuDNN on the same problem moves with them).
+Each workload starts from the state the first one started from: before it the benchmark idles
+until the GPU is back within 3 C of its temperature at the benchmark's start (--cool-to sets
+another limit; the card's temperature is recorded with every call). Without it a workload's
+result depended on how hot the ones before it had left the card: at the 700 W limit a warmer
+card sustains a lower clock (session 8: the same calls at 53-56 C and at 68 C differ by up to
+10 %, and cuDNN on the same problem moves with them; idling to 45 C, reached in 3 s, was not
+enough).
 It also times select_passing (bytes/s against the device copy bandwidth), merge_states, and the
 whole per-rank spava_attention of every rank with received passing blocks synthesised.
 
@@ -294,15 +296,20 @@ def main() -> int:
     parser.add_argument("--heads", nargs="*", choices=list(HEADS), help="workloads to run")
     parser.add_argument("--no-flex", action="store_true")
     parser.add_argument("--no-dense", action="store_true")
-    parser.add_argument("--cool-to", type=int, default=45,
+    parser.add_argument("--cool-to", type=int, default=None,
                         help="idle until the GPU is <= this many degrees C before each "
-                             "workload (0: do not wait)")
+                             "workload (default: its temperature at the start + 3; 0: do not "
+                             "wait)")
     args = parser.parse_args()
     dtype = torch.bfloat16
     reps = 5 if args.quick else 20
     layout = SpavaLayout.auto(args.n + args.question, args.question, args.world)
+    start_c = card_temperature_c()
+    if args.cool_to is None:
+        args.cool_to = start_c + 3 if start_c is not None else 0
     copy_gbs = copy_bandwidth_gbs()
-    result = {"layout": repr(layout), "copy_gb_s": copy_gbs, "workloads": {}}
+    result = {"layout": repr(layout), "copy_gb_s": copy_gbs, "start_temp_c": start_c,
+              "cool_to_c": args.cool_to, "workloads": {}}
     table = []
     names = args.heads or (["qwen2.5-vl-7b"] if args.quick else list(HEADS))
     heads = {n: HEADS[n] for n in names}

@@ -45,7 +45,7 @@ def card_temperature_c() -> int | None:
         return None
 
 
-def cool_to(limit_c: int, max_wait_s: float = 120.0) -> dict:
+def cool_to(limit_c: int, max_wait_s: float = 100.0) -> dict:
     """Wait, idle, until the GPU is at or below ``limit_c`` degrees C (at most ``max_wait_s``):
     benchmarks call it before each workload so that every workload starts from the same card
     state, whatever ran before it. Returns the temperature before and after and the wait."""
