@@ -20,10 +20,14 @@ def main(path: str) -> Path:
     for ax, (name, w) in zip(axes, data["workloads"].items()):
         labels = [f"r{c['rank']} {c['call']}" for c in w["calls"]]
         x = range(len(labels))
-        series = [("spava attn_fwd", "spava"), ("FlexAttention, same mask", "flex")]
+        # attn_fwd alone and sustained (the headline since session 8), then the side-by-side
+        # timings (attn_fwd and FlexAttention interleaved sample by sample: same clocks)
+        series = [("spava attn_fwd, alone (sustained)", lambda c: c["spava"]),
+                  ("spava attn_fwd, side by side", lambda c: c["spava"].get("side_by_side", {})),
+                  ("FlexAttention, same mask, side by side", lambda c: c.get("flex", {}))]
         width = 0.8 / len(series)
-        for i, (label, key) in enumerate(series):
-            vals = [c.get(key, {}).get("tflops", 0) for c in w["calls"]]
+        for i, (label, get) in enumerate(series):
+            vals = [get(c).get("tflops", 0) for c in w["calls"]]
             if any(vals):
                 ax.bar([xi + (i - 1) * width for xi in x], vals, width, label=label)
         for backend, style in (("cudnn", "--"), ("flash", ":")):
