@@ -18,10 +18,11 @@ call on the box, overlaps the previous call, as in a model), contenders timed *i
 sample by sample, since an H100 at its 700 W limit runs from ~1350 to 1980 MHz under sustained
 load and a back-to-back comparison moves by 10 % with the clock; the median SM clock of each
 measurement is recorded. One synchronised call (host glue included) is reported beside.
-The headline rate of each call is attn_fwd alone and sustained (half a second of back-to-back
-calls, then the samples: bench_utils.sustained_time): side by side with slower, lower-power
-contenders a kernel measured up to ~9 % faster, from the power limit's headroom after their
-samples. The side-by-side timings (same clocks) give the ratios to the baselines; where a call
+The headline rate of each call is attn_fwd alone and sustained: half a second of
+back-to-back calls, then three half-second runs of calls queued back to back, time per call
+averaged over them (bench_utils.sustained_time: at the 700 W limit the clock swings for tens to
+hundreds of milliseconds, so short samples scattered by +-8 %, and side by side with slower,
+lower-power contenders a kernel measured up to ~9 % faster). The side-by-side timings (same clocks) give the ratios to the baselines; where a call
 is plain causal attention (rank 0's [anchor | C_0]) cuDNN and flash SDPA run the very same
 problem, and cuDNN is also timed alone, sustained. Each workload starts near the temperature
 the first one started from (idle until within 8 C of it; --cool-to sets another limit; the
@@ -283,7 +284,7 @@ def own_dense(L: int, Hq: int, Hkv: int, D: int, dtype, reps: int) -> dict:
     t = gpu_time_interleaved(fns, warmup=2, repeats=reps)
     pairs = L * (L + 1) // 2
     res = {"tokens": L, **with_rate(t["spava"], pairs, D, Hq)}
-    res["sustained"] = {name: with_rate(sustained_time(fns[name], t[name]["ms"], repeats=reps),
+    res["sustained"] = {name: with_rate(sustained_time(fns[name], t[name]["ms"]),
                                         pairs, D, Hq) for name in ("spava", "cudnn") if name in fns}
     for name in fns:
         if name != "spava":
@@ -356,7 +357,7 @@ def main() -> int:
                 # device time: 4 calls queued per sample, contenders interleaved (same clocks)
                 t = gpu_time_interleaved(fns, repeats=reps, pipelined=4)
                 # the headline: attn_fwd alone, sustained (see sustained_time)
-                alone = sustained_time(fns["spava"], t["spava"]["ms"], repeats=reps)
+                alone = sustained_time(fns["spava"], t["spava"]["ms"])
                 sync = gpu_time(fns["spava"], warmup=1, repeats=reps)  # host glue included
                 entry = {"rank": rank, "call": name, "rows": qr.shape[1], "pairs": pairs,
                          "sm_clock_mhz": t["sm_clock_mhz"], "gpu_temp_c": card_temperature_c(),
@@ -369,7 +370,7 @@ def main() -> int:
                     entry["flex"] = flex_error
                 if "cudnn" in fns:  # the same problem, alone and sustained as well
                     entry["cudnn"]["sustained"] = with_rate(
-                        sustained_time(fns["cudnn"], t["cudnn"]["ms"], repeats=reps), pairs, D, Hq)
+                        sustained_time(fns["cudnn"], t["cudnn"]["ms"]), pairs, D, Hq)
                 t = t["spava"]
                 w["calls"].append(entry)
                 flex = entry.get("flex", {}).get("tflops")

@@ -46,8 +46,9 @@ def _sample_ms(call: Callable[[], None], pipelined: int, clocks: Optional[list] 
 
 
 def _stats(times: list, pipelined: int) -> dict:
-    return {"ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-            "repeats": len(times), "calls_per_sample": pipelined}
+    return {"ms": statistics.median(times), "mean_ms": statistics.fmean(times),
+            "min_ms": min(times), "max_ms": max(times), "repeats": len(times),
+            "calls_per_sample": pipelined}
 
 
 def gpu_time(fn: Callable, args_list: Optional[Sequence[tuple]] = None, warmup: int = 3,
