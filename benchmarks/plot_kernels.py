@@ -41,6 +41,10 @@ def main(path: str) -> Path:
             if tf:
                 ax.axhline(tf, linestyle="-.", color=color, linewidth=1,
                            label=f"dense causal {od['tokens'] // 1024}K, {label} (interleaved)")
+            alone = od.get("sustained", {}).get("spava" if key == "tflops" else key, {})
+            if alone.get("tflops"):
+                ax.axhline(alone["tflops"], linestyle="-", color=color, linewidth=1,
+                           label=f"dense causal {od['tokens'] // 1024}K, {label} (alone, sustained)")
         ax.set_xticks(list(x), labels, rotation=30, ha="right")
         ax.set_title(f"{name} (Hq {w['heads_q']}, Hkv {w['heads_kv']}, D {w['head_dim']})")
     axes[0].set_ylabel("TFLOP/s on allowed pairs")
