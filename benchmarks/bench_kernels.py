@@ -20,14 +20,15 @@ load and a back-to-back comparison moves by 10 % with the clock; the median SM c
 measurement is recorded. One synchronised call (host glue included) is reported beside.
 The headline rate of each call is attn_fwd alone and sustained: half a second of
 back-to-back calls, then three half-second runs of calls queued back to back, time per call
-averaged over them (bench_utils.sustained_time: at the 700 W limit the clock swings for tens to
-hundreds of milliseconds, so short samples scattered by +-8 %, and side by side with slower,
-lower-power contenders a kernel measured up to ~9 % faster). The side-by-side timings (same clocks) give the ratios to the baselines; where a call
-is plain causal attention (rank 0's [anchor | C_0]) cuDNN and flash SDPA run the very same
-problem, and cuDNN is also timed alone, sustained. Each workload starts near the temperature
-the first one started from (idle until within 8 C of it; --cool-to sets another limit; the
-card's temperature is recorded with every call), so that a workload's result depends less on
-how hot the ones before it left the card.
+averaged over them (spava_ext.timing.sustained_time: at the 700 W limit the clock swings for
+tens to hundreds of milliseconds, so short samples scattered by +-8 %, and side by side with
+slower, lower-power contenders a kernel measured up to ~9 % faster). The side-by-side timings
+(same clocks) give the ratios to the baselines; where a call is plain causal attention (rank
+0's [anchor | C_0]) cuDNN and flash SDPA run the very same problem, and cuDNN is also timed
+alone, sustained. Each workload starts near the temperature the first one started from (idle
+until within 8 C of it; --cool-to sets another limit; the card's temperature is recorded with
+every call), so that a workload's result depends less on how hot the ones before it left the
+card.
 It also times select_passing (bytes/s against the device copy bandwidth), merge_states, and the
 whole per-rank spava_attention of every rank with received passing blocks synthesised.
 

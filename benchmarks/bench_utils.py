@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from spava_ext.timing import (capture_graph, gpu_time, gpu_time_interleaved,  # noqa: F401
-                              graph_time)  # (re-exported)
+                              graph_time, sustained_time)  # (re-exported)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,26 +63,6 @@ def cool_to(limit_c: int, max_wait_s: float = 100.0) -> dict:
         now = card_temperature_c()
     return {"limit_c": limit_c, "before_c": before, "after_c": now,
             "wait_s": round(time.monotonic() - t0, 1)}
-
-
-def sustained_time(fn, est_ms: float, windows: int = 3, window_s: float = 0.5,
-                   warm_s: float = 0.5) -> dict:
-    """``fn`` alone under sustained load: ~warm_s seconds of back-to-back calls, then
-    ``windows`` samples of ~window_s seconds each, every sample one run of calls queued back to
-    back between two CUDA events (no gap, no synchronisation inside): ms per call = the
-    device's sustained throughput, averaged over whatever the power limit does meanwhile.
-    Short samples are not enough at the 700 W limit: the clock swings between states for tens
-    to hundreds of milliseconds, so the median of 20 samples of 4 calls landed anywhere in a
-    +-8 % band (session 8: the same call at 589 and 674 TF/s in one run), and side by side
-    with slower, lower-power contenders a kernel measured up to ~9 % faster (the headroom after
-    their samples: the rank-0 call of 3B heads at 584 TF/s beside its plain plan, 637 with
-    cuDNN and flash SDPA between its samples). The benchmarks' headline rates are taken this
-    way; the side-by-side timings (same clocks) give the ratios to the baselines."""
-    calls = max(4, int(window_s * 1e3 / max(est_ms, 1e-3)))
-    for _ in range(max(3, int(warm_s * 1e3 / max(est_ms, 1e-3)))):
-        fn()
-    r = gpu_time(fn, warmup=3, repeats=windows, pipelined=calls)
-    return {**r, "ms": r["mean_ms"], "median_ms": r["ms"]}
 
 
 def card() -> str:

@@ -32,3 +32,16 @@ def test_pipelined_sample_excludes_the_first_calls_host_time():
                                     warmup=3, repeats=6, pipelined=2)
     slow, fast = t["slow_host"]["ms"], t["fast_host"]["ms"]
     assert abs(slow - fast) < 0.05 * fast, (slow, fast)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_sustained_time_is_the_time_per_call():
+    """sustained_time's windows of back-to-back calls give ms per call: a ~1 ms spin kernel
+    measures ~1 ms (not the window, not a sample of 4), like gpu_time's pipelined samples."""
+    cycles = int(1e-3 * timing._MAX_CLOCK_HZ)
+    run = lambda: torch.cuda._sleep(cycles)  # noqa: E731
+    ref = timing.gpu_time(run, warmup=3, repeats=5, pipelined=4)["ms"]
+    t = timing.sustained_time(run, ref, windows=2, window_s=0.05, warm_s=0.02)
+    assert t["calls_per_sample"] == int(50 / ref) and t["repeats"] == 2  # 50 ms windows
+    assert abs(t["ms"] - ref) < 0.1 * ref, (t, ref)
+    assert t["ms"] == pytest.approx(t["mean_ms"])
