@@ -65,9 +65,13 @@ def tflops(pairs: int, D: int, Hq: int, ms: float) -> float:
 
 
 def with_rate(stats: dict, pairs: int, D: int, Hq: int) -> dict:
-    """A contender's timing with its TF/s and its fraction of peak at the clock it ran at."""
+    """A contender's timing with its TF/s, its fraction of peak at the clock it ran at, and
+    (sustained timings where NVML has the energy counter) its TFLOP per joule."""
     tf = tflops(pairs, D, Hq, stats["ms"])
-    return {**stats, "tflops": tf, "peak_fraction": peak_fraction(tf, stats.get("sm_clock_mhz"))}
+    out = {**stats, "tflops": tf, "peak_fraction": peak_fraction(tf, stats.get("sm_clock_mhz"))}
+    if stats.get("joules_per_call"):
+        out["tflop_per_joule"] = 4 * pairs * D * Hq / stats["joules_per_call"] / 1e12
+    return out
 
 
 def pct(r: dict) -> str:
@@ -379,12 +383,16 @@ def main() -> int:
                 same = "".join(f", {b} {entry[b]['tflops']:.0f} (same problem)"
                                for b in ("cudnn", "flash") if b in entry)
                 if "cudnn" in entry:
-                    same += (f"; cudnn on the same problem alone, sustained: "
-                             f"{entry['cudnn']['sustained']['tflops']:.0f}")
+                    cs = entry["cudnn"]["sustained"]
+                    same += (f"; cudnn on the same problem alone, sustained: {cs['tflops']:.0f}"
+                             + (f" ({cs['tflop_per_joule']:.3f} TFLOP/J)"
+                                if cs.get("tflop_per_joule") else ""))
                 side = entry["spava"]["side_by_side"]["tflops"]
+                tfj = entry["spava"].get("tflop_per_joule")
                 table.append(f"{wname:<18} r{rank} {name:<8} {qr.shape[1]:>6} rows "
                              f"{entry['spava']['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f}"
-                             f" TF/s sustained; side by side: attn_fwd {side:.0f}"
+                             f" TF/s sustained" + (f" ({tfj:.3f} TFLOP/J)" if tfj else "")
+                             + f"; side by side: attn_fwd {side:.0f}"
                              + (f", plain plan {plain:.0f}" if plain else "")
                              + (f", flex {flex:.0f}" if flex else "") + same
                              + f" (sync {entry['spava']['sync_ms']:.3f} ms; "
@@ -401,7 +409,9 @@ def main() -> int:
                      + pct(od) + "".join(f", {b} {od[b]['tflops']:.0f}{pct(od[b])}"
                                         for b in ("cudnn", "flash") if b in od)
                      + "; alone, sustained: " + ", ".join(
-                         f"{n} {r['tflops']:.0f}" for n, r in od["sustained"].items())
+                         f"{n} {r['tflops']:.0f}" + (f" ({r['tflop_per_joule']:.3f} TFLOP/J)"
+                                                     if r.get("tflop_per_joule") else "")
+                         for n, r in od["sustained"].items())
                      + " (masked calls / attn_fwd, both sustained: "
                      + ", ".join(f"{c['spava']['tflops'] / od['sustained']['spava']['tflops']:.0%}"
                                  for c in w["calls"] if c["call"] != "question") + ")")

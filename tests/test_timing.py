@@ -45,3 +45,18 @@ def test_sustained_time_is_the_time_per_call():
     assert t["calls_per_sample"] == int(50 / ref) and t["repeats"] == 2  # 50 ms windows
     assert abs(t["ms"] - ref) < 0.1 * ref, (t, ref)
     assert t["ms"] == pytest.approx(t["mean_ms"])
+
+
+def test_sustained_time_energy_per_call(monkeypatch):
+    """With an energy counter, sustained_time reports joules per timed call and the mean power
+    (CPU: the GPU pieces stubbed; the counter reads 0 J before the windows and 12 J after)."""
+    readings = iter([0, 12_000])
+    monkeypatch.setattr(timing, "_energy_mj", lambda: next(readings))
+    monkeypatch.setattr(timing.torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(timing, "gpu_time", lambda fn, warmup, repeats, pipelined: {
+        "ms": 2.0, "mean_ms": 2.1, "min_ms": 2.0, "max_ms": 2.2, "repeats": repeats,
+        "calls_per_sample": pipelined})
+    t = timing.sustained_time(lambda: None, est_ms=1.0, windows=3, window_s=0.01, warm_s=0.0)
+    assert t["ms"] == 2.1 and t["median_ms"] == 2.0
+    assert t["joules_per_call"] == pytest.approx(12.0 / (3 * 10 + 3))
+    assert t["power_w"] > 0

@@ -87,8 +87,27 @@ def sustained_time(fn: Callable[[], None], est_ms: float, windows: int = 3,
     calls = max(4, int(window_s * 1e3 / max(est_ms, 1e-3)))
     for _ in range(max(3, int(warm_s * 1e3 / max(est_ms, 1e-3)))):
         fn()
+    torch.cuda.synchronize()
+    e0, t0 = _energy_mj(), time.perf_counter()
     r = gpu_time(fn, warmup=3, repeats=windows, pipelined=calls)
-    return {**r, "ms": r["mean_ms"], "median_ms": r["ms"]}
+    e1, t1 = _energy_mj(), time.perf_counter()
+    out = {**r, "ms": r["mean_ms"], "median_ms": r["ms"]}
+    if e0 is not None and e1 is not None and e1 > e0:
+        # the card's energy over the windows (and gpu_time's 3 warm-up calls): joules per call
+        # and the mean power; under the power limit, FLOP per joule is what a kernel can improve
+        out["joules_per_call"] = (e1 - e0) * 1e-3 / (windows * calls + 3)
+        out["power_w"] = (e1 - e0) * 1e-3 / (t1 - t0)
+    return out
+
+
+def _energy_mj() -> Optional[int]:
+    """The GPU's energy counter (NVML, millijoules since the driver loaded), or None."""
+    try:
+        import pynvml
+
+        return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(torch.cuda._get_pynvml_handler()))
+    except Exception:  # no NVML / pynvml, or a card without the counter
+        return None
 
 
 def capture_graph(fns: Sequence[Callable[[], None]]) -> torch.cuda.CUDAGraph:
