@@ -135,14 +135,22 @@ def dense_equivalent(qr, keys):
                  for t in (keys.k, keys.v))
 
 
-def sdpa_runner(qr, k, v, backend):
-    """Dense causal SDPA (``backend``) over q rows / k / v [B, L, H, D] (transposed views)."""
+def sdpa_fns(qr, k, v) -> dict:
+    """Dense causal SDPA over q rows / k / v [B, L, H, D] (transposed views): ``{"cudnn": fn,
+    "flash": fn}`` for the backends that accept the shape (each run once here)."""
     qt, kt, vt = (x.transpose(1, 2) for x in (qr, k, v))
-
-    def run():
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
-    return run
+    fns = {}
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION),
+                          ("flash", SDPBackend.FLASH_ATTENTION)):
+        def run(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
+        try:
+            run()
+        except RuntimeError:  # a backend that refuses the shape is left out
+            continue
+        fns[name] = run
+    return fns
 
 
 def flex_runner(qr, keys, scale):
@@ -274,18 +282,7 @@ def own_dense(L: int, Hq: int, Hkv: int, D: int, dtype, reps: int) -> dict:
     k = torch.randn(1, L, Hkv, D, device="cuda", dtype=dtype)
     v = torch.randn(1, L, Hkv, D, device="cuda", dtype=dtype)
     out = torch.empty_like(q)
-    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
-    fns = {"spava": lambda: ops.attn_fwd(q, [k], [v], [0], [0], out=out)}
-    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION),
-                          ("flash", SDPBackend.FLASH_ATTENTION)):
-        def run(backend=backend):
-            with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
-        try:
-            run()
-        except RuntimeError:  # a backend that refuses the shape is left out
-            continue
-        fns[name] = run
+    fns = {"spava": lambda: ops.attn_fwd(q, [k], [v], [0], [0], out=out), **sdpa_fns(q, k, v)}
     t = gpu_time_interleaved(fns, warmup=2, repeats=reps)
     pairs = L * (L + 1) // 2
     res = {"tokens": L, **with_rate(t["spava"], pairs, D, Hq)}
@@ -343,13 +340,7 @@ def main() -> int:
                     fns["plain_plan"] = plain_plan(fns["spava"])  # rounds, no tail split)
                 dense_kv = dense_equivalent(qr, keys)
                 if dense_kv is not None:  # the same problem, dense: SDPA side by side
-                    for b, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION),
-                                       ("flash", SDPBackend.FLASH_ATTENTION)):
-                        try:
-                            sdpa_runner(qr, *dense_kv, backend)()
-                            fns[b] = sdpa_runner(qr, *dense_kv, backend)
-                        except RuntimeError:  # a backend that refuses the shape is left out
-                            pass
+                    fns.update(sdpa_fns(qr, *dense_kv))
                 want_flex = not args.no_flex and wname == "qwen2.5-vl-7b" and name != "question"
                 flex_error = None
                 if want_flex:

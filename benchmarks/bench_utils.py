@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 import torch
 
@@ -36,9 +37,8 @@ def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
 
 
 def card_temperature_c() -> int | None:
-    """The GPU's temperature (NVML, degrees C), None where it cannot be read. At the 700 W cap
-    the clock a kernel sustains falls as the card warms (leakage), so the benchmarks record it
-    next to each call."""
+    """The GPU's temperature (NVML, degrees C), None where it cannot be read; the benchmarks
+    record it next to each call (at the 700 W limit the card's state moves the clock)."""
     try:
         return int(torch.cuda.temperature())
     except Exception:  # no NVML / pynvml
@@ -47,10 +47,9 @@ def card_temperature_c() -> int | None:
 
 def cool_to(limit_c: int, max_wait_s: float = 100.0) -> dict:
     """Wait, idle, until the GPU is at or below ``limit_c`` degrees C (at most ``max_wait_s``):
-    benchmarks call it before each workload so that every workload starts from the same card
-    state, whatever ran before it. Returns the temperature before and after and the wait."""
-    import time
-
+    benchmarks call it before each workload so that every workload starts near the same
+    temperature, whatever ran before it. Returns the temperature before and after and the
+    wait."""
     before = card_temperature_c()
     if before is None or limit_c <= 0:
         return {"limit_c": limit_c, "before_c": before, "after_c": before, "wait_s": 0.0}

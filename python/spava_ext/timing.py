@@ -84,8 +84,9 @@ def sustained_time(fn: Callable[[], None], est_ms: float, windows: int = 3,
     their samples: the rank-0 call of 3B heads at 584 TF/s beside its plain plan, 637 with
     cuDNN and flash SDPA between its samples). The benchmarks' headline rates are taken this
     way; the side-by-side timings (same clocks) give the ratios to the baselines."""
-    calls = max(4, int(window_s * 1e3 / max(est_ms, 1e-3)))
-    for _ in range(max(3, int(warm_s * 1e3 / max(est_ms, 1e-3)))):
+    per_ms = max(est_ms, 1e-3)
+    calls = max(4, int(window_s * 1e3 / per_ms))
+    for _ in range(max(3, int(warm_s * 1e3 / per_ms))):
         fn()
     torch.cuda.synchronize()
     e0, t0 = _energy_mj(), time.perf_counter()
