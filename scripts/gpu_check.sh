@@ -47,7 +47,8 @@ build() {
 
 gpu_tests() {
   step tests 400 python3 -m pytest -q --timeout 120 tests/test_cuda.py tests/test_attn_group.py \
-    tests/test_ops.py tests/test_opcheck.py tests/test_reference.py tests/test_timing.py
+    tests/test_attn_pairs.py tests/test_ops.py tests/test_opcheck.py tests/test_reference.py \
+    tests/test_timing.py
 }
 
 sanitize() {

@@ -21,6 +21,10 @@ def attn() -> None:
         # more units (256) than CTAs: a CTA reuses its output tile across units
         q = torch.randn(1, 2000, 16, D, device="cuda", dtype=torch.bfloat16)
         ops.attn_fwd(q, [k], [v], [0], [ops.FULL])
+        # CTA pairs (D % 64 == 0): groups of 7 heads, so some pairs share K / V (multicast)
+        # and some straddle two kv heads
+        q = torch.randn(1, 300, 14, D, device="cuda", dtype=torch.bfloat16)
+        ops.attn_fwd(q, [k[:, :150]], [v[:, :150]], [0], [0])
     torch.cuda.synchronize()
 
 

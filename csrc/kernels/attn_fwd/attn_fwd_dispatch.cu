@@ -1,4 +1,5 @@
 // run_attn_fwd: runtime (dtype, head dim) -> the compiled instantiation.
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -42,6 +43,27 @@ void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream) {
 }
 
 }  // namespace
+
+namespace {
+constexpr int kMaxDevices = 64;
+std::atomic<int> g_max_pairs[kMaxDevices];  // per device, recorded by the launchers
+}  // namespace
+
+void set_attn_fwd_max_pairs(int device, int pairs) {
+  if (device >= 0 && device < kMaxDevices) {
+    // the smallest over the compiled kernels (they all run one CTA per SM): recorded + 1
+    const int prev = g_max_pairs[device].load();
+    if (prev == 0 || pairs + 1 < prev) g_max_pairs[device].store(pairs + 1);
+  }
+}
+
+int attn_fwd_max_pairs() {
+  prepare_attn_fwd();
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 0;
+  const int recorded = g_max_pairs[device].load();
+  return recorded > 0 ? recorded - 1 : 0;
+}
 
 void prepare_attn_fwd() {
   AttnFwdParams p{};  // no units: each instantiation only prepares its kernel

@@ -8,8 +8,9 @@
 //       (work_unit.h) and TMA-loads its Q once the consumers have released the previous Q
 //       (q_empty), then every visible (segment, key tile) pair's K and V into a kStages ring;
 //       waits for a problem's ready flag before its first K / V load (once per problem). Ring
-//       barriers per stage: k_full/v_full (1 arrival + TMA bytes), k_empty/v_empty (every
-//       consumer thread arrives when done reading); the ring position runs on across units.
+//       barriers per stage: k_full/v_full (1 arrival + TMA bytes), k_empty/v_empty (one
+//       arrival per consumer warpgroup when done reading, of both CTAs of a pair: pair.cuh);
+//       the ring position runs on across units.
 //   WG1.. (consumers): 64 query rows each. With Cfg::kQInRegs (D = 128) a consumer first copies
 //       its Q rows into registers (the A operand of an RS wgmma) and releases Q at once (the
 //       producer then loads the next unit's Q); else S reads Q from shared memory and Q is
@@ -58,6 +59,42 @@ __device__ __forceinline__ void tma_load_tile(const CUtensorMap* map, uint64_t* 
   }
 }
 
+// CTA pairs (pair.cuh): K / V tile `s` (kBlockN rows from row0) through tensor maps of
+// kHalfRows-row boxes. Multicast: this CTA's half (rows [kHalfRows * rank, + kHalfRows)) into
+// the same stage of both CTAs; else both halves into this CTA's stage.
+template <class Cfg, class SmemTile>
+__device__ __forceinline__ void tma_load_tile_pair(const CUtensorMap* map, uint64_t* bar,
+                                                   SmemTile s, int head, int row0, int batch,
+                                                   bool multicast, int rank) {
+  constexpr int kHalf = Cfg::kHalfRows;
+  const uint64_t hint = uint64_t(TMA::CacheHintSm90::EVICT_NORMAL);
+  if (multicast) {
+#pragma unroll
+    for (int c = 0; c < Cfg::kBoxes; ++c) {
+      SM90_TMA_LOAD_MULTICAST_4D::copy(map, bar, uint16_t(0b11), hint,
+                                       &s(kHalf * rank, c * Cfg::kBoxCols), c * Cfg::kBoxCols,
+                                       head, row0 + kHalf * rank, batch);
+    }
+    return;
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int c = 0; c < Cfg::kBoxes; ++c) {
+      SM90_TMA_LOAD_4D::copy(map, bar, hint, &s(kHalf * h, c * Cfg::kBoxCols), c * Cfg::kBoxCols,
+                             head, row0 + kHalf * h, batch);
+    }
+  }
+}
+
+// A consumer warpgroup's release of a K / V stage: one arrival on the stage's empty barrier in
+// each CTA that writes into this CTA's stage (`ctas`: 1, or 2 in a pair), by lane 0 of warp r
+// for CTA r. One thread suffices: the wgmma that read the stage has completed for the whole
+// warpgroup once any of its threads has waited for it.
+__device__ __forceinline__ void release_stage(const uint64_t* bar, int wtid, int ctas) {
+  if (wtid % 32 == 0 && wtid / 32 < ctas) arrive_cluster_stage(bar, uint32_t(wtid / 32));
+}
+
 // Hands unit u (-1: the end) to the consumers as the k-th unit of this CTA: fills slot k % 2
 // and loads its Q (Q's buffer is free: the consumers arrived on q_empty for unit k - 1).
 template <class Cfg>
@@ -94,9 +131,12 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
   Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Cfg::SmemLayoutKV{});
   Tensor sV = make_tensor(make_smem_ptr(smem.v), typename Cfg::SmemLayoutKV{});
   UnitPicker picker;
-  int u = picker.claim(p, 0);
+  int claims = 0;  // claims made (pairs under the counter: messages sent or received)
+  int u = picker.claim(p, claims++, smem.mail);
   if (u >= 0 && !picker.keys_ready(p, u)) u = -1;
   publish_unit<Cfg>(tp, smem, 0, u);
+  const int rank = p.pairs ? int(cluster_cta_rank()) : 0;
+  const int group = p.heads_q / p.heads_kv;
   int t = 0;  // ring position: key tiles loaded before
   for (int k = 0; u >= 0; ++k) {
     const WorkUnit w = smem.slots[k & 1].w;
@@ -109,13 +149,15 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
     auto look_ahead = [&] {
       Barrier::wait(&smem.q_empty, k & 1);  // the consumers are done with unit k's Q
       trace(0, k, kEvQInRegs);
-      next = picker.claim(p, k + 1);
+      next = picker.claim(p, claims++, smem.mail);
       if (next < 0 || picker.ready_known(p, next)) {
         publish_unit<Cfg>(tp, smem, k + 1, next);
         published = true;
       }
     };
     if (early == 0) look_ahead();
+    // a pair whose two query heads read one kv head shares every K / V tile (multicast)
+    const bool multicast = p.pairs && (w.hq ^ 1) / group == w.hk;
     TileCursor cur(p.problems[w.problem]);
     for (int i = 0; i < w.range.begin; ++i) cur.advance<kBlockN>(p, w.m0, w.m_last);
     for (int i = 0; i < count; ++i, ++t) {
@@ -123,10 +165,20 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
       const int stage = t % kStages, n0 = cur.tile * kBlockN;
       if (t >= kStages) Barrier::wait(&smem.k_empty[stage], ((t / kStages) - 1) & 1);
       Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
-      tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b);
+      if (p.pairs) {
+        tma_load_tile_pair<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0,
+                                w.b, multicast, rank);
+      } else {
+        tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b);
+      }
       if (t >= kStages) Barrier::wait(&smem.v_empty[stage], ((t / kStages) - 1) & 1);
       Barrier::arrive_and_expect_tx(&smem.v_full[stage], Cfg::kTileBytes);
-      tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b);
+      if (p.pairs) {
+        tma_load_tile_pair<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0,
+                                w.b, multicast, rank);
+      } else {
+        tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b);
+      }
       if (i + 1 == early) look_ahead();
     }
     trace(0, k, kEvFirstTurn);
@@ -135,6 +187,13 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
       publish_unit<Cfg>(tp, smem, k + 1, next);
     }
     u = next;
+  }
+  if (p.pairs) {  // stay until both CTAs released every stage this one filled (pair.cuh)
+    for (int j = t > kStages ? t - kStages : 0; j < t; ++j) {
+      Barrier::wait(&smem.k_empty[j % kStages], (j / kStages) & 1);
+      Barrier::wait(&smem.v_empty[j % kStages], (j / kStages) & 1);
+    }
+    if (rank == 0 && p.sched != nullptr) smem.mail.drain(claims - 1);
   }
 }
 
@@ -153,6 +212,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   const AttnProblem& pr = p.problems[w.problem];
   const int wtid = threadIdx.x % 128;
   const int row0 = w.m0 + 64 * wg;  // first query row of this warpgroup
+  const int kv_ctas = p.pairs ? 2 : 1;  // CTAs whose producers write this CTA's K / V stages
 
   Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemLayoutQ{});
   Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, 0));
@@ -259,7 +319,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
     trace(wg + 1, k, kEvFirstS);
-    Barrier::arrive(&smem.k_empty[prev_stage]);
+    release_stage(&smem.k_empty[prev_stage], wtid, kv_ctas);
     if (n == 1 && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
     mask_and_softmax(cur);
     p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
@@ -277,14 +337,14 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
       if (!last_wg || i + 1 < n) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
       warpgroup_wait<1>();  // S_i is ready; P V may still run
       warpgroup_fence_operand(tSrS);
-      Barrier::arrive(&smem.k_empty[stage]);
+      release_stage(&smem.k_empty[stage], wtid, kv_ctas);
       if (i + 1 == n && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
       mask_and_softmax(cur);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
       // P's registers were an operand of the finished GEMM: pin them before overwriting
       warpgroup_fence_operand(tOrP);
-      Barrier::arrive(&smem.v_empty[prev_stage]);
+      release_stage(&smem.v_empty[prev_stage], wtid, kv_ctas);
       p_frag = to_t(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
       prev_stage = stage;
       prev_phase = phase;
@@ -295,7 +355,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     issue_pv(prev_stage);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
-    Barrier::arrive(&smem.v_empty[prev_stage]);
+    release_stage(&smem.v_empty[prev_stage], wtid, kv_ctas);
     trace(wg + 1, k, kEvLastPv);
   }
 
@@ -314,17 +374,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int warp_group = threadIdx.x / 128;
 
   if (threadIdx.x == 0) {
+    // a stage's empty barrier: one arrival per consumer warpgroup of each CTA loading into it
+    const int releases = Cfg::kConsumerWarpGroups * (tp.p.pairs ? 2 : 1);
     Barrier::init(&smem.q_full, 1);
     Barrier::init(&smem.q_empty, Cfg::kConsumerThreads);
     for (int s = 0; s < Cfg::kStages; ++s) {
       Barrier::init(&smem.k_full[s], 1);
       Barrier::init(&smem.v_full[s], 1);
-      Barrier::init(&smem.k_empty[s], Cfg::kConsumerThreads);
-      Barrier::init(&smem.v_empty[s], Cfg::kConsumerThreads);
+      Barrier::init(&smem.k_empty[s], releases);
+      Barrier::init(&smem.v_empty[s], releases);
     }
+    if (tp.p.pairs) smem.mail.init();
     cutlass::arch::fence_barrier_init();
   }
-  __syncthreads();
+  if (tp.p.pairs) {
+    cluster_sync_all();  // the partner's barriers are initialised before any remote use
+  } else {
+    __syncthreads();
+  }
   span_start();
 
   if (warp_group == 0) {

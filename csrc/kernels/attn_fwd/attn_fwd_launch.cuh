@@ -8,6 +8,9 @@
 #include <vector>
 #endif
 
+#include <atomic>
+#include <string>
+
 #include "attn_fwd/attn_fwd.h"
 #include "attn_fwd/attn_fwd_kernel_sm90.cuh"
 #include "attn_fwd/config.h"
@@ -54,11 +57,55 @@ inline void merge_splits(const AttnFwdParams& params, const AttnProblem& pr, cud
 
 // `params` must come from plan_attn_fwd (units, split workspaces). With no units it only
 // prepares the kernel on the current device.
+// A launch of `ctas` CTAs of Cfg's kernel in clusters of 2 (CTA pairs); `attr` holds the
+// cluster shape and must outlive the launch.
+template <class Cfg>
+cudaLaunchConfig_t pair_launch_config(int ctas, cudaStream_t stream, cudaLaunchAttribute& attr) {
+  attr = cudaLaunchAttribute{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 2;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(ctas);
+  cfg.blockDim = dim3(Cfg::kThreads);
+  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
+// Clusters of 2 CTAs of this kernel that fit on the current device at once (once per device,
+// d < 64), recorded for attn_fwd_max_pairs: the CTA pairs of a persistent grid.
+template <class Cfg>
+void record_max_pairs() {
+  static std::atomic<uint64_t> done{0};  // bit d: recorded on device d
+  int device = 0;
+  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+  if (done.load(std::memory_order_relaxed) & bit) return;
+  int num_sms = 0, pairs = 0;
+  SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = pair_launch_config<Cfg>(num_sms / 2 * 2, nullptr, attr);
+  if (cudaOccupancyMaxActiveClusters(&pairs, attn::attn_fwd_sm90_ws_kernel<Cfg>, &cfg) !=
+      cudaSuccess) {
+    (void)cudaGetLastError();  // no clusters here: the launches run unpaired
+    pairs = 0;
+  }
+  set_attn_fwd_max_pairs(device, pairs);
+  done.fetch_or(bit, std::memory_order_relaxed);
+}
+
 template <typename T, int kHeadDim>
 void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   using Cfg = attn::Sm90WsConfig<T, kHeadDim>;
   set_max_dynamic_smem<attn::attn_fwd_sm90_ws_kernel<Cfg>>(Cfg::kSmemBytes);  // and load it
+  record_max_pairs<Cfg>();
   if (params.num_units == 0) return;
+  // CTA pairs load K / V in half tiles (pair.cuh)
+  const int kv_box_rows = params.pairs ? Cfg::kHalfRows : Cfg::kBlockN;
   AttnFwdTmaParams tp;
   tp.p = params;
   for (int i = 0; i < params.num_problems; ++i) {
@@ -89,21 +136,20 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
     const KvSegment& seg = params.segments[s];
     tp.k[s] = make_rows_tensor_map(seg.k, params.dtype, params.batch, seg.len, params.heads_kv,
                                    kHeadDim, seg.k_batch_stride, seg.k_row_stride,
-                                   seg.k_head_stride, Cfg::kBoxCols, Cfg::kBlockN,
+                                   seg.k_head_stride, Cfg::kBoxCols, kv_box_rows,
                                    Cfg::kSwizzleBytes);
     tp.v[s] = make_rows_tensor_map(seg.v, params.dtype, params.batch, seg.len, params.heads_kv,
                                    kHeadDim, seg.v_batch_stride, seg.v_row_stride,
-                                   seg.v_head_stride, Cfg::kBoxCols, Cfg::kBlockN,
+                                   seg.v_head_stride, Cfg::kBoxCols, kv_box_rows,
                                    Cfg::kSwizzleBytes);
   }
   auto kernel = attn::attn_fwd_sm90_ws_kernel<Cfg>;
-  // Persistent grid: one CTA per SM (192 KB of smem at D = 128 and the whole register file
-  // each), fewer when max_ctas leaves SMs to other kernels (e.g. the collectives a ready flag
-  // waits for).
-  int device = 0, num_sms = 0;
-  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
-  SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  const int ctas = attn_fwd_grid_ctas(params.num_units, num_sms, params.max_ctas);
+  // Persistent grid (plan_attn_fwd): one CTA per SM (192 KB of smem at D = 128 and the whole
+  // register file each), fewer when max_ctas leaves SMs to other kernels (e.g. the collectives
+  // a ready flag waits for); clusters of 2 with CTA pairs.
+  const int ctas = params.grid_ctas;
+  SPAVA_HOST_CHECK(ctas >= 1 && (!params.pairs || ctas % 2 == 0),
+                   "attn_fwd: params.grid_ctas " + std::to_string(ctas) + " is not a valid grid");
 #ifdef SPAVA_ATTN_TRACE
   const char* trace_file = std::getenv("SPAVA_TRACE_FILE");
   if (trace_file != nullptr) {
@@ -114,7 +160,13 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
     SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(attn::g_attn_span), stream));
   }
 #endif
-  kernel<<<ctas, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
+  if (params.pairs) {
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg = pair_launch_config<Cfg>(ctas, stream, attr);
+    SPAVA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, tp));
+  } else {
+    kernel<<<ctas, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
+  }
   SPAVA_CUDA_CHECK(cudaGetLastError());
 #ifdef SPAVA_ATTN_TRACE
   if (trace_file != nullptr) {  // this launch's stamps, then its spans (trace.cuh), raw uint64

@@ -1,8 +1,9 @@
 // plan_attn_fwd: the schedule of one attn_fwd launch (host only).
 //
 // Units (scheduler.cuh) are 128 (D = 64: 192) query rows x one head x one batch entry, handed to
-// a persistent grid of C = min(units, SMs, max_ctas) CTAs. Two things decide how well the grid
-// is used, and the plan picks both:
+// a persistent grid of C = min(units, SMs, max_ctas) CTAs; with CTA pairs (pair.cuh: even
+// heads_q, D a multiple of 64, no ready flags) pairs of units to C / 2 clusters of 2 CTAs, and the model below
+// runs on pairs. Two things decide how well the grid is used, and the plan picks both:
 //  * Split-KV. A launch with fewer units than SMs cuts every query tile's key tiles into up to 32
 //    ranges (about two waves). A launch of several rounds whose last round leaves CTAs idle (a
 //    "tail": e.g. 1008 units of ~170 key tiles on 132 CTAs: the 8th round is 64 % full, ~3.8 %
@@ -19,6 +20,8 @@
 #include <functional>
 #include <map>
 #include <queue>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "attn_fwd/attn_fwd.h"
@@ -89,6 +92,28 @@ bool plain_plan_forced() {
   return v != nullptr && std::strcmp(v, "static") == 0;
 }
 
+// SPAVA_ATTN_PAIRS: unset (or other values) = CTA pairs where possible; 0 = never (A/B
+// timing); 1 = required: a launch that cannot run as pairs throws, naming why.
+int pairs_env() {
+  const char* v = std::getenv("SPAVA_ATTN_PAIRS");
+  if (v == nullptr) return -1;
+  return std::strcmp(v, "0") == 0 ? 0 : std::strcmp(v, "1") == 0 ? 1 : -1;
+}
+
+// Why a launch cannot run as CTA pairs ("": it can).
+std::string pairs_blocker(const AttnFwdParams& p, int max_pairs, bool ready) {
+  if (max_pairs <= 0) return "no cluster of 2 CTAs fits on this device";
+  if (p.heads_q % 2 != 0) return "heads_q = " + std::to_string(p.heads_q) + " is odd";
+  // head dims without the 128-byte swizzle load K / V in narrow boxes (D = 80: 5 boxes of 16
+  // columns per half tile); paired, D = 80 measured 7.7 % slower (NOTES.md, session 9)
+  if (p.head_dim % 64 != 0) {
+    return "head_dim = " + std::to_string(p.head_dim) + " is not a multiple of 64";
+  }
+  if (ready) return "a problem waits for a ready flag";
+  if (p.max_ctas == 1) return "max_ctas = 1";
+  return "";
+}
+
 // The best plan for a launch of several rounds, by the model.
 Plan choose_plan(const TileCounts& tiles, int heads_batch, int ctas) {
   Plan best;
@@ -126,7 +151,7 @@ Plan choose_plan(const TileCounts& tiles, int heads_batch, int ctas) {
 using PlanKey = std::vector<int64_t>;
 
 PlanKey plan_key(const AttnFwdParams& p, int ctas) {
-  PlanKey k{ctas, p.batch, p.heads_q, p.head_dim, p.num_problems};
+  PlanKey k{ctas, p.pairs, p.batch, p.heads_q, p.head_dim, p.num_problems};
   for (int i = 0; i < p.num_problems; ++i) {
     const AttnProblem& pr = p.problems[i];
     k.insert(k.end(), {pr.q_len, pr.seg_begin, pr.num_segments});
@@ -138,12 +163,13 @@ PlanKey plan_key(const AttnFwdParams& p, int ctas) {
 
 }  // namespace
 
-void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
+void plan_attn_fwd(AttnFwdParams& p, int num_sms, int max_pairs) {
   const int kBlockM = attn::attn_block_m(p.head_dim);  // tiles of config.h
   constexpr int kBlockN = attn::kAttnBlockN;
   const int heads_batch = p.heads_q * p.batch;
   int base_units = 0;  // units without split-KV
   bool flags = false;  // ready or done flags: the plan stays static, without a tail split
+  bool ready = false;  // ready flags: no CTA pairs (a pair cannot give a unit back alone)
   for (int i = 0; i < p.num_problems; ++i) {
     AttnProblem& pr = p.problems[i];
     pr.m_blocks = (pr.q_len + kBlockM - 1) / kBlockM;
@@ -151,21 +177,32 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
     pr.split_m_blocks = 0;
     base_units += pr.m_blocks * heads_batch;
     flags |= pr.ready != nullptr || pr.done != nullptr;
+    ready |= pr.ready != nullptr;
   }
   p.wants_sched = false;
-  const int ctas = attn_fwd_grid_ctas(base_units, num_sms, p.max_ctas);
+  // CTA pairs (pair.cuh): units 2v, 2v + 1 are two heads of one query tile, on `slots` CTAs
+  const std::string blocker = pairs_blocker(p, max_pairs, ready);
+  const int env = pairs_env();
+  if (env == 1 && !blocker.empty()) {
+    throw std::invalid_argument("attn_fwd: SPAVA_ATTN_PAIRS=1 asks for CTA pairs, but " +
+                                blocker);
+  }
+  p.pairs = blocker.empty() && env != 0;
+  const int per_claim = p.pairs ? 2 : 1;
+  const int slots = p.pairs ? 2 * std::min(max_pairs, num_sms / 2) : num_sms;
+  const int ctas = attn_fwd_grid_ctas(base_units, slots, p.max_ctas, p.pairs);
   // Split-KV not with a sched workspace (the partials of a split must not span two launches)
   // nor with done flags (the merge after the kernel would write rows already reported done).
   // The counter and tail splits not with ready flags either (the counter defers units whose
   // flag is late, for a finishing launch that only the caller can queue).
-  if (p.sched == nullptr && base_units > 0 && base_units < num_sms) {  // small grid: split all
+  if (p.sched == nullptr && base_units > 0 && base_units < slots) {  // small grid: split all
     for (int i = 0; i < p.num_problems; ++i) {
       AttnProblem& pr = p.problems[i];
       if (pr.m_blocks == 0 || pr.done != nullptr) continue;
       // the longest query tile (the last one) bounds the useful split
       const int tiles = attn::SegmentMask::total_tiles<kBlockN>(
           p, pr, (pr.m_blocks - 1) * kBlockM, pr.q_len - 1);
-      const int want = (2 * num_sms + base_units - 1) / base_units;  // about two waves
+      const int want = (2 * slots + base_units - 1) / base_units;  // about two waves
       pr.num_splits = std::max(1, std::min({want, tiles / 4, 32}));
       pr.split_m_blocks = pr.num_splits > 1 ? pr.m_blocks : 0;
     }
@@ -183,7 +220,9 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
               p, pr, m * kBlockM, std::min(pr.q_len, (m + 1) * kBlockM) - 1));
       }
       if (cache.size() >= 256) cache.clear();
-      it = cache.emplace(key, choose_plan(tiles, heads_batch, ctas)).first;
+      // with pairs the model schedules pairs of equal units on pairs of CTAs
+      it = cache.emplace(key, choose_plan(tiles, heads_batch / per_claim, ctas / per_claim))
+               .first;
     }
     const Plan& plan = it->second;
     if (plan.split_tiles > 0) {
@@ -201,6 +240,7 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms) {
     pr.units = (pr.m_blocks + (pr.num_splits - 1) * pr.split_m_blocks) * heads_batch;
     p.num_units += pr.units;
   }
+  p.grid_ctas = attn_fwd_grid_ctas(p.num_units, slots, p.max_ctas, p.pairs);
 }
 
 }  // namespace spava

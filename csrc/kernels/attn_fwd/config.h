@@ -7,6 +7,7 @@
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/arch/mma_sm90.hpp>
 
+#include "attn_fwd/pair.cuh"
 #include "attn_fwd/work_unit.h"
 
 namespace spava::attn {
@@ -104,9 +105,11 @@ struct Sm90WsConfig {
     alignas(8) uint64_t q_full, q_empty;
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
     UnitSlot slots[2];  // by unit parity: the unit being loaded / computed (work_unit.h)
+    PairMailbox mail;   // CTA pairs under the atomic counter: the leader's claims (pair.cuh)
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static constexpr uint32_t kTileBytes = kBlockN * kHeadDim * sizeof(T);
+  static constexpr int kHalfRows = kBlockN / 2;  // rows of K / V one CTA of a pair loads
   static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(T);
 };
 

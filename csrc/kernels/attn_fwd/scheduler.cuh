@@ -1,7 +1,7 @@
 // The persistent schedule of attn_fwd: a launch's work is a list of units
 //   unit = (problem, query tile, split, head, batch),
-// numbered problem by problem (in the caller's order), and inside a problem with the batch
-// fastest, then the head, the split, and the query tile slowest, last tile first (causal rows
+// numbered problem by problem (in the caller's order), and inside a problem with the head
+// fastest, then the batch, the split, and the query tile slowest, last tile first (causal rows
 // see the most keys in the last tiles: longest first); the tiles [0, split_m_blocks) that
 // plan_attn_fwd splits (split-KV) come last, num_splits units each. Consecutive units share a
 // query tile and a GQA group's K/V, which keeps them in L2 while a wave of CTAs reads them.
@@ -11,11 +11,14 @@
 //            k is odd), which evens out the sums of a sorted list;
 //   dynamic: an atomic counter hands out units in order; units a CTA gave back (ready flag not
 //            set in time) are handed out first by the finishing launch.
+// With CTA pairs (params.pairs, pair.cuh) the same is done with pairs of units (2v, 2v + 1)
+// and pairs of CTAs: the static picker over the grid's clusters, the counter by the leader.
 #pragma once
 
 #include <cstdint>
 
 #include "attn_fwd/mask.cuh"
+#include "attn_fwd/pair.cuh"
 #include "attn_fwd/work_unit.h"
 #include "spava/attn_params.h"
 
@@ -39,10 +42,10 @@ __device__ __forceinline__ WorkUnit decode_unit(const AttnFwdParams& p, int u) {
   int local = u - pr.unit_begin;
   WorkUnit w;
   w.problem = pi;
-  w.b = local % p.batch;
-  local /= p.batch;
   w.hq = local % p.heads_q;
   local /= p.heads_q;
+  w.b = local % p.batch;
+  local /= p.batch;
   // local now numbers (query tile, split): the whole tiles [split_m_blocks, m_blocks) first,
   // last tile first, then the split tiles [0, split_m_blocks), num_splits units each
   const int whole = pr.m_blocks - pr.split_m_blocks;
@@ -99,19 +102,29 @@ struct UnitPicker {
   unsigned ready_seen = 0;  // problems whose ready flag this CTA has seen set
 
   // The k-th unit of this CTA, or -1 when none is left. Reads no flag: call keys_ready(u)
-  // before the first K / V load of u (ready_known(u) tells whether that can wait).
-  __device__ __forceinline__ int claim(const AttnFwdParams& p, int k) {
+  // before the first K / V load of u (ready_known(u) tells whether that can wait). With CTA
+  // pairs the counter's claims go through `mail` (the partner's mailbox of pair.cuh): every
+  // CTA of the grid must call claim for k = 0, 1, ... until it returns -1.
+  __device__ __forceinline__ int claim(const AttnFwdParams& p, int k, PairMailbox& mail) {
+    const int per_claim = p.pairs ? 2 : 1;                 // units per claim
+    const int rank = p.pairs ? int(cluster_cta_rank()) : 0;
+    const int claims = p.num_units / per_claim;
     int u;
     int* st = p.sched;
     if (st == nullptr) {
-      u = unit_of_round(k, blockIdx.x, gridDim.x);
+      u = unit_of_round(k, blockIdx.x / per_claim, gridDim.x / per_claim);
+    } else if (rank == 1) {  // the leader's claim
+      u = mail.receive(k);
+      return u < 0 ? -1 : 2 * u + 1;
     } else if (p.finish) {  // deferred units first, then those never handed out
       const int d = atomicAdd(st + 2, 1);
       u = d < st[1] ? st[kAttnSchedHeader + d] : atomicAdd(st, 1);
     } else {
       u = atomicAdd(st, 1);
     }
-    return u < p.num_units ? u : -1;
+    u = u < claims ? u : -1;
+    if (p.pairs && st != nullptr) mail.send(k, u);
+    return u < 0 ? -1 : per_claim * u + rank;
   }
 
   // True when unit u's keys may be read without waiting for a flag. The finishing launch is
