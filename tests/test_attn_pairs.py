@@ -95,10 +95,6 @@ def test_pairs_required_but_impossible_is_an_error_naming_why(monkeypatch):
     with pytest.raises((RuntimeError, ValueError), match=r"SPAVA_ATTN_PAIRS=1 .* heads_q = 7 is odd"):
         ops.attn_fwd(*args)
     q, k, v, rb, dg = _inputs(1, 8, 2, 128, 200, 0, torch.bfloat16, seed=2)
-    problems = [ops.AttnProblem(q, k, v, rb, dg, torch.empty_like(q), None, 0)]
-    ready = torch.ones(1, dtype=torch.int32, device="cuda")
-    with pytest.raises((RuntimeError, ValueError), match=r"SPAVA_ATTN_PAIRS=1 .* ready flag"):
-        ops.attn_fwd_group(problems, ready=ready)
     with pytest.raises((RuntimeError, ValueError), match=r"SPAVA_ATTN_PAIRS=1 .* max_ctas = 1"):
         ops.attn_fwd_group([ops.AttnProblem(q, k, v, rb, dg, torch.empty_like(q), None, None)],
                            max_ctas=1)
@@ -108,3 +104,22 @@ def test_pairs_required_but_impossible_is_an_error_naming_why(monkeypatch):
     ref, _ = reference.attn_fwd(*args)
     low, _ = reference.attn_fwd(*args, upcast=False)
     assert_attn_close("odd heads, auto", out, ref, low)
+
+
+def test_pairs_give_late_flagged_pairs_back_and_finish(monkeypatch):
+    """Ready flags under the counter, paired: the leader waits for a flag and sends its verdict
+    to the partner; a late flag makes the pair give its two units back and stop, and the
+    finishing launch computes them (test_attn_group's protocol, here with pairs required)."""
+    from test_attn_group import check_against_reference, launch_with_late_flags
+
+    monkeypatch.setenv("SPAVA_ATTN_PAIRS", "1")
+    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
+    problems, ready, sched = launch_with_late_flags(torch.bfloat16)
+    assert sched[1].item() > 0, "some pair must have been given back"
+    ready.fill_(1)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True)
+    check_against_reference(problems, "pairs: given back, then finished")
+    # the same problems with their flags set from the start, static picker: complete at once
+    problems, _, _ = launch_with_late_flags(torch.bfloat16)
+    ops.attn_fwd_group(problems, ready=torch.ones(2, dtype=torch.int32, device="cuda"))
+    check_against_reference(problems, "pairs: flags set, static")

@@ -84,8 +84,8 @@ struct AttnFwdParams {
   // pairs); pair v is the units 2v and 2v + 1 (two query heads of one problem, query tile,
   // split and batch entry: the same key tiles and masks), CTA rank r of a pair takes unit
   // 2v + r, and when both heads read the same kv head each CTA TMA-loads half of every K / V
-  // tile into the shared memory of both (multicast). Needs heads_q even, head_dim % 64 == 0
-  // and no ready flags (plan_attn_fwd).
+  // tile into the shared memory of both (multicast). Needs heads_q even and head_dim % 64 == 0
+  // (plan_attn_fwd).
   // grid_ctas: CTAs of the persistent grid (even with pairs).
   bool pairs;
   int grid_ctas;

@@ -17,7 +17,7 @@ void run_attn_fwd_sm90_(const AttnFwdParams& params, cudaStream_t stream);
 void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream);
 
 // The schedule of a launch (attn_fwd_plan.cu): whether the grid runs as CTA pairs (pairs:
-// heads_q even, head_dim % 64 == 0, no ready flags, max_pairs > 0, SPAVA_ATTN_PAIRS not 0),
+// heads_q even, head_dim % 64 == 0, max_pairs > 0, SPAVA_ATTN_PAIRS not 0),
 // per problem its query tiles, split-KV (every query tile when the launch has fewer units than
 // SMs; the last query tiles when a launch of several rounds would leave a tail; never with a
 // sched workspace or done flags) and first unit; the total unit count; the grid; whether the

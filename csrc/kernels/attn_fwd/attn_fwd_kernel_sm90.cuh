@@ -130,9 +130,8 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
   const AttnFwdParams& p = tp.p;
   Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Cfg::SmemLayoutKV{});
   Tensor sV = make_tensor(make_smem_ptr(smem.v), typename Cfg::SmemLayoutKV{});
-  UnitPicker picker;
-  int claims = 0;  // claims made (pairs under the counter: messages sent or received)
-  int u = picker.claim(p, claims++, smem.mail);
+  UnitPicker picker(p, smem.mail);
+  int u = picker.claim(p, 0);
   if (u >= 0 && !picker.keys_ready(p, u)) u = -1;
   publish_unit<Cfg>(tp, smem, 0, u);
   const int rank = p.pairs ? int(cluster_cta_rank()) : 0;
@@ -149,7 +148,7 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
     auto look_ahead = [&] {
       Barrier::wait(&smem.q_empty, k & 1);  // the consumers are done with unit k's Q
       trace(0, k, kEvQInRegs);
-      next = picker.claim(p, claims++, smem.mail);
+      next = picker.claim(p, k + 1);
       if (next < 0 || picker.ready_known(p, next)) {
         publish_unit<Cfg>(tp, smem, k + 1, next);
         published = true;
@@ -193,7 +192,7 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
       Barrier::wait(&smem.k_empty[j % kStages], (j / kStages) & 1);
       Barrier::wait(&smem.v_empty[j % kStages], (j / kStages) & 1);
     }
-    if (rank == 0 && p.sched != nullptr) smem.mail.drain(claims - 1);
+    picker.finish();
   }
 }
 

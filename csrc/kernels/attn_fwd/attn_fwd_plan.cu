@@ -2,7 +2,7 @@
 //
 // Units (scheduler.cuh) are 128 (D = 64: 192) query rows x one head x one batch entry, handed to
 // a persistent grid of C = min(units, SMs, max_ctas) CTAs; with CTA pairs (pair.cuh: even
-// heads_q, D a multiple of 64, no ready flags) pairs of units to C / 2 clusters of 2 CTAs, and the model below
+// heads_q, D a multiple of 64) pairs of units to C / 2 clusters of 2 CTAs, and the model below
 // runs on pairs. Two things decide how well the grid is used, and the plan picks both:
 //  * Split-KV. A launch with fewer units than SMs cuts every query tile's key tiles into up to 32
 //    ranges (about two waves). A launch of several rounds whose last round leaves CTAs idle (a
@@ -101,7 +101,7 @@ int pairs_env() {
 }
 
 // Why a launch cannot run as CTA pairs ("": it can).
-std::string pairs_blocker(const AttnFwdParams& p, int max_pairs, bool ready) {
+std::string pairs_blocker(const AttnFwdParams& p, int max_pairs) {
   if (max_pairs <= 0) return "no cluster of 2 CTAs fits on this device";
   if (p.heads_q % 2 != 0) return "heads_q = " + std::to_string(p.heads_q) + " is odd";
   // head dims without the 128-byte swizzle load K / V in narrow boxes (D = 80: 5 boxes of 16
@@ -109,7 +109,6 @@ std::string pairs_blocker(const AttnFwdParams& p, int max_pairs, bool ready) {
   if (p.head_dim % 64 != 0) {
     return "head_dim = " + std::to_string(p.head_dim) + " is not a multiple of 64";
   }
-  if (ready) return "a problem waits for a ready flag";
   if (p.max_ctas == 1) return "max_ctas = 1";
   return "";
 }
@@ -169,7 +168,6 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms, int max_pairs) {
   const int heads_batch = p.heads_q * p.batch;
   int base_units = 0;  // units without split-KV
   bool flags = false;  // ready or done flags: the plan stays static, without a tail split
-  bool ready = false;  // ready flags: no CTA pairs (a pair cannot give a unit back alone)
   for (int i = 0; i < p.num_problems; ++i) {
     AttnProblem& pr = p.problems[i];
     pr.m_blocks = (pr.q_len + kBlockM - 1) / kBlockM;
@@ -177,11 +175,10 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms, int max_pairs) {
     pr.split_m_blocks = 0;
     base_units += pr.m_blocks * heads_batch;
     flags |= pr.ready != nullptr || pr.done != nullptr;
-    ready |= pr.ready != nullptr;
   }
   p.wants_sched = false;
   // CTA pairs (pair.cuh): units 2v, 2v + 1 are two heads of one query tile, on `slots` CTAs
-  const std::string blocker = pairs_blocker(p, max_pairs, ready);
+  const std::string blocker = pairs_blocker(p, max_pairs);
   const int env = pairs_env();
   if (env == 1 && !blocker.empty()) {
     throw std::invalid_argument("attn_fwd: SPAVA_ATTN_PAIRS=1 asks for CTA pairs, but " +

@@ -11,10 +11,12 @@
 //   * a stage's empty barrier counts one arrival per consumer warpgroup of *both* CTAs (a
 //     producer writes into its partner's stage), so the rings of the two CTAs advance together;
 //   * under the atomic counter the leader (rank 0) claims the pair and sends its index to the
-//     partner through a 2-slot mailbox in the partner's shared memory (PairMailbox);
+//     partner through a 2-slot mailbox in the partner's shared memory (PairMailbox), and so
+//     its verdict on a ready flag (wait, or give the pair back); without the counter each CTA
+//     computes the same static claims and waits for the same flags itself;
 //   * a producer leaves only after every stage it filled was released by both CTAs (no remote
 //     arrival may target a CTA that has exited), and the leader after the partner acknowledged
-//     every message but the last.
+//     every message.
 #pragma once
 
 #include <cstdint>
@@ -71,10 +73,9 @@ __device__ __forceinline__ void cluster_sync_all() {
                    : "memory");
 }
 
-// The leader's claims, sent to the partner: message k (the pair of the partner's k-th unit, or
-// -1) goes to slot k % 2 of the partner's mailbox; `full` (partner, 1 arrival) tells it is
-// there, `empty` (leader, 1 arrival) that the partner has read it. One thread per CTA (the
-// producer) uses it.
+// The leader's decisions, sent to the partner (scheduler.cuh, UnitPicker): message k goes to
+// slot k % 2 of the partner's mailbox; `full` (partner, 1 arrival) tells it is there, `empty`
+// (leader, 1 arrival) that the partner has read it. One thread per CTA (the producer) uses it.
 struct PairMailbox {
   int msg[2];
   uint64_t full[2], empty[2];
@@ -97,20 +98,19 @@ struct PairMailbox {
     arrive_cluster(&full[s], 1);
   }
 
-  // Partner: message k; acknowledged unless it is the last one (-1), so that no arrival
-  // targets the leader after it may have exited.
+  // Partner: message k, acknowledged once read.
   __device__ __forceinline__ int receive(int k) {
     const int s = k & 1;
     wait_cluster(&full[s], (k >> 1) & 1);
     const int value = *reinterpret_cast<volatile int*>(&msg[s]);
-    if (value >= 0) arrive_cluster(&empty[s], 0);
+    arrive_cluster(&empty[s], 0);
     return value;
   }
 
-  // Leader, before it exits after sending messages 0 .. last: the partner's acknowledgement of
-  // message last - 1 (those before were waited for by send).
-  __device__ __forceinline__ void drain(int last) {
-    if (last >= 1) wait_cluster(&empty[(last - 1) & 1], (((last - 1) >> 1)) & 1);
+  // Leader, before it exits, having sent `sent` messages: the partner's acknowledgements of
+  // the last two (send waited for those before), so that none targets an exited CTA.
+  __device__ __forceinline__ void drain(int sent) {
+    for (int k = sent >= 2 ? sent - 2 : 0; k < sent; ++k) wait_cluster(&empty[k & 1], (k >> 1) & 1);
   }
 };
 

@@ -97,34 +97,42 @@ __device__ __forceinline__ bool wait_ready(const int* flag, int64_t give_up_ns, 
   return true;
 }
 
-// The producer's unit picker (one thread per CTA).
+// The producer's unit picker (one thread per CTA). With CTA pairs under the atomic counter
+// (p.pairs && p.sched) the leader (rank 0) makes every decision, its claims and its ready-flag
+// verdicts, and sends each to the partner through `mail` (pair.cuh), in the same order in
+// which the partner asks for them: both CTAs make the same calls in the same order, since they
+// run the same pairs of units.
 struct UnitPicker {
   unsigned ready_seen = 0;  // problems whose ready flag this CTA has seen set
+  PairMailbox* mail;        // this CTA's mailbox (used by the partner of a pair)
+  int msgs = 0;             // messages sent (leader) or received (partner)
+  int per_claim, rank;      // units per claim (2 with pairs), rank in the pair
+  bool linked;              // pairs under the counter: decisions travel through `mail`
+
+  __device__ __forceinline__ UnitPicker(const AttnFwdParams& p, PairMailbox& m)
+      : mail(&m), per_claim(p.pairs ? 2 : 1), rank(p.pairs ? int(cluster_cta_rank()) : 0),
+        linked(p.pairs && p.sched != nullptr) {}
 
   // The k-th unit of this CTA, or -1 when none is left. Reads no flag: call keys_ready(u)
-  // before the first K / V load of u (ready_known(u) tells whether that can wait). With CTA
-  // pairs the counter's claims go through `mail` (the partner's mailbox of pair.cuh): every
-  // CTA of the grid must call claim for k = 0, 1, ... until it returns -1.
-  __device__ __forceinline__ int claim(const AttnFwdParams& p, int k, PairMailbox& mail) {
-    const int per_claim = p.pairs ? 2 : 1;                 // units per claim
-    const int rank = p.pairs ? int(cluster_cta_rank()) : 0;
-    const int claims = p.num_units / per_claim;
-    int u;
+  // before the first K / V load of u (ready_known(u) tells whether that can wait). Every CTA
+  // calls it for k = 0, 1, ... until it returns -1.
+  __device__ __forceinline__ int claim(const AttnFwdParams& p, int k) {
+    int c;  // the claim: a unit, or with pairs a pair of units (2c, 2c + 1)
     int* st = p.sched;
     if (st == nullptr) {
-      u = unit_of_round(k, blockIdx.x / per_claim, gridDim.x / per_claim);
-    } else if (rank == 1) {  // the leader's claim
-      u = mail.receive(k);
-      return u < 0 ? -1 : 2 * u + 1;
-    } else if (p.finish) {  // deferred units first, then those never handed out
+      c = unit_of_round(k, blockIdx.x / per_claim, gridDim.x / per_claim);
+    } else if (linked && rank == 1) {  // the leader's claim
+      c = mail->receive(msgs++);
+      return c < 0 ? -1 : 2 * c + 1;
+    } else if (p.finish) {  // deferred claims first, then those never handed out
       const int d = atomicAdd(st + 2, 1);
-      u = d < st[1] ? st[kAttnSchedHeader + d] : atomicAdd(st, 1);
+      c = d < st[1] ? st[kAttnSchedHeader + d] : atomicAdd(st, 1);
     } else {
-      u = atomicAdd(st, 1);
+      c = atomicAdd(st, 1);
     }
-    u = u < claims ? u : -1;
-    if (p.pairs && st != nullptr) mail.send(k, u);
-    return u < 0 ? -1 : per_claim * u + rank;
+    c = c < p.num_units / per_claim ? c : -1;
+    if (linked) mail->send(msgs++, c);
+    return c < 0 ? -1 : per_claim * c + rank;
   }
 
   // True when unit u's keys may be read without waiting for a flag. The finishing launch is
@@ -138,20 +146,30 @@ struct UnitPicker {
   }
 
   // Waits until unit u's keys may be read (its problem's flag, once per problem). False: the
-  // flag did not come within wait_spin_ns and u was given back (atomic-counter picker only;
-  // the static picker traps after wait_timeout_ns): the CTA stops.
+  // flag did not come within wait_spin_ns and u (its pair) was given back (atomic-counter
+  // picker only; the static picker traps after wait_timeout_ns): the CTA stops.
   __device__ __forceinline__ bool keys_ready(const AttnFwdParams& p, int u) {
     if (ready_known(p, u)) return true;
     const int pi = problem_of(p, u);
     int* st = p.sched;
-    const bool may_defer = st != nullptr;
-    if (!wait_ready(p.problems[pi].ready, may_defer ? p.wait_spin_ns : p.wait_timeout_ns,
-                    !may_defer)) {
-      st[kAttnSchedHeader + atomicAdd(st + 1, 1)] = u;  // give it back; this CTA stops
-      return false;
+    bool ok;
+    if (linked && rank == 1) {
+      ok = mail->receive(msgs++) != 0;  // the leader's verdict
+    } else {
+      const bool may_defer = st != nullptr;
+      ok = wait_ready(p.problems[pi].ready, may_defer ? p.wait_spin_ns : p.wait_timeout_ns,
+                      !may_defer);
+      if (!ok) st[kAttnSchedHeader + atomicAdd(st + 1, 1)] = u / per_claim;  // give it back
+      if (linked) mail->send(msgs++, ok ? 1 : 0);
     }
+    if (!ok) return false;
     ready_seen |= 1u << pi;
     return true;
+  }
+
+  // Before the producer leaves: the leader waits for the partner's last acknowledgements.
+  __device__ __forceinline__ void finish() {
+    if (linked && rank == 0) mail->drain(msgs);
   }
 };
 
