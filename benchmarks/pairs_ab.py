@@ -1,10 +1,11 @@
-"""attn_fwd with CTA pairs (SPAVA_ATTN_PAIRS=1) against single CTAs (=0), in one process.
+"""attn_fwd with CTA pairs (SPAVA_ATTN_PAIRS unset: pairs where the plan allows them) against
+single CTAs (SPAVA_ATTN_PAIRS=0), in one process.
 
 The D = 128 calls of bench_kernels (Qwen2.5-VL-7B and -3B heads, ranks 0 and 7, host1 / host2;
-W = 8 at 128K), dense causal 32K, the D = 64 / 80 rank-7 host1 call (7B heads) where D = 80 does
-not pair (it must run without, see attn_fwd NOTES, session 9), and with --layer the whole
-per-rank layer (simulated gathers, ready flags). Each call alone under sustained load
-(``timing.sustained_time``), the two modes alternating over two rounds (1, 0, then 0, 1), so
+W = 8 at 128K), dense causal 32K, the D = 64 / 80 rank-7 host1 call (7B heads; D = 80 does not
+pair, so its two modes are the same launch: a control), and with --layer the whole per-rank
+layer (simulated gathers, ready flags). Each call alone under sustained load
+(``timing.sustained_time``), the two modes alternating over two rounds (auto, 0, then 0, auto), so
 that the card's drift shows as a spread, not as a difference. Writes
 benchmarks/results/pairs_ab_<date>_<card>.json (card, date, commit).
 
@@ -30,13 +31,17 @@ from spava_ext.comm import SimulatedComm  # noqa: E402
 from spava_ext.timing import gpu_time, sustained_time  # noqa: E402
 
 
-def with_pairs(flag: str, fn):
+def with_pairs(pairs: bool, fn):
+    """fn with pairs where possible (SPAVA_ATTN_PAIRS unset) or never (0)."""
     def run():
-        os.environ["SPAVA_ATTN_PAIRS"] = flag
+        if pairs:
+            os.environ.pop("SPAVA_ATTN_PAIRS", None)
+        else:
+            os.environ["SPAVA_ATTN_PAIRS"] = "0"
         try:
             return fn()
         finally:
-            del os.environ["SPAVA_ATTN_PAIRS"]
+            os.environ.pop("SPAVA_ATTN_PAIRS", None)
     return run
 
 
@@ -75,15 +80,16 @@ def main() -> int:
 
     def measure(name, fn, rate=None):
         for rnd in range(2):
-            for flag in (("1", "0") if rnd == 0 else ("0", "1")):
-                f = with_pairs(flag, fn)
+            for pairs in ((True, False) if rnd == 0 else (False, True)):
+                f = with_pairs(pairs, fn)
                 r = sustained_time(f, gpu_time(f, warmup=2, repeats=3, pipelined=2)["ms"])
-                row = {"call": name, "pairs": flag == "1", "round": rnd, "ms": r["ms"],
+                row = {"call": name, "pairs": pairs, "round": rnd, "ms": r["ms"],
                        "power_w": r.get("power_w"), "joules_per_call": r.get("joules_per_call")}
                 if rate is not None:
                     row["tflops"] = rate(r["ms"])
                 rows.append(row)
-                print(f"{name:26s} pairs={flag} round {rnd}: {r['ms']:.4f} ms"
+                print(f"{name:26s} pairs={'auto' if pairs else 'off '} round {rnd}: "
+                      f"{r['ms']:.4f} ms"
                       + (f" {row['tflops']:.1f} TF/s" if rate else "")
                       + f" {r.get('power_w') or 0:.0f} W", flush=True)
 
