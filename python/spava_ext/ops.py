@@ -134,6 +134,10 @@ def attn_fwd_group(
     ``finish=True`` and the same arguments, queued after those kernels, computes what was given
     back (usually nothing). Split-KV is off with ``sched``.
 
+    On the sm_90a kernel a launch with an even number of query heads and D = 64 or 128 runs as
+    CTA pairs (clusters of 2 sharing K / V tiles; ``SPAVA_ATTN_PAIRS=0`` turns them off): its
+    grid is then even, ``max_ctas`` rounded down (``max_ctas=1`` runs unpaired on one CTA).
+
     ``done`` (int32 ``[2 * len(problems)]``, zeroed): ``done[2 * i + 1]`` becomes 1 once every
     row of problem ``i`` is written, while the launch goes on; :func:`wait_flag` on another
     stream then starts work on those rows early (e.g. their gather). Split-KV is off with it.

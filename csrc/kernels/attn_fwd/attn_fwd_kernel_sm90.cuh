@@ -87,6 +87,19 @@ __device__ __forceinline__ void tma_load_tile_pair(const CUtensorMap* map, uint6
   }
 }
 
+// K or V tile `s` (kBlockN key rows from row0) into its stage: whole-tile boxes, or with CTA
+// pairs half-tile boxes (tma_load_tile_pair).
+template <class Cfg, class SmemTile>
+__device__ __forceinline__ void load_kv_tile(const AttnFwdParams& p, const CUtensorMap* map,
+                                             uint64_t* bar, SmemTile s, int head, int row0,
+                                             int batch, bool multicast, int rank) {
+  if (p.pairs) {
+    tma_load_tile_pair<Cfg>(map, bar, s, head, row0, batch, multicast, rank);
+  } else {
+    tma_load_tile<Cfg>(map, bar, s, head, row0, batch);
+  }
+}
+
 // A consumer warpgroup's release of a K / V stage: one arrival on the stage's empty barrier in
 // each CTA that writes into this CTA's stage (`ctas`: 1, or 2 in a pair), by lane 0 of warp r
 // for CTA r. One thread suffices: the wgmma that read the stage has completed for the whole
@@ -164,20 +177,12 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
       const int stage = t % kStages, n0 = cur.tile * kBlockN;
       if (t >= kStages) Barrier::wait(&smem.k_empty[stage], ((t / kStages) - 1) & 1);
       Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
-      if (p.pairs) {
-        tma_load_tile_pair<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0,
-                                w.b, multicast, rank);
-      } else {
-        tma_load_tile<Cfg>(&tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b);
-      }
+      load_kv_tile<Cfg>(p, &tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b,
+                        multicast, rank);
       if (t >= kStages) Barrier::wait(&smem.v_empty[stage], ((t / kStages) - 1) & 1);
       Barrier::arrive_and_expect_tx(&smem.v_full[stage], Cfg::kTileBytes);
-      if (p.pairs) {
-        tma_load_tile_pair<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0,
-                                w.b, multicast, rank);
-      } else {
-        tma_load_tile<Cfg>(&tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b);
-      }
+      load_kv_tile<Cfg>(p, &tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b,
+                        multicast, rank);
       if (i + 1 == early) look_ahead();
     }
     trace(0, k, kEvFirstTurn);
