@@ -133,7 +133,7 @@ AttnFwdParams group_params(const at::Tensor& q0, int64_t heads_kv, double softma
 void plan_and_run(AttnFwdParams& p, const at::Tensor& q0) {
   int num_sms = 0;
   cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q0.device().index());
-  plan_attn_fwd(p, num_sms, attn_fwd_max_pairs());
+  plan_attn_fwd(p, num_sms, attn_fwd_max_pairs(p));
   std::vector<at::Tensor> workspaces;
   const auto f32 = q0.options().dtype(at::kFloat);
   for (int i = 0; i < p.num_problems; ++i) {

@@ -35,9 +35,10 @@ inline int attn_fwd_grid_ctas(int units, int slots, int max_ctas, bool pairs) {
   return pairs ? ctas / 2 * 2 : ctas;
 }
 
-// Clusters of 2 attn_fwd CTAs that fit on the current device at once (0: no CTA pairs). Loads
-// the kernels first (prepare_attn_fwd), which records it.
-int attn_fwd_max_pairs();
+// Clusters of 2 attn_fwd CTAs that fit on the current device at once (0: no CTA pairs), for a
+// launch of like's dtype and head dim: loads that kernel first (once per device), which
+// records it. All kernels run one CTA per SM, so it is the same for each of them.
+int attn_fwd_max_pairs(const AttnFwdParams& like);
 void set_attn_fwd_max_pairs(int device, int pairs);  // by the launchers
 
 // Loads every compiled attn_fwd kernel on the current device and sets its shared memory limit

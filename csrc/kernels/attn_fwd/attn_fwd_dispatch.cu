@@ -51,14 +51,17 @@ std::atomic<int> g_max_pairs[kMaxDevices];  // per device, recorded by the launc
 
 void set_attn_fwd_max_pairs(int device, int pairs) {
   if (device >= 0 && device < kMaxDevices) {
-    // the smallest over the compiled kernels (they all run one CTA per SM): recorded + 1
+    // the smallest over the kernels loaded so far (all run one CTA per SM): stored + 1
     const int prev = g_max_pairs[device].load();
     if (prev == 0 || pairs + 1 < prev) g_max_pairs[device].store(pairs + 1);
   }
 }
 
-int attn_fwd_max_pairs() {
-  prepare_attn_fwd();
+int attn_fwd_max_pairs(const AttnFwdParams& like) {
+  AttnFwdParams p{};  // no units: loads the kernel of like's dtype and head dim, which records
+  p.dtype = like.dtype;
+  p.head_dim = like.head_dim;
+  run_attn_fwd(p, nullptr);
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 0;
   const int recorded = g_max_pairs[device].load();
