@@ -147,7 +147,6 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
   int u = picker.claim(p, 0);
   if (u >= 0 && !picker.keys_ready(p, u)) u = -1;
   publish_unit<Cfg>(tp, smem, 0, u);
-  const int rank = p.pairs ? int(cluster_cta_rank()) : 0;
   const int group = p.heads_q / p.heads_kv;
   int t = 0;  // ring position: key tiles loaded before
   for (int k = 0; u >= 0; ++k) {
@@ -178,11 +177,11 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
       if (t >= kStages) Barrier::wait(&smem.k_empty[stage], ((t / kStages) - 1) & 1);
       Barrier::arrive_and_expect_tx(&smem.k_full[stage], Cfg::kTileBytes);
       load_kv_tile<Cfg>(p, &tp.k[cur.seg], &smem.k_full[stage], sK(_, _, stage), w.hk, n0, w.b,
-                        multicast, rank);
+                        multicast, picker.rank);
       if (t >= kStages) Barrier::wait(&smem.v_empty[stage], ((t / kStages) - 1) & 1);
       Barrier::arrive_and_expect_tx(&smem.v_full[stage], Cfg::kTileBytes);
       load_kv_tile<Cfg>(p, &tp.v[cur.seg], &smem.v_full[stage], sV(_, _, stage), w.hk, n0, w.b,
-                        multicast, rank);
+                        multicast, picker.rank);
       if (i + 1 == early) look_ahead();
     }
     trace(0, k, kEvFirstTurn);

@@ -55,8 +55,6 @@ inline void merge_splits(const AttnFwdParams& params, const AttnProblem& pr, cud
   run_merge_states(m, stream);
 }
 
-// `params` must come from plan_attn_fwd (units, split workspaces). With no units it only
-// prepares the kernel on the current device.
 // A launch of `ctas` CTAs of Cfg's kernel in clusters of 2 (CTA pairs); `attr` holds the
 // cluster shape and must outlive the launch.
 template <class Cfg>
@@ -76,28 +74,27 @@ cudaLaunchConfig_t pair_launch_config(int ctas, cudaStream_t stream, cudaLaunchA
   return cfg;
 }
 
-// Clusters of 2 CTAs of this kernel that fit on the current device at once (once per device,
-// d < 64), recorded for attn_fwd_max_pairs: the CTA pairs of a persistent grid.
+// Clusters of 2 CTAs of this kernel that fit on the current device at once (once per device),
+// recorded for attn_fwd_max_pairs: the CTA pairs of a persistent grid.
 template <class Cfg>
 void record_max_pairs() {
-  static std::atomic<uint64_t> done{0};  // bit d: recorded on device d
-  int device = 0;
-  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
-  if (done.load(std::memory_order_relaxed) & bit) return;
-  int num_sms = 0, pairs = 0;
-  SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  cudaLaunchAttribute attr;
-  const cudaLaunchConfig_t cfg = pair_launch_config<Cfg>(num_sms / 2 * 2, nullptr, attr);
-  if (cudaOccupancyMaxActiveClusters(&pairs, attn::attn_fwd_sm90_ws_kernel<Cfg>, &cfg) !=
-      cudaSuccess) {
-    (void)cudaGetLastError();  // no clusters here: the launches run unpaired
-    pairs = 0;
-  }
-  set_attn_fwd_max_pairs(device, pairs);
-  done.fetch_or(bit, std::memory_order_relaxed);
+  static std::atomic<uint64_t> done{0};
+  once_per_device(done, [](int device) {
+    int num_sms = 0, pairs = 0;
+    SPAVA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg = pair_launch_config<Cfg>(num_sms / 2 * 2, nullptr, attr);
+    if (cudaOccupancyMaxActiveClusters(&pairs, attn::attn_fwd_sm90_ws_kernel<Cfg>, &cfg) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();  // no clusters here: the launches run unpaired
+      pairs = 0;
+    }
+    set_attn_fwd_max_pairs(device, pairs);
+  });
 }
 
+// `params` must come from plan_attn_fwd (units, split workspaces, grid). With no units it only
+// prepares the kernel on the current device.
 template <typename T, int kHeadDim>
 void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   using Cfg = attn::Sm90WsConfig<T, kHeadDim>;

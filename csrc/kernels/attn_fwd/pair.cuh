@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include <cute/arch/util.hpp>
+#include <cutlass/arch/barrier.h>
 
 namespace spava::attn {
 
@@ -82,10 +83,8 @@ struct PairMailbox {
 
   __device__ __forceinline__ void init() {
     for (int s = 0; s < 2; ++s) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(
-          cute::cast_smem_ptr_to_uint(&full[s])));
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(
-          cute::cast_smem_ptr_to_uint(&empty[s])));
+      cutlass::arch::ClusterBarrier::init(&full[s], 1);
+      cutlass::arch::ClusterBarrier::init(&empty[s], 1);
     }
   }
 
