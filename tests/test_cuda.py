@@ -261,11 +261,37 @@ def bin_inputs(L, n_high, seed):
 def test_select_passing_cuda_one_key_bin(n_high, pool, ps):
     """The m-th key inside one crowded 16-bit key bin (its top digits decide nothing): 200
     keys with heavy ties, thousands of them, and a 64K chunk with p = 8192 (keys read at L2).
-    Written for select v6 (candidate ranking, radix fallback; reverted), kept for v4."""
+    Written for select v6 (candidate ranking, radix fallback; reverted), kept since."""
     L = 65536 if n_high > 10000 else 8300
     q, k, v = bin_inputs(L, n_high, seed=n_high)
     for p in ps:
         check_select(q, k, v, [0], [L], p, pool, name=f"high {n_high} p {p}")
+
+
+def rank_inputs(L, n_eq, seed):
+    """q all ones (4 rows, G = 1), fp16, so score = 4 * k[:, 0]: 100 random rows score
+    4 * (200 + i) (distinct), n_eq rows 4 * 50 and the rest 4 * 1. No other score shares the top
+    22 key bits of 200.0, so the m-th key for 100 < m <= 100 + n_eq sits among exactly n_eq
+    candidates after two digits."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.ones(1, 4, 2, 64)
+    k = torch.zeros(1, L, 2, 64)
+    k[..., 0] = 1.0
+    perm = torch.randperm(L, generator=g)
+    k[:, perm[:100], :, 0] = (200.0 + torch.arange(100.0)).view(1, 100, 1)
+    k[:, perm[100:100 + n_eq], :, 0] = 50.0
+    v = torch.randn(1, L, 2, 64, generator=g)
+    return tuple(t.to("cuda", torch.float16) for t in (q, k, v))
+
+
+@pytest.mark.parametrize("n_eq", [2, 31, 32, 33, 40])
+def test_select_passing_cuda_ranked_or_third_digit(n_eq):
+    """After digits 1 and 2, up to 32 candidate keys are ranked by one warp and more take the
+    third digit (select v9): the m-th key among 2 / 31 / 32 / 33 / 40 equal candidates, one taken,
+    five, all but one, all (decided at digit 1)."""
+    q, k, v = rank_inputs(3000, n_eq, seed=n_eq)
+    for p in sorted({101, 100 + min(5, n_eq), 99 + n_eq, 100 + n_eq}):
+        check_select(q, k, v, [0], [3000], p, 1, name=f"n_eq {n_eq} p {p}")
 
 
 def test_select_passing_cuda_ranges_straddle_m():

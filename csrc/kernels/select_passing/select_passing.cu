@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "common/kernel_setup.h"
 #include "select_passing/select_gather_kernel.cuh"
@@ -97,9 +99,37 @@ void launch(dim3 grid, int threads, int smem, bool pdl, cudaStream_t stream,
   SPAVA_CUDA_CHECK(cudaLaunchKernelEx(&config, kKernel, p));
 }
 
+// Dynamic shared memory that keeps a second kernel-3 CTA off an SM (228 KB per SM): two CTAs on
+// one SM share its issue slots and both selects take ~twice as long. Without it the 128 CTAs of
+// the key shape landed on 95-120 SMs (as the score CTAs retired) and the slowest CTA's select
+// ended ~4 us after the median one (session 10's trace); with it, 128 SMs and 24.3 -> 20.9 us.
+constexpr int kOneCtaPerSmBytes = 116 * 1024;
+
 }  // namespace
 
+#ifdef SPAVA_ATTN_TRACE
+// Trace build: with SPAVA_SELECT_TRACE_FILE set, each call first writes the stamps of the
+// previous select_passing kernels (select_trace.cuh) to that file (synchronising), then clears
+// them.
+void select_trace_dump(cudaStream_t stream) {
+  const char* path = std::getenv("SPAVA_SELECT_TRACE_FILE");
+  if (path == nullptr || *path == 0) return;
+  std::vector<unsigned long long> h(kSelTraceRows * kSelTraceEvents);
+  SPAVA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(h.data(), g_sel_trace, h.size() * 8));
+  if (FILE* f = std::fopen(path, "wb")) {
+    std::fwrite(h.data(), 8, h.size(), f);
+    std::fclose(f);
+  }
+  std::vector<unsigned long long> z(h.size(), 0);
+  SPAVA_CUDA_CHECK(cudaMemcpyToSymbol(g_sel_trace, z.data(), z.size() * 8));
+}
+#endif
+
 void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
+#ifdef SPAVA_ATTN_TRACE
+  select_trace_dump(stream);
+#endif
   const int items = p.num_chunks * p.batch * p.heads_kv;
   if (items == 0 || p.capacity == 0) return;
   int max_sel_len = 0;  // longest chunk that selects (passing_len < len)
@@ -115,10 +145,13 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
                              stream, p);
       launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
-    const int smem = 4 * p.smem_keys;
-    if (smem > 0) set_max_dynamic_smem<gather_kernel<T>>(4 * kMaxCachedKeys);
-    launch<gather_kernel<T>>(dim3(p.gather_tiles * items), kSelectThreads, smem, pdl && selects,
-                             stream, p);
+    // When the grid fits on the SMs at one CTA each, pad its shared memory so that it does.
+    const int grid = p.gather_tiles * items;
+    int smem = 4 * p.smem_keys;
+    if (selects && grid <= p.num_sms) smem = std::max(smem, kOneCtaPerSmBytes);
+    if (smem > 0)
+      set_max_dynamic_smem<gather_kernel<T>>(std::max(4 * kMaxCachedKeys, kOneCtaPerSmBytes));
+    launch<gather_kernel<T>>(dim3(grid), kSelectThreads, smem, pdl && selects, stream, p);
   });
 }
 

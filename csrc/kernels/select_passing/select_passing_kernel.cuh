@@ -3,9 +3,10 @@
 //
 // Selection rule (DESIGN.md §1, tie rule included): keep the m = min(p, len) positions with the
 // largest smoothed score; among equal scores the lower position wins. Scores become
-// order-preserving uint32 keys; the exact m-th largest key is found by radix select (11/11/10-bit
-// digits, the first digit's histogram built by all score CTAs of the item) and every larger key
-// is kept plus the lowest positions equal to it. Every sum has a fixed order and every count is
+// order-preserving uint32 keys; the exact m-th largest key is found by radix select (digit 1 =
+// key bits 31..21, its histogram built by all score CTAs of the item; digit 2 = bits 20..10;
+// then the few keys sharing both are ranked, or digit 3 = bits 9..0 counted: select_block.cuh)
+// and every larger key is kept plus the lowest positions equal to it. Every sum has a fixed order and every count is
 // an integer, so the result is deterministic: same input, same bytes.
 //
 // Protocol. Kernel 1 zeroes the per-item histograms. Each score CTA writes its rows' keys and
@@ -22,6 +23,7 @@
 #include <cstdint>
 
 #include "select_passing/select_passing.h"
+#include "select_passing/select_trace.cuh"
 #include "select_passing/select_utils.cuh"
 #include "spava/params.h"
 
@@ -51,7 +53,7 @@ __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
   const unsigned active = __ballot_sync(0xffffffffu, counts);
   if (counts) {
     const unsigned same = __match_any_sync(active, bin);
-    if (int(threadIdx.x % 32) == __ffs(same) - 1) atomicAdd(hist + bin, __popc(same));
+    shared_add_if(int(threadIdx.x % 32) == __ffs(same) - 1, hist + bin, __popc(same));
   }
 }
 
@@ -67,6 +69,7 @@ constexpr int kQsumLoads = 4;
 template <typename T>
 __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingParams p) {
   pdl_launch_dependents();  // kernel 2 loads its K rows meanwhile, then waits for this grid
+  sel_stamp(kSelTraceQsum, 0);
   __shared__ float part[kQsumThreads * 8];
   const int s = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
   const int G = p.heads_q / p.heads_kv, cpr = p.head_dim / 8;
@@ -105,6 +108,7 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
     for (int g = 0; g < groups; ++g) sum += part[(g * cpr + d / 8) * 8 + d % 8];
     out[d] = sum;
   }
+  sel_stamp(kSelTraceQsum, 1);
 }
 
 // ---------------------------------------------------------------------------- (2) scores
@@ -139,6 +143,7 @@ template <typename T>
 __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPassingParams p) {
   __shared__ ScoreShared sm;
   pdl_launch_dependents();  // kernel 3 becomes resident as CTAs retire, then waits for this grid
+  sel_stamp(kSelTraceScore, 0);
   const int item = blockIdx.x / p.score_tiles, tile = blockIdx.x % p.score_tiles;
   const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
   const int c = item / (p.heads_kv * p.batch);
@@ -166,22 +171,22 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
   load_round(0);  // K rows do not depend on kernel 1
   for (int i = tid; i < kRadixBins; i += kScoreThreads) sm.hist[i] = 0;
   pdl_wait();  // kernel 1 has completed: qsum partials and zeroed p.hist visible
-  for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // 4 partials in flight, summed in order
+  sel_stamp(kSelTraceScore, 1);
+  for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // every partial in flight, summed in order
     const float* part = p.qsum + (int64_t(b) * p.heads_kv + h) * p.head_dim + d;
     const int64_t split_stride = int64_t(p.batch) * p.heads_kv * p.head_dim;
+    float y[kMaxQsumSplits];
+#pragma unroll
+    for (int i = 0; i < kMaxQsumSplits; ++i)
+      y[i] = i < p.qsum_splits ? __ldcg(part + i * split_stride) : 0.f;
     float sum = 0.f;
-    for (int i0 = 0; i0 < p.qsum_splits; i0 += 4) {
-      float y[4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        y[i] = i0 + i < p.qsum_splits ? __ldcg(part + (i0 + i) * split_stride) : 0.f;
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-        if (i0 + i < p.qsum_splits) sum += y[i];
-    }
+    for (int i = 0; i < kMaxQsumSplits; ++i)
+      if (i < p.qsum_splits) sum += y[i];
     sm.qs[d] = sum;
   }
   __syncthreads();
+  sel_stamp(kSelTraceScore, 2);
   float q8[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) q8[i] = sm.qs[cc * 8 + i];
@@ -203,6 +208,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     if (r0 >= hi - lo) break;
     load_round(r0);  // only when the halo or head_dim makes a tile exceed a round
   }
+  sel_stamp(kSelTraceScore, 3);
   uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
   const int row_end = min(len, row0 + p.score_rows);
   for (int j0 = row0; j0 < row_end; j0 += kScoreThreads) {  // warp-uniform trip count
@@ -219,8 +225,12 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
   }
   __syncthreads();
   int* item_hist = p.hist + int64_t(item) * kRadixBins;
-  for (int i = tid; i < kRadixBins; i += kScoreThreads)
-    if (sm.hist[i] != 0) atomicAdd(item_hist + i, sm.hist[i]);
+#pragma unroll
+  for (int u = 0; u < kRadixBins / kScoreThreads; ++u) {
+    const int i = tid + u * kScoreThreads, count = sm.hist[i];
+    global_add_if(count != 0, item_hist + i, count);
+  }
+  sel_stamp(kSelTraceScore, 4);
 }
 
 }  // namespace spava::select
