@@ -9,8 +9,8 @@ Environment (all optional, read here only):
     SPAVA_CUDA_ARCHS             archs for arch-generic kernels, e.g. "90a" (default) or "80;90a"
     SPAVA_CUTLASS_INCLUDE_DIR    CUTLASS include dir (default: the nvidia-cutlass wheel's headers)
     SPAVA_DISABLE_HDIMS          attn_fwd head dims to leave out, e.g. "64;80" (faster builds)
-    SPAVA_ATTN_TRACE=0|1         compile attn_fwd's clock64 trace in (benchmarks/attn_trace.py;
-                                 default 0; every build sets it on or off)
+    SPAVA_ATTN_TRACE=0|1         compile the kernel traces in (benchmarks/attn_trace.py and
+                                 select_trace.py; default 0; every build sets it on or off)
     MAX_JOBS                     parallel compile jobs (default: number of CPUs, at most 8)
 """
 

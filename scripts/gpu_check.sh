@@ -4,6 +4,8 @@
 #   bash scripts/gpu_check.sh [all|build|test|sanitize|bench|quick|evidence]   (default: all)
 #   all      = build, GPU tests, sanitizers, SASS mix, the kernel benchmark (~5-9 min)
 #   evidence = build, the W=8 simulator (spava bench), the layer sweep, e2e prefill (~8 min)
+#   select   = trace build (SPAVA_ATTN_TRACE=1), select_passing's GPU tests and its timeline
+#              (benchmarks/select_trace.py) (~2 min); the next build without it rebuilds
 # Needs the nvidia-cutlass 4.2.0.0 wheel in .whl/ (carried: `pip download --no-deps
 # nvidia-cutlass==4.2.0.0 -d .whl`). Set SPAVA_COMMIT to record the commit in the results.
 set -uo pipefail
@@ -82,11 +84,15 @@ case $MODE in
   quick) build && gpu_tests; sass; step bench 600 python3 benchmarks/bench_kernels.py --quick ;;
   all) build && { gpu_tests; sanitize; sass; step bench 500 python3 benchmarks/bench_kernels.py; } ;;
   evidence) build && evidence ;;
+  select) export SPAVA_ATTN_TRACE=1 && build && {
+      step tests 300 python3 -m pytest -q --timeout 60 tests/test_cuda.py -k select
+      step trace 300 python3 benchmarks/select_trace.py; } ;;
 esac
 
 echo "==== spava gpu_check ($MODE) on $(head -n 2 "$OUT/gpu.txt" 2>/dev/null | tail -n 1)"
 for line in "${summary[@]}"; do echo "$line"; done
 [ -f "$OUT/bench.log" ] && grep -E "TF/s|us |ms " "$OUT/bench.log" | head -40
 for f in simulate layer e2e; do [ -f "$OUT/$f.log" ] && tail -n 14 "$OUT/$f.log"; done
+[ -f "$OUT/trace.log" ] && grep -E "^D =|span|kernel 3" "$OUT/trace.log" | head -12
 [ -f "$OUT/sass_mix.txt" ] && head -8 "$OUT/sass_mix.txt"
 exit 0
