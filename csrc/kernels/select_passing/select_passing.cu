@@ -99,11 +99,20 @@ void launch(dim3 grid, int threads, int smem, bool pdl, cudaStream_t stream,
   SPAVA_CUDA_CHECK(cudaLaunchKernelEx(&config, kKernel, p));
 }
 
-// Dynamic shared memory that keeps a second kernel-3 CTA off an SM (228 KB per SM): two CTAs on
-// one SM share its issue slots and both selects take ~twice as long. Without it the 128 CTAs of
-// the key shape landed on 95-120 SMs (as the score CTAs retired) and the slowest CTA's select
-// ended ~4 us after the median one (session 10's trace); with it, 128 SMs and 24.3 -> 20.9 us.
-constexpr int kOneCtaPerSmBytes = 116 * 1024;
+// Dynamic shared memory that keeps a second kernel-3 CTA off an SM: half of the SM's shared
+// memory (with the static part, more than half). Two CTAs on one SM share its issue slots and
+// both selects take ~twice as long: without the padding the 128 CTAs of the key shape landed on
+// 95-120 SMs (as the score CTAs retired) and the slowest CTA's select ended ~4 us after the
+// median one (session 10's trace); with it (116 KB then, 114 KB on the H100 now), 128 SMs and
+// 24.3 -> 20.9 us. Sized per device, so that it also fits GPUs with less shared memory per
+// block than the H100 (sm_86 / sm_89: 100 KB per SM, 99 KB per block).
+int one_cta_per_sm_bytes() {
+  int device = 0, per_sm = 0;
+  SPAVA_CUDA_CHECK(cudaGetDevice(&device));
+  SPAVA_CUDA_CHECK(
+      cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  return per_sm / 2;
+}
 
 }  // namespace
 
@@ -146,11 +155,10 @@ void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
       launch<score_kernel<T>>(dim3(p.score_tiles * items), kScoreThreads, 0, pdl, stream, p);
     }
     // When the grid fits on the SMs at one CTA each, pad its shared memory so that it does.
-    const int grid = p.gather_tiles * items;
+    const int grid = p.gather_tiles * items, pad = one_cta_per_sm_bytes();
     int smem = 4 * p.smem_keys;
-    if (selects && grid <= p.num_sms) smem = std::max(smem, kOneCtaPerSmBytes);
-    if (smem > 0)
-      set_max_dynamic_smem<gather_kernel<T>>(std::max(4 * kMaxCachedKeys, kOneCtaPerSmBytes));
+    if (selects && grid <= p.num_sms) smem = std::max(smem, pad);
+    if (smem > 0) set_max_dynamic_smem<gather_kernel<T>>(std::max(4 * kMaxCachedKeys, pad));
     launch<gather_kernel<T>>(dim3(grid), kSelectThreads, smem, pdl && selects, stream, p);
   });
 }
