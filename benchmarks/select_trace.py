@@ -2,14 +2,15 @@
 
 The trace (csrc/kernels/select_passing/select_trace.cuh) is compiled in only when the extension
 is built with SPAVA_ATTN_TRACE=1: thread 0 of every CTA stamps its phases with %globaltimer and
-clock64. The script captures a CUDA graph of 4 calls at the key shape (W = 8 at 128K tokens,
-Qwen2.5-VL-7B heads: 2 chunks of 8064 keys, 4 kv heads, p = 1024, pool 5), times it (held
-graph replays), replays it once more and reads the last call's stamps: when each kernel's CTAs
-start, wait and end (us from the first qsum CTA's start), and the median cycles of the select's
-phases in kernel 3.
+clock64. The script captures a CUDA graph of 4 calls of bench_kernels' select_passing (its
+layout and inputs: rank W - 1 of W = 8 at 128K tokens, 2 chunks of 8064 keys, p = 1024, pool 5),
+times it (held graph replays), replays it once more and reads the last call's stamps: when each
+kernel's CTAs start, wait and end (us from the first qsum CTA's start), and the median cycles of
+the select's phases in kernel 3.
 
     SPAVA_ATTN_TRACE=1 bash scripts/gpu_check.sh build      # on the GPU box
-    python3 benchmarks/select_trace.py [D ...]              # default: D = 128 and 64
+    python3 benchmarks/select_trace.py [heads ...]          # bench_kernels.HEADS names; default:
+                                                            # qwen2.5-vl-7b and its D = 64 twin
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROWS, EVENTS, CLOCK, SM = 1088, 32, 16, 15  # select_trace.cuh: rows, events, clock64 offset, SM
 KERNELS = {  # name: (first row, last row + 1, event names)
@@ -35,9 +37,6 @@ GATHER_PHASES = [("wait->cache", 1, 2), ("threshold", 2, 3), ("kept", 3, 4), ("g
                  ("pick digit 1", 2, 8), ("count digit 2", 8, 10), ("pick digit 2", 10, 11),
                  ("rank / digit 3", 11, 3), ("kept: load", 3, 12), ("kept: count", 12, 13),
                  ("kept: scan", 13, 14), ("kept: write", 14, 6), ("kept: barrier", 6, 4)]
-
-L, HQ, HKV, NQ, P, POOL = 18240, 28, 4, 64, 1024, 5
-STARTS, LENS = [2048, 10112], [8064, 8064]
 
 
 def analyse(trace: torch.Tensor) -> dict:
@@ -80,22 +79,30 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(D: int, path: str) -> None:
-    from spava_ext import ops, timing
+def run(heads: str, path: str) -> None:
+    from bench_kernels import HEADS, rank_tensors  # GPU-only imports
 
-    g = torch.Generator(device="cuda").manual_seed(D)
-    sets = [(torch.randn(1, NQ, HQ, D, device="cuda", generator=g).bfloat16(),
-             torch.randn(1, L, HKV, D, device="cuda", generator=g).bfloat16(),
-             torch.randn(1, L, HKV, D, device="cuda", generator=g).bfloat16()) for _ in range(4)]
-    idx = torch.empty(2, 1, HKV, P, dtype=torch.long, device="cuda")
-    kv = torch.empty(2, P, 2, 1, HKV, D, dtype=torch.bfloat16, device="cuda")
+    from spava_ext import SpavaLayout, ops, timing
+
+    Hq, Hkv, D = HEADS[heads]
+    layout = SpavaLayout.auto(131072 + 64, 64, 8)  # bench_kernels' defaults
+    rank = layout.world_size - 1
+    seg = layout.local_segments(rank)
+    sets = [rank_tensors(layout, rank, Hq, Hkv, D, torch.bfloat16, seed=100 * i)[:3]
+            for i in range(4)]
+    sets = [(q[:, seg.question_start:], k, v) for q, k, v in sets]
+    cap = layout.passing_cap
+    idx = torch.empty(2, 1, Hkv, cap, dtype=torch.long, device="cuda")
+    kv = torch.empty(2, cap, 2, 1, Hkv, D, dtype=torch.bfloat16, device="cuda")
 
     def call(s):
-        ops.select_passing(*s, STARTS, LENS, P, POOL, indices=idx, kv=kv)
+        ops.select_passing(*s, [seg.chunk1_start, seg.chunk2_start], [seg.chunk1, seg.chunk2],
+                           layout.passing_len, layout.pool_kernel, indices=idx, kv=kv)
 
     graph = timing.capture_graph([lambda s=s: call(s) for s in sets])
     t = timing.graph_time(graph, calls_per_replay=4)
-    print(f"D = {D}: held graph replay {t['ms'] * 1e3:.1f} us per call (min {t['min_ms'] * 1e3:.1f})")
+    print(f"{heads} (D = {D}): held graph replay {t['ms'] * 1e3:.1f} us per call "
+          f"(min {t['min_ms'] * 1e3:.1f})")
     for rep in range(2):
         torch.cuda.synchronize()
         graph.replay()
@@ -111,5 +118,5 @@ def run(D: int, path: str) -> None:
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        for D in [int(a) for a in sys.argv[1:]] or [128, 64]:
-            run(D, os.path.join(tmp, "select_trace.bin"))
+        for heads in sys.argv[1:] or ["qwen2.5-vl-7b", "qwen2.5-vl-7b-d64"]:
+            run(heads, os.path.join(tmp, "select_trace.bin"))

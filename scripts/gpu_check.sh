@@ -93,6 +93,6 @@ echo "==== spava gpu_check ($MODE) on $(head -n 2 "$OUT/gpu.txt" 2>/dev/null | t
 for line in "${summary[@]}"; do echo "$line"; done
 [ -f "$OUT/bench.log" ] && grep -E "TF/s|us |ms " "$OUT/bench.log" | head -40
 for f in simulate layer e2e; do [ -f "$OUT/$f.log" ] && tail -n 14 "$OUT/$f.log"; done
-[ -f "$OUT/trace.log" ] && grep -E "^D =|span|kernel 3" "$OUT/trace.log" | head -12
+[ -f "$OUT/trace.log" ] && grep -E "D = |span|kernel 3" "$OUT/trace.log" | head -12
 [ -f "$OUT/sass_mix.txt" ] && head -8 "$OUT/sass_mix.txt"
 exit 0

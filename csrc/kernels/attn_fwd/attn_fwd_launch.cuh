@@ -3,7 +3,6 @@
 #pragma once
 
 #ifdef SPAVA_ATTN_TRACE
-#include <cstdio>
 #include <cstdlib>
 #include <vector>
 #endif
@@ -17,6 +16,7 @@
 #include "attn_fwd/tma_params.h"
 #include "common/kernel_setup.h"
 #include "common/tma.h"
+#include "common/trace_file.h"
 #include "merge_states/merge_states.h"
 #include "spava/check.h"
 
@@ -173,11 +173,7 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
     SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data(), attn::g_attn_trace, 8 * kStamps));
     SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data() + kStamps, attn::g_attn_span,
                                           sizeof(attn::g_attn_span)));
-    FILE* f = std::fopen(trace_file, "wb");
-    SPAVA_HOST_CHECK(f != nullptr, std::string("attn_fwd: cannot write SPAVA_TRACE_FILE ") +
-                                       trace_file);
-    std::fwrite(host.data(), 8, host.size(), f);
-    std::fclose(f);
+    write_trace_file("attn_fwd", "SPAVA_TRACE_FILE", trace_file, host);
   }
 #endif
   for (int i = 0; i < params.num_problems; ++i) {

@@ -250,14 +250,16 @@ __device__ __forceinline__ Threshold find_threshold(const ItemKeys& ks, int m, c
   uint32_t prefix = 0;
   int remaining = m;
   int cnt[4] = {top4.w, top4.z, top4.y, top4.x};  // digits 2047 - 4t - e
-  if (pick_digit(cnt, kRadixBins - 1, 21, prefix, remaining, sm)) return {prefix, 0xFFE00000u, remaining};
+  if (pick_digit(cnt, kRadixBins - 1, 21, prefix, remaining, sm))
+    return {prefix, 0xFFE00000u, remaining};
   sel_stamp(kSelTraceGather, 8);
   count_digit(ks, 0xFFE00000u, prefix, 10, kRadixBins, sm.hist2);
   sel_stamp(kSelTraceGather, 9);
   __syncthreads();
   sel_stamp(kSelTraceGather, 10);
   read_counts(sm.hist2, kRadixBins - 1, cnt);
-  if (pick_digit(cnt, kRadixBins - 1, 10, prefix, remaining, sm)) return {prefix, 0xFFFFFC00u, remaining};
+  if (pick_digit(cnt, kRadixBins - 1, 10, prefix, remaining, sm))
+    return {prefix, 0xFFFFFC00u, remaining};
   sel_stamp(kSelTraceGather, 11);
   const int n = sm.bin_count;  // block-uniform, >= 2
   if (n <= kMaxRanked) {

@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "common/kernel_setup.h"
+#include "common/trace_file.h"
 #include "select_passing/select_gather_kernel.cuh"
 #include "select_passing/select_passing_kernel.cuh"
 #include "spava/check.h"
@@ -119,19 +119,17 @@ int one_cta_per_sm_bytes() {
 #ifdef SPAVA_ATTN_TRACE
 // Trace build: with SPAVA_SELECT_TRACE_FILE set, each call first writes the stamps of the
 // previous select_passing kernels (select_trace.cuh) to that file (synchronising), then clears
-// them.
+// them on the stream.
 void select_trace_dump(cudaStream_t stream) {
   const char* path = std::getenv("SPAVA_SELECT_TRACE_FILE");
   if (path == nullptr || *path == 0) return;
-  std::vector<unsigned long long> h(kSelTraceRows * kSelTraceEvents);
+  std::vector<unsigned long long> words(sizeof(g_sel_trace) / 8);
   SPAVA_CUDA_CHECK(cudaStreamSynchronize(stream));
-  SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(h.data(), g_sel_trace, h.size() * 8));
-  if (FILE* f = std::fopen(path, "wb")) {
-    std::fwrite(h.data(), 8, h.size(), f);
-    std::fclose(f);
-  }
-  std::vector<unsigned long long> z(h.size(), 0);
-  SPAVA_CUDA_CHECK(cudaMemcpyToSymbol(g_sel_trace, z.data(), z.size() * 8));
+  SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(words.data(), g_sel_trace, sizeof(g_sel_trace)));
+  write_trace_file("select_passing", "SPAVA_SELECT_TRACE_FILE", path, words);
+  void* trace = nullptr;
+  SPAVA_CUDA_CHECK(cudaGetSymbolAddress(&trace, g_sel_trace));
+  SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(g_sel_trace), stream));
 }
 #endif
 

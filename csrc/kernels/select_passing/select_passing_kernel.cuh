@@ -6,8 +6,8 @@
 // order-preserving uint32 keys; the exact m-th largest key is found by radix select (digit 1 =
 // key bits 31..21, its histogram built by all score CTAs of the item; digit 2 = bits 20..10;
 // then the few keys sharing both are ranked, or digit 3 = bits 9..0 counted: select_block.cuh)
-// and every larger key is kept plus the lowest positions equal to it. Every sum has a fixed order and every count is
-// an integer, so the result is deterministic: same input, same bytes.
+// and every larger key is kept plus the lowest positions equal to it. Every sum has a fixed
+// order and every count is an integer, so the result is deterministic: same input, same bytes.
 //
 // Protocol. Kernel 1 zeroes the per-item histograms. Each score CTA writes its rows' keys and
 // adds their top digits to the item's histogram. Every CTA of kernel 3 that holds kept rows of a
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
   for (int i = tid; i < kRadixBins; i += kScoreThreads) sm.hist[i] = 0;
   pdl_wait();  // kernel 1 has completed: qsum partials and zeroed p.hist visible
   sel_stamp(kSelTraceScore, 1);
-  for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // every partial in flight, summed in order
+  for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // all in flight, summed in order
     const float* part = p.qsum + (int64_t(b) * p.heads_kv + h) * p.head_dim + d;
     const int64_t split_stride = int64_t(p.batch) * p.heads_kv * p.head_dim;
     float y[kMaxQsumSplits];
