@@ -114,8 +114,6 @@ int one_cta_per_sm_bytes() {
   return per_sm / 2;
 }
 
-}  // namespace
-
 #ifdef SPAVA_ATTN_TRACE
 // Trace build: with SPAVA_SELECT_TRACE_FILE set, each call first writes the stamps of the
 // previous select_passing kernels (select_trace.cuh) to that file (synchronising), then clears
@@ -132,6 +130,8 @@ void select_trace_dump(cudaStream_t stream) {
   SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(g_sel_trace), stream));
 }
 #endif
+
+}  // namespace
 
 void run_select_passing(SelectPassingParams p, cudaStream_t stream) {
 #ifdef SPAVA_ATTN_TRACE
