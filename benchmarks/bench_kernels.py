@@ -72,7 +72,18 @@ def with_rate(stats: dict, pairs: int, D: int, Hq: int) -> dict:
     out = {**stats, "tflops": tf, "peak_fraction": peak_fraction(tf, stats.get("sm_clock_mhz"))}
     if stats.get("joules_per_call"):
         out["tflop_per_joule"] = 4 * pairs * D * Hq / stats["joules_per_call"] / 1e12
+    if stats.get("sm_clock_mhz"):  # sustained: the windows' mean clock; else a point reading
+        out["tflops_per_ghz"] = tf / (stats["sm_clock_mhz"] / 1e3)
     return out
+
+
+def clock_note(r: dict) -> str:
+    """' at 1523 MHz (391 TF/s per GHz; power cap 97 %)' for a sustained timing with clocks."""
+    if not r.get("sm_clock_mhz") or not r.get("clock_samples"):
+        return ""
+    cap = r.get("power_cap_fraction")
+    return (f" at {r['sm_clock_mhz']:.0f} MHz ({r['tflops_per_ghz']:.0f} TF/s per GHz"
+            + (f"; power cap {cap:.0%}" if cap is not None else "") + ")")
 
 
 def pct(r: dict) -> str:
@@ -378,12 +389,13 @@ def main() -> int:
                     cs = entry["cudnn"]["sustained"]
                     same += (f"; cudnn on the same problem alone, sustained: {cs['tflops']:.0f}"
                              + (f" ({cs['tflop_per_joule']:.3f} TFLOP/J)"
-                                if cs.get("tflop_per_joule") else ""))
+                                if cs.get("tflop_per_joule") else "") + clock_note(cs))
                 side = entry["spava"]["side_by_side"]["tflops"]
                 tfj = entry["spava"].get("tflop_per_joule")
                 table.append(f"{wname:<18} r{rank} {name:<8} {qr.shape[1]:>6} rows "
                              f"{entry['spava']['ms']:>8.3f} ms {entry['spava']['tflops']:>6.0f}"
                              f" TF/s sustained" + (f" ({tfj:.3f} TFLOP/J)" if tfj else "")
+                             + clock_note(entry["spava"])
                              + f"; side by side: attn_fwd {side:.0f}"
                              + (f", plain plan {plain:.0f}" if plain else "")
                              + (f", flex {flex:.0f}" if flex else "") + same
@@ -403,7 +415,7 @@ def main() -> int:
                      + "; alone, sustained: " + ", ".join(
                          f"{n} {r['tflops']:.0f}" + (f" ({r['tflop_per_joule']:.3f} TFLOP/J)"
                                                      if r.get("tflop_per_joule") else "")
-                         for n, r in od["sustained"].items())
+                         + clock_note(r) for n, r in od["sustained"].items())
                      + " (masked calls / attn_fwd, both sustained: "
                      + ", ".join(f"{c['spava']['tflops'] / od['sustained']['spava']['tflops']:.0%}"
                                  for c in w["calls"] if c["call"] != "question") + ")")

@@ -45,6 +45,8 @@ def test_sustained_time_is_the_time_per_call():
     assert t["calls_per_sample"] == int(50 / ref) and t["repeats"] == 2  # 50 ms windows
     assert abs(t["ms"] - ref) < 0.1 * ref, (t, ref)
     assert t["ms"] == pytest.approx(t["mean_ms"])
+    if timing._nvml_clock_reader() is not None:  # the windows' mean SM clock, sampled
+        assert t["clock_samples"] > 0 and 100 < t["sm_clock_mhz"] < 3000, t
 
 
 def test_sustained_time_energy_per_call(monkeypatch):
@@ -60,3 +62,34 @@ def test_sustained_time_energy_per_call(monkeypatch):
     assert t["ms"] == 2.1 and t["median_ms"] == 2.0
     assert t["joules_per_call"] == pytest.approx(12.0 / (3 * 10 + 3))
     assert t["power_w"] > 0
+
+
+def test_clock_sampler_summary(monkeypatch):
+    """ClockSampler polls (clock, reasons) in a thread while its block runs; the summary is the
+    mean clock and the fraction of samples per reason (CPU: the NVML reader stubbed)."""
+    readings = iter([(1500, 0x4), (1700, 0x0), (1600, 0x4 | 0x20)] * 1000)
+    monkeypatch.setattr(timing, "_nvml_clock_reader", lambda: lambda: next(readings))
+    with timing.ClockSampler(period_s=0.001) as s:
+        deadline = time.perf_counter() + 1.0
+        while len(s.samples) < 3 and time.perf_counter() < deadline:
+            time.sleep(0.002)
+    n = len(s.samples)
+    assert n >= 3
+    first = [(1500, 0x4), (1700, 0x0), (1600, 0x24)] * (n // 3 + 1)
+    assert s.samples == first[:n]
+    summary = s.summary()
+    assert summary["clock_samples"] == n
+    assert summary["sm_clock_mhz"] == pytest.approx(sum(c for c, _ in first[:n]) / n)
+    assert summary["power_cap_fraction"] == pytest.approx(
+        sum(1 for _, m in first[:n] if m & 0x4) / n)
+    assert summary["thermal_fraction"] == pytest.approx(
+        sum(1 for _, m in first[:n] if m & 0x20) / n)
+    assert summary["hw_slowdown_fraction"] == 0.0
+
+
+def test_clock_sampler_without_nvml(monkeypatch):
+    """No NVML: no thread, an empty summary (sustained_time then reports no clock)."""
+    monkeypatch.setattr(timing, "_nvml_clock_reader", lambda: None)
+    with timing.ClockSampler() as s:
+        pass
+    assert s.samples == [] and s.summary() == {}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["capture_graph", "gpu_time", "gpu_time_interleaved", "graph_time",
+__all__ = ["ClockSampler", "capture_graph", "gpu_time", "gpu_time_interleaved", "graph_time",
            "sustained_time"]
 
 
@@ -83,22 +84,95 @@ def sustained_time(fn: Callable[[], None], est_ms: float, windows: int = 3,
     with slower, lower-power contenders a kernel measured up to ~9 % faster (the headroom after
     their samples: the rank-0 call of 3B heads at 584 TF/s beside its plain plan, 637 with
     cuDNN and flash SDPA between its samples). The benchmarks' headline rates are taken this
-    way; the side-by-side timings (same clocks) give the ratios to the baselines."""
+    way; the side-by-side timings (same clocks) give the ratios to the baselines. Where NVML
+    can be read, the windows' mean SM clock (``sm_clock_mhz``) and the fraction of time the
+    power cap or a slowdown held it down come with them (:class:`ClockSampler`)."""
     per_ms = max(est_ms, 1e-3)
     calls = max(4, int(window_s * 1e3 / per_ms))
     for _ in range(max(3, int(warm_s * 1e3 / per_ms))):
         fn()
     torch.cuda.synchronize()
     e0, t0 = _energy_mj(), time.perf_counter()
-    r = gpu_time(fn, warmup=3, repeats=windows, pipelined=calls)
+    with ClockSampler() as clocks:
+        r = gpu_time(fn, warmup=3, repeats=windows, pipelined=calls)
     e1, t1 = _energy_mj(), time.perf_counter()
-    out = {**r, "ms": r["mean_ms"], "median_ms": r["ms"]}
+    out = {**r, "ms": r["mean_ms"], "median_ms": r["ms"], **clocks.summary()}
     if e0 is not None and e1 is not None and e1 > e0:
         # the card's energy over the windows (and gpu_time's 3 warm-up calls): joules per call
         # and the mean power; under the power limit, FLOP per joule is what a kernel can improve
         out["joules_per_call"] = (e1 - e0) * 1e-3 / (windows * calls + 3)
         out["power_w"] = (e1 - e0) * 1e-3 / (t1 - t0)
     return out
+
+
+# NVML's clock event ("throttle") reason bits that lower the SM clock below what was asked
+_REASONS = {"power_cap": 0x4,            # SW power cap: the board's power limit
+            "thermal": 0x20 | 0x40,      # SW / HW thermal slowdown
+            "hw_slowdown": 0x8 | 0x80}   # HW slowdown, HW power brake
+
+
+class ClockSampler:
+    """Samples the SM clock and NVML's clock event reasons every ``period_s`` in a thread while
+    the ``with`` block runs (the main thread waits in CUDA synchronisation meanwhile, so the
+    samples cover the device's work). ``summary()``: the mean SM clock over the samples
+    (``sm_clock_mhz``: with it a sustained rate becomes TF/s per GHz), the number of samples,
+    and for each reason in ``_REASONS`` the fraction of samples in which it was active. Empty
+    where NVML cannot be read (CPU machines, no pynvml)."""
+
+    def __init__(self, period_s: float = 0.005):
+        self.period_s = period_s
+        self.samples: list = []  # (clock MHz, reasons bitmask or None)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._read = _nvml_clock_reader()
+
+    def __enter__(self) -> "ClockSampler":
+        if self._read is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.samples.append(self._read())
+            except Exception:  # a failed read (driver busy): skip that sample
+                pass
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        out = {"sm_clock_mhz": statistics.fmean(c for c, _ in self.samples),
+               "clock_samples": len(self.samples)}
+        reasons = [m for _, m in self.samples if m is not None]
+        for name, bits in _REASONS.items():
+            if reasons:
+                out[f"{name}_fraction"] = sum(1 for m in reasons if m & bits) / len(reasons)
+        return out
+
+
+def _nvml_clock_reader() -> Optional[Callable[[], tuple]]:
+    """A function returning (SM clock MHz, clock event reasons bitmask or None), or None."""
+    try:
+        import pynvml
+
+        handle = torch.cuda._get_pynvml_handler()
+        reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+
+        def read() -> tuple:
+            clock = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+            return int(clock), (int(reasons(handle)) if reasons is not None else None)
+
+        read()
+        return read
+    except Exception:  # no NVML / pynvml, no CUDA device
+        return None
 
 
 def _energy_mj() -> Optional[int]:
