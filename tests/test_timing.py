@@ -46,7 +46,8 @@ def test_sustained_time_is_the_time_per_call():
     assert abs(t["ms"] - ref) < 0.1 * ref, (t, ref)
     assert t["ms"] == pytest.approx(t["mean_ms"])
     if timing._nvml_clock_reader() is not None:  # the windows' mean SM clock, sampled
-        assert t["clock_samples"] > 0 and 100 < t["sm_clock_mhz"] < 3000, t
+        assert t["clock_samples"] > 0 and 100 < t["nvml_sm_clock_mhz"] < 3000, t
+        assert 0.0 <= t["power_cap_fraction"] <= 1.0, t
 
 
 def test_sustained_time_energy_per_call(monkeypatch):
@@ -79,7 +80,7 @@ def test_clock_sampler_summary(monkeypatch):
     assert s.samples == first[:n]
     summary = s.summary()
     assert summary["clock_samples"] == n
-    assert summary["sm_clock_mhz"] == pytest.approx(sum(c for c, _ in first[:n]) / n)
+    assert summary["nvml_sm_clock_mhz"] == pytest.approx(sum(c for c, _ in first[:n]) / n)
     assert summary["power_cap_fraction"] == pytest.approx(
         sum(1 for _, m in first[:n] if m & 0x4) / n)
     assert summary["thermal_fraction"] == pytest.approx(

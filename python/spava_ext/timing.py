@@ -85,8 +85,8 @@ def sustained_time(fn: Callable[[], None], est_ms: float, windows: int = 3,
     their samples: the rank-0 call of 3B heads at 584 TF/s beside its plain plan, 637 with
     cuDNN and flash SDPA between its samples). The benchmarks' headline rates are taken this
     way; the side-by-side timings (same clocks) give the ratios to the baselines. Where NVML
-    can be read, the windows' mean SM clock (``sm_clock_mhz``) and the fraction of time the
-    power cap or a slowdown held it down come with them (:class:`ClockSampler`)."""
+    can be read, the fraction of the windows in which the power cap (or a slowdown) held the
+    clock down comes with them, and NVML's mean clock reading (:class:`ClockSampler`)."""
     per_ms = max(est_ms, 1e-3)
     calls = max(4, int(window_s * 1e3 / per_ms))
     for _ in range(max(3, int(warm_s * 1e3 / per_ms))):
@@ -114,10 +114,15 @@ _REASONS = {"power_cap": 0x4,            # SW power cap: the board's power limit
 class ClockSampler:
     """Samples the SM clock and NVML's clock event reasons every ``period_s`` in a thread while
     the ``with`` block runs (the main thread waits in CUDA synchronisation meanwhile, so the
-    samples cover the device's work). ``summary()``: the mean SM clock over the samples
-    (``sm_clock_mhz``: with it a sustained rate becomes TF/s per GHz), the number of samples,
-    and for each reason in ``_REASONS`` the fraction of samples in which it was active. Empty
-    where NVML cannot be read (CPU machines, no pynvml)."""
+    samples cover the device's work). ``summary()``: the mean SM clock reading over the
+    samples, the number of samples, and for each reason in ``_REASONS`` the fraction of samples in which it was active. Empty
+    where NVML cannot be read (CPU machines, no pynvml).
+
+    The clock is NVML's reading (``nvml_sm_clock_mhz``), which under the power cap is not the
+    effective clock (attn_fwd NOTES, session 6: a call that ran at <= 1.53 GHz read 1980 MHz;
+    the clock64 trace gives the effective one), so it is reported beside the rates, never used
+    to derive TF/s per GHz or a fraction of peak. The reason fractions are what it is for:
+    whether the power limit held the clock down throughout."""
 
     def __init__(self, period_s: float = 0.005):
         self.period_s = period_s
@@ -147,7 +152,7 @@ class ClockSampler:
     def summary(self) -> dict:
         if not self.samples:
             return {}
-        out = {"sm_clock_mhz": statistics.fmean(c for c, _ in self.samples),
+        out = {"nvml_sm_clock_mhz": statistics.fmean(c for c, _ in self.samples),
                "clock_samples": len(self.samples)}
         reasons = [m for _, m in self.samples if m is not None]
         for name, bits in _REASONS.items():
