@@ -272,11 +272,19 @@ def bench_select(layout, rank, Hq, Hkv, D, dtype, copy_gbs) -> dict:
             "kernels_us": kernels, "pdl": os.environ.get("SPAVA_SELECT_PDL", "1") != "0"}
 
 
-def bench_fused(layout, rank, q, k, v, recv1, recv2, pairs, D, Hq, reps) -> dict:
-    """The rank's three problems in one attn_fwd_group launch (flags not needed: the receive
-    buffers are synthesised) against the three problems in three launches, timed interleaved
-    (same clocks), device time (4 calls queued per sample) and one synchronised call."""
-    problems = standalone_problems(q, k, v, layout, rank, recv1, recv2, ORDER_LOCAL)
+def rank_launch(layout, rank, q, k, v, recv1, recv2) -> tuple[list, int]:
+    """The rank's three problems as its one attn_fwd_group launch takes them (flags not needed:
+    the receive buffers are synthesised), and their allowed pairs."""
+    pairs = sum(keys.pairs(qr.shape[1])
+                for _, qr, keys in attn_calls(layout, rank, q, k, v, recv1, recv2))
+    return standalone_problems(q, k, v, layout, rank, recv1, recv2, ORDER_LOCAL), pairs
+
+
+def bench_fused(layout, rank, q, k, v, recv1, recv2, D, Hq, reps) -> dict:
+    """The rank's three problems in one attn_fwd_group launch against the three problems in
+    three launches, timed interleaved (same clocks), device time (4 calls queued per sample)
+    and one synchronised call."""
+    problems, pairs = rank_launch(layout, rank, q, k, v, recv1, recv2)
     fns = {"one": lambda: ops.attn_fwd_group(problems),
            "three": lambda: [ops.attn_fwd_group([p]) for p in problems]}
     t = gpu_time_interleaved(fns, repeats=reps, pipelined=4)
@@ -290,10 +298,7 @@ def one_launch_sustained(layout, rank: int, Hq: int, Hkv: int, D: int, dtype) ->
     """The rank's attention as the layer runs it, one attn_fwd_group launch over its three
     problems (receive buffers synthesised), alone and sustained: TF/s over the allowed pairs
     of all three."""
-    q, k, v, recv1, recv2 = rank_tensors(layout, rank, Hq, Hkv, D, dtype)
-    pairs = sum(keys.pairs(qr.shape[1])
-                for _, qr, keys in attn_calls(layout, rank, q, k, v, recv1, recv2))
-    problems = standalone_problems(q, k, v, layout, rank, recv1, recv2, ORDER_LOCAL)
+    problems, pairs = rank_launch(layout, rank, *rank_tensors(layout, rank, Hq, Hkv, D, dtype))
     run = lambda: ops.attn_fwd_group(problems)  # noqa: E731
     est = gpu_time(run, warmup=2, repeats=3, pipelined=2)["ms"]
     return {"rank": rank, "pairs": pairs, **with_rate(sustained_time(run, est), pairs, D, Hq)}
@@ -415,8 +420,7 @@ def main() -> int:
                              + f" (sync {entry['spava']['sync_ms']:.3f} ms; "
                              + (f"{entry['gpu_temp_c']} C, " if entry["gpu_temp_c"] else "")
                              + f"SM {t['sm_clock_mhz']} MHz under load)")
-            pairs = sum(c["pairs"] for c in w["calls"][-3:])
-            f = bench_fused(layout, rank, q, k, v, recv1, recv2, pairs, D, Hq, reps)
+            f = bench_fused(layout, rank, q, k, v, recv1, recv2, D, Hq, reps)
             w["fused"] = w.get("fused", []) + [f]
             table.append(f"{wname:<18} r{rank} one launch (3 problems) {f['ms']:>8.3f} ms "
                          f"{f['tflops']:>6.0f} TF/s; three launches {f['separate_ms']:.3f} ms "
