@@ -4,16 +4,20 @@
 
 1. Correctness: spava_attention and decode over NCCL against the full-sequence reference on
    irregular shapes (bf16 and fp16), and a layer captured in a CUDA graph and replayed.
-2. Overlap: each rank's layer time with real gathers against the same rank's compute-only time
-   (SimulatedComm) and the time of its gathers alone; hidden share = 1 - exposed / gathers.
+2. Overlap, per variant of the schedule (VARIANTS: how ready flags are set, SMs left to the
+   collectives): each rank's layer time with real gathers against the same rank's
+   compute-only time (SimulatedComm, the simulator's measure) and the time of its gathers
+   alone; hidden share = 1 - exposed / gathers. ``--trace-dir``: every variant's kernel
+   timeline per rank (profiler), to see where exposed time goes.
 3. Speed: the layer at 128K tokens (Qwen2.5-VL-7B heads) against dense cuDNN attention on one
-   GPU, and the simulator's prediction for the same W.
+   GPU and the simulator's ZigZag ring per-rank work at the same W (rank 0).
 Rank 0 prints a table and writes benchmarks/results/multi_gpu_<date>_<card>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -71,6 +75,22 @@ def correctness(rank: int, world: int) -> list[str]:
         lines.append(f"correct: case {i} (L={L}, a={a}, nq={nq}, {Hq}/{Hkv}, D={D}, p={p}, "
                      f"{dtype}) prefill + decode")
         progress(rank, lines[-1])
+    # case 0 again with SMs left free for the gathers (a smaller attention grid)
+    os.environ["SPAVA_RESERVE_SMS"] = "6"
+    try:
+        L, a, nq, Hq, Hkv, D, p, dtype = CASES[0]
+        layout = SpavaLayout(L, a, nq, world, p)
+        q, k, v = grid_inputs(1, L, Hq, Hkv, D, dtype=dtype, seed=700, device="cuda")
+        shard = [layout.shard(t, rank) for t in (q, k, v)]
+        out = spava_ext.spava_attention(*shard, layout)
+        mine = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout)
+        low = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout, upcast=False)
+        assert_attn_close(f"W={world} case 0, 6 SMs free", out,
+                          layout.shard(mine, rank), layout.shard(low, rank))
+    finally:
+        os.environ.pop("SPAVA_RESERVE_SMS", None)
+    lines.append("correct: case 0 with 6 SMs left to the gathers")
+    progress(rank, lines[-1])
     # a layer captured in a CUDA graph, replayed on new data
     L, a, nq, Hq, Hkv, D, p, dtype = CASES[0]
     layout = SpavaLayout(L, a, nq, world, p)
@@ -91,32 +111,103 @@ def correctness(rank: int, world: int) -> list[str]:
     return lines
 
 
-def speed(rank: int, world: int) -> dict:
+# (name, flags set by a fill kernel (the old way), SMs left free by the attention launch and
+# CTAs per NCCL kernel (None: NCCL's choice)); the first is the schedule before session 13
+VARIANTS = [("fill flag, all SMs", True, 0, None),
+            ("set_flag, all SMs", False, 0, None),
+            ("set_flag, 2 SMs free, NCCL <= 2 CTAs", False, 2, 2),
+            ("set_flag, 4 SMs free, NCCL <= 4 CTAs", False, 4, 4)]
+
+
+def kernel_trace(fn, layers: int = 3) -> list:
+    """GPU activity of ``layers`` calls of ``fn`` (queued back to back), from the profiler:
+    [name, stream, start us, duration us] per kernel, memset and memcpy, start relative to the
+    first."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(layers):
+            fn()
+        torch.cuda.synchronize()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        events = json.load(open(f.name))["traceEvents"]
+    gpu = [e for e in events if e.get("cat") in ("kernel", "gpu_memset", "gpu_memcpy")]
+    t0 = min((e["ts"] for e in gpu), default=0)
+    return [[e["name"][:80], e.get("tid"), round(e["ts"] - t0, 2), round(e.get("dur", 0), 2)]
+            for e in sorted(gpu, key=lambda e: e["ts"])]
+
+
+def speed(rank: int, world: int, trace_dir: str | None) -> list[dict]:
+    """Each variant's layer time with NCCL against the same rank's compute-only time."""
     layout = SpavaLayout.auto(131072 + 64, 64, world)
     g = torch.Generator(device="cuda").manual_seed(rank)
     n = layout.local_len(rank)
     q = torch.randn(1, n, 28, 128, device="cuda", dtype=torch.bfloat16, generator=g)
     k = torch.randn(1, n, 4, 128, device="cuda", dtype=torch.bfloat16, generator=g)
     v = torch.randn_like(k)
-    comm = GroupComm(None)
-    real = gpu_time(lambda: spava_attention_rank(q, k, v, layout, comm), warmup=3,
-                    repeats=20)["ms"]
-    sim_comm = SimulatedComm(rank, world)  # one instance: its random "received" buffers are
-    sim = gpu_time(lambda: spava_attention_rank(q, k, v, layout, sim_comm),  # made once
-                   warmup=3, repeats=20)["ms"]
     send = torch.randn(layout.passing_cap, 2, 1, 4, 128, device="cuda", dtype=torch.bfloat16)
     recv = torch.empty((world,) + send.shape, device="cuda", dtype=torch.bfloat16)
-    gathers = gpu_time(lambda: [comm.all_gather(recv, send, "probe").wait() for _ in range(2)],
-                       warmup=3, repeats=20)["ms"]
-    exposed = max(0.0, real - sim)
-    return {"rank": rank, "layer_ms": real, "compute_only_ms": sim, "gathers_ms": gathers,
-            "hidden_fraction": 1 - min(1.0, exposed / gathers) if gathers > 0 else 1.0}
+    rows = []
+    for name, by_kernel, reserve, nccl_ctas in VARIANTS:
+        os.environ["SPAVA_FLAG_BY_KERNEL"] = "1" if by_kernel else "0"
+        group = None if nccl_ctas is None else dist.new_group(
+            backend="nccl", pg_options=nccl_options(max_ctas=nccl_ctas))
+        comm = GroupComm(group, reserve_sms=reserve)
+        sim_comm = SimulatedComm(rank, world, reserve_sms=reserve)  # one instance: its random
+        real_fn = lambda c=comm: spava_attention_rank(q, k, v, layout, c)  # noqa: E731
+        sim_fn = lambda: spava_attention_rank(q, k, v, layout, sim_comm)  # noqa: E731
+        row = {"variant": name, "rank": rank, "reserve_sms": reserve, "nccl_max_ctas": nccl_ctas}
+        # one synchronised call (host included), then 4 queued back to back (host ahead, as in
+        # a model's forward pass); the same for the compute-only schedule
+        row["layer_ms"] = gpu_time(real_fn, warmup=3, repeats=20)["ms"]
+        row["compute_only_ms"] = gpu_time(sim_fn, warmup=3, repeats=20)["ms"]
+        dist.barrier()
+        row["layer_pipelined_ms"] = gpu_time(real_fn, warmup=3, repeats=10, pipelined=4)["ms"]
+        row["compute_only_pipelined_ms"] = gpu_time(sim_fn, warmup=3, repeats=10,
+                                                    pipelined=4)["ms"]
+        row["gathers_ms"] = gpu_time(
+            lambda c=comm: [c.all_gather(recv, send, "probe").wait() for _ in range(2)],
+            warmup=3, repeats=20)["ms"]
+        for key in ("", "_pipelined"):
+            exposed = max(0.0, row[f"layer{key}_ms"] - row[f"compute_only{key}_ms"])
+            row[f"hidden{key}"] = 1 - min(1.0, exposed / row["gathers_ms"])
+        if trace_dir:
+            dist.barrier()
+            tr = kernel_trace(real_fn)
+            slug = name.split(",")[0].replace(" ", "_") + f"_r{reserve}"
+            path = Path(trace_dir) / f"trace_w{world}_{slug}_rank{rank}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(tr))
+        rows.append(row)
+        progress(rank, f"{name}: rank 0 layer {row['layer_ms']:.3f} / pipelined "
+                       f"{row['layer_pipelined_ms']:.3f} ms, compute only "
+                       f"{row['compute_only_ms']:.3f} / {row['compute_only_pipelined_ms']:.3f}")
+        dist.barrier()
+    os.environ.pop("SPAVA_FLAG_BY_KERNEL", None)
+    return rows
+
+
+def single_gpu_baselines(world: int) -> dict:
+    """Rank 0 alone: dense causal cuDNN SDPA over the whole sequence on one GPU, and the
+    simulator's ZigZag ring per-rank work at this W (compute only)."""
+    from spava_ext.simulate import SimConfig, _dense, _zigzag_ring
+    layout = SpavaLayout.auto(131072 + 64, 64, world)
+    cfg = SimConfig(world=world, repeats=5)
+    dense = _dense(cfg, layout.seq_len)
+    ring = _zigzag_ring(cfg, layout.seq_len)
+    return {"dense_ms": dense, "zigzag_ring_ms": ring, "zigzag_ring_critical_ms": max(ring)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--trace-dir", default=None,
+                        help="write each variant's kernel timeline per rank here")
+    parser.add_argument("--skip-baselines", action="store_true")
     args = parser.parse_args()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local)
@@ -127,15 +218,26 @@ def main() -> int:
         lines = correctness(rank, world)
         result = {"world": world, "correctness": lines}
         if not args.skip_speed:
-            mine = speed(rank, world)
+            mine = speed(rank, world, args.trace_dir)
             every = [None] * world
             dist.all_gather_object(every, mine)
-            result["speed"] = every
+            result["speed"] = [row for rows in every for row in rows]
+            if rank == 0 and not args.skip_baselines:
+                result["single_gpu"] = single_gpu_baselines(world)
+            dist.barrier()
         if rank == 0:
+            print(f"{'variant':<38} {'rank':>4} {'layer':>7} {'compute':>7} {'piped':>7} "
+                  f"{'compute':>7} {'gathers':>7} {'hidden':>6} {'piped':>6}")
             for r in result.get("speed", []):
-                print(f"rank {r['rank']}: layer {r['layer_ms']:.3f} ms with NCCL, "
-                      f"{r['compute_only_ms']:.3f} ms compute only, gathers alone "
-                      f"{r['gathers_ms']:.3f} ms, hidden {100 * r['hidden_fraction']:.0f}%")
+                print(f"{r['variant']:<38} {r['rank']:>4} {r['layer_ms']:7.3f} "
+                      f"{r['compute_only_ms']:7.3f} {r['layer_pipelined_ms']:7.3f} "
+                      f"{r['compute_only_pipelined_ms']:7.3f} {r['gathers_ms']:7.3f} "
+                      f"{100 * r['hidden']:5.0f}% {100 * r['hidden_pipelined']:5.0f}%")
+            if "single_gpu" in result:
+                b = result["single_gpu"]
+                print(f"one GPU dense cuDNN {b['dense_ms']['cudnn']:.1f} ms, flash "
+                      f"{b['dense_ms']['flash']:.1f} ms; ZigZag ring per-rank work (compute "
+                      f"only) {b['zigzag_ring_critical_ms']:.2f} ms")
             print(f"wrote {write_result(f'multi_gpu_w{world}', result)}")
     finally:
         dist.destroy_process_group()

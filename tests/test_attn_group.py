@@ -231,6 +231,16 @@ def test_group_done_flags_and_wait_flag_cpu():
     torch.library.opcheck(torch.ops.spava.wait_flag.default, (done[1:2],))
 
 
+def test_set_flag_cpu():
+    flag = torch.zeros(3, dtype=torch.int32)
+    ops.set_flag(flag[1:2])
+    assert flag.tolist() == [0, 1, 0]
+    ops.wait_flag(flag[1:2])
+    with pytest.raises(TypeError, match=r"spava::set_flag: flag must be a contiguous int32"):
+        ops.set_flag(torch.zeros(2, dtype=torch.int64))
+    torch.library.opcheck(torch.ops.spava.set_flag.default, (torch.zeros(1, dtype=torch.int32),))
+
+
 @cuda_only
 def test_group_cuda_done_flags_follow_the_units(monkeypatch):
     """done[2i + 1] is 1 once problem i is written: at once for problems without a wait, only
@@ -272,6 +282,38 @@ def test_wait_flag_cuda_orders_a_stream_after_a_flag():
         flag.fill_(1)
     torch.cuda.synchronize()
     assert x.tolist() == [42.0] * 4
+
+
+@cuda_only
+def test_set_flag_cuda_is_stream_ordered_and_needs_no_sm(monkeypatch):
+    """set_flag writes the flag after the work queued before it on its stream (a waiter sees
+    that work's writes), and it sets a flag that a launch without give-back polls while its CTAs
+    hold the SMs: the launch finishes with the waiting problem computed."""
+    flag = torch.zeros(2, dtype=torch.int32, device="cuda")
+    x = torch.zeros(4, device="cuda")
+    waiter, setter = torch.cuda.Stream(), torch.cuda.Stream()
+    with torch.cuda.stream(waiter):
+        ops.wait_flag(flag[1:2])
+        x.add_(1)
+    with torch.cuda.stream(setter):
+        torch.cuda._sleep(20_000_000)
+        x.fill_(41)
+        ops.set_flag(flag[1:2])
+    torch.cuda.synchronize()
+    assert x.tolist() == [42.0] * 4 and flag.tolist() == [0, 1]
+
+    monkeypatch.setenv("SPAVA_COLLECTIVE_TIMEOUT_S", "30")  # a lost flag traps, not hangs
+    problems = make_problems("cuda", torch.bfloat16, waits=(None, 0, None, 0))
+    ready = torch.zeros(1, dtype=torch.int32, device="cuda")
+    setter.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(setter):
+        torch.cuda._sleep(20_000_000)  # queued first: the launch's CTAs poll meanwhile
+        ops.set_flag(ready)
+    t0 = time.perf_counter()
+    ops.attn_fwd_group(problems, ready=ready)
+    torch.cuda.synchronize()
+    assert time.perf_counter() - t0 < 20
+    check_against_reference(problems, "set_flag")
 
 
 @cuda_only

@@ -101,3 +101,15 @@ def test_emulated_ranks_equal_the_reference(world):
         low = reference.spava_attention(q, k, v, layout, upcast=False)
         assert_attn_close(f"emulated W={world} case {i}", layout.unshard(outs), ref,
                           low if dtype != torch.float32 else None)
+
+
+def test_comm_options_for_sharing_sms(monkeypatch):
+    """NCCL options cap the gathers' CTAs; a communicator's reserve_sms defaults to
+    SPAVA_RESERVE_SMS (the SMs the attention launch leaves to the collectives)."""
+    from spava_ext.comm import GroupComm, SimulatedComm, nccl_options
+    opts = nccl_options(max_ctas=3)
+    if opts is not None:  # torch builds without NCCL have no options
+        assert opts.is_high_priority_stream and opts.config.max_ctas == 3
+    assert GroupComm().reserve_sms == 0 and GroupComm(reserve_sms=4).reserve_sms == 4
+    monkeypatch.setenv("SPAVA_RESERVE_SMS", "6")
+    assert GroupComm().reserve_sms == 6 and SimulatedComm(0, 2).reserve_sms == 6

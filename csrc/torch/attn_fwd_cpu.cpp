@@ -118,4 +118,9 @@ void wait_flag_cpu(const at::Tensor& flag) {
                     "the flag is 0 and the CPU op cannot wait for another stream");
 }
 
+void set_flag_cpu(const at::Tensor& flag) {
+  check_flag("set_flag", flag);
+  flag.flatten()[0].fill_(1);
+}
+
 }  // namespace spava

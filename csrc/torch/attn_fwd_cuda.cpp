@@ -218,4 +218,10 @@ void wait_flag_cuda(const at::Tensor& flag) {
   stream_wait_flag(flag.const_data_ptr<int>(), c10::cuda::getCurrentCUDAStream());
 }
 
+void set_flag_cuda(const at::Tensor& flag) {
+  check_flag("set_flag", flag);
+  const c10::cuda::CUDAGuard guard(flag.device());
+  stream_set_flag(flag.mutable_data_ptr<int>(), c10::cuda::getCurrentCUDAStream());
+}
+
 }  // namespace spava

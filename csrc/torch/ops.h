@@ -25,6 +25,7 @@ void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_se
                         const std::optional<at::Tensor>& sched, bool finish,
                         const std::optional<at::Tensor>& done);
 void wait_flag_cpu(const at::Tensor& flag);
+void set_flag_cpu(const at::Tensor& flag);
 void select_passing_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                         at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
                         int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
@@ -47,6 +48,7 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
                         const std::optional<at::Tensor>& sched, bool finish,
                         const std::optional<at::Tensor>& done);
 void wait_flag_cuda(const at::Tensor& flag);
+void set_flag_cuda(const at::Tensor& flag);
 void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
                          int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,

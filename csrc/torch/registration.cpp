@@ -48,6 +48,9 @@ TORCH_LIBRARY(spava, m) {
   // ---- stream order on a device flag: work queued after this on the current stream starts
   // once flag[0] (int32) != 0 (CUDA: cuStreamWaitValue32; CPU: raises if it is 0).
   m.def("wait_flag(Tensor flag) -> ()");
+  // ---- flag[0] (int32) := 1 in stream order, once the work queued before it on the current
+  // stream has finished (CUDA: cuStreamWriteValue32, on no SM; CPU: now).
+  m.def("set_flag(Tensor(a!) flag) -> ()");
 
   // ---- LSE merge of partial states
   // outs [n, B, R, H, D], lses [n, B, H, R] fp32 -> out [B, R, H, D], lse [B, H, R].
@@ -62,6 +65,7 @@ TORCH_LIBRARY_IMPL(spava, CPU, m) {
   m.impl("attn_fwd", &spava::attn_fwd_aten);
   m.impl("attn_fwd_group", &spava::attn_fwd_group_cpu);
   m.impl("wait_flag", &spava::wait_flag_cpu);
+  m.impl("set_flag", &spava::set_flag_cpu);
   m.impl("merge_states", &spava::merge_states_cpu);
 }
 
@@ -71,6 +75,7 @@ TORCH_LIBRARY_IMPL(spava, CUDA, m) {
   m.impl("attn_fwd", &spava::attn_fwd_cuda);
   m.impl("attn_fwd_group", &spava::attn_fwd_group_cuda);
   m.impl("wait_flag", &spava::wait_flag_cuda);
+  m.impl("set_flag", &spava::set_flag_cuda);
   m.impl("merge_states", &spava::merge_states_cuda);
 }
 #endif

@@ -320,13 +320,19 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
         done = torch.zeros(2 * len(problems), dtype=torch.int32, device=q.device)
         question = ExactRows.gather(part, q_question.shape, comm, "question partials",
                                     after=done[1:2])
+    max_ctas = 0  # leave SMs to the collectives' kernels while they are in flight
+    reserve = getattr(comm, "reserve_sms", 0)
+    if nv and reserve > 0:
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+        max_ctas = max(1, sms - reserve)
     with _nvtx("attention", nv):
-        ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched, done=done)
+        ops.attn_fwd_group(problems, softmax_scale, ready, max_ctas=max_ctas, sched=sched,
+                           done=done)
         if in_flight:  # the tiles given back because their keys were late (usually none)
             for g in gathers:
                 g.wait()
-            ops.attn_fwd_group(problems, softmax_scale, ready, sched=sched, finish=True,
-                               done=done)
+            ops.attn_fwd_group(problems, softmax_scale, ready, max_ctas=max_ctas, sched=sched,
+                               finish=True, done=done)
 
     # 3  exact question rows: gather the W partials and merge them
     if question is None:

@@ -26,12 +26,18 @@ import torch.distributed as dist
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 __all__ = ["Pending", "GroupComm", "SimulatedComm", "emulate_ranks", "all_gather_async",
-           "rank_and_world", "default_timeout", "comm_stream", "nccl_options"]
+           "rank_and_world", "default_timeout", "default_reserve_sms", "comm_stream", "nccl_options"]
 
 
 def default_timeout() -> timedelta:
     """Per-collective wait limit: ``SPAVA_COLLECTIVE_TIMEOUT_S`` seconds (default 600)."""
     return timedelta(seconds=float(os.environ.get("SPAVA_COLLECTIVE_TIMEOUT_S", "600")))
+
+
+def default_reserve_sms() -> int:
+    """SMs an attention launch leaves to the collectives' kernels: ``SPAVA_RESERVE_SMS``
+    (default 0)."""
+    return int(os.environ.get("SPAVA_RESERVE_SMS", "0"))
 
 
 def rank_and_world(group: Optional[dist.ProcessGroup]) -> tuple[int, int]:
@@ -75,7 +81,11 @@ class Pending:
             return
         with torch.cuda.stream(self._stream):
             self._work.wait()  # the communication stream waits for the collective
-            flag.fill_(1)
+            if os.environ.get("SPAVA_FLAG_BY_KERNEL") == "1":  # A/B only: the old fill kernel
+                flag.fill_(1)
+            else:
+                from . import ops  # the extension; comm itself needs only torch
+                ops.set_flag(flag)  # a stream memory write: needs no SM
             self._signalled = torch.cuda.Event()
             self._signalled.record()
         flag.record_stream(self._stream)
@@ -150,16 +160,19 @@ def comm_stream(device: torch.device) -> "torch.cuda.Stream":
     return _COMM_STREAMS[key]
 
 
-def nccl_options() -> Optional[object]:
-    """Options for ``init_process_group("nccl", pg_options=...)``: NCCL's own streams at high
-    priority, so the gathers' kernels get SMs ahead of the persistent attention kernel's CTAs
-    (None when this torch build lacks them)."""
+def nccl_options(max_ctas: Optional[int] = None) -> Optional[object]:
+    """Options for ``init_process_group("nccl", pg_options=...)`` (or ``new_group``): NCCL's own
+    streams at high priority, so the gathers' kernels get SMs ahead of the persistent attention
+    kernel's CTAs, and with ``max_ctas`` at most that many CTAs per NCCL kernel (pair it with a
+    communicator's ``reserve_sms``). None when this torch build lacks the options."""
     options_cls = getattr(dist, "ProcessGroupNCCL", None)
     options_cls = getattr(options_cls, "Options", None) if options_cls is not None else None
     if options_cls is None:
         return None
     options = options_cls()
     options.is_high_priority_stream = True
+    if max_ctas is not None:
+        options.config.max_ctas = int(max_ctas)
     return options
 
 
@@ -168,9 +181,11 @@ class GroupComm:
     gathers run on the device's dedicated communication stream."""
 
     def __init__(self, group: Optional[dist.ProcessGroup] = None,
-                 timeout: Optional[timedelta] = None) -> None:
+                 timeout: Optional[timedelta] = None, reserve_sms: Optional[int] = None) -> None:
         self.group, self.timeout = group, timeout
         self.rank, self.world = rank_and_world(group)
+        #: SMs the rank's attention launch leaves free for the collectives' kernels
+        self.reserve_sms = default_reserve_sms() if reserve_sms is None else int(reserve_sms)
 
     def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device,
                what: str) -> torch.Tensor:
@@ -193,8 +208,10 @@ class GroupComm:
 class SimulatedComm:
     """Rank ``rank`` of a ``world``-rank run, simulated on one device (no collectives)."""
 
-    def __init__(self, rank: int, world: int, seed: int = 0) -> None:
+    def __init__(self, rank: int, world: int, seed: int = 0,
+                 reserve_sms: Optional[int] = None) -> None:
         self.rank, self.world, self.seed = rank, world, seed
+        self.reserve_sms = default_reserve_sms() if reserve_sms is None else int(reserve_sms)
         self._cache: dict = {}
 
     def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device,

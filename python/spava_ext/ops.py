@@ -15,7 +15,7 @@ import torch
 from . import _C  # noqa: F401  (loads the library and its schemas)
 
 __all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "select_passing", "merge_states",
-           "wait_flag", "build_info", "FULL", "SCHED_INTS"]
+           "wait_flag", "set_flag", "build_info", "FULL", "SCHED_INTS"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
@@ -47,6 +47,11 @@ def _attn_fwd_group_fake(q, num_segments, k, v, row_begin, diag, softmax_scale, 
 
 @torch.library.register_fake("spava::wait_flag")
 def _wait_flag_fake(flag) -> None:
+    return None
+
+
+@torch.library.register_fake("spava::set_flag")
+def _set_flag_fake(flag) -> None:
     return None
 
 
@@ -167,6 +172,14 @@ def wait_flag(flag: torch.Tensor) -> None:
     0, without a host synchronisation (CUDA: ``cuStreamWaitValue32``, captured in CUDA graphs).
     On CPU a flag that is 0 raises (nothing could set it later)."""
     torch.ops.spava.wait_flag(flag)
+
+
+def set_flag(flag: torch.Tensor) -> None:
+    """``flag[0]`` (int32) := 1 once the work queued before this call on the current stream has
+    finished, its writes visible first (CUDA: ``cuStreamWriteValue32``, captured in CUDA graphs).
+    It needs no SM, unlike ``flag.fill_(1)``, whose kernel cannot start while a persistent
+    launch polling that flag holds every SM. On CPU it sets the flag now."""
+    torch.ops.spava.set_flag(flag)
 
 
 def select_passing(
