@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -111,12 +112,30 @@ def correctness(rank: int, world: int) -> list[str]:
     return lines
 
 
-# (name, flags set by a fill kernel (the old way), SMs left free by the attention launch and
-# CTAs per NCCL kernel (None: NCCL's choice)); the first is the schedule before session 13
-VARIANTS = [("fill flag, all SMs", True, 0, None),
-            ("set_flag, all SMs", False, 0, None),
-            ("set_flag, 2 SMs free, NCCL <= 2 CTAs", False, 2, 2),
-            ("set_flag, 4 SMs free, NCCL <= 4 CTAs", False, 4, 4)]
+# (name, flags set by a fill kernel (the old way), SMs left free by the attention launch, CTAs
+# per NCCL kernel (None: NCCL's choice), microseconds a CTA polls a ready flag before it gives
+# its unit back); the first is the schedule before session 13
+VARIANTS = [("fill flag, all SMs", True, 0, None, 50),
+            ("set_flag, all SMs", False, 0, None, 50),
+            ("set_flag, 4 SMs free, NCCL <= 4 CTAs", False, 4, 4, 50),
+            ("set_flag, 4 SMs free, NCCL <= 4, poll 2 ms", False, 4, 4, 2000)]
+
+
+def queued_ms(fn, calls: int = 8, repeats: int = 3) -> float:
+    """Device milliseconds per call of ``calls`` calls queued back to back (the host runs
+    ahead), every rank starting together (a barrier first), median of ``repeats``."""
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return sorted(times)[len(times) // 2]
 
 
 def kernel_trace(fn, layers: int = 3) -> list:
@@ -151,23 +170,31 @@ def speed(rank: int, world: int, trace_dir: str | None) -> list[dict]:
     send = torch.randn(layout.passing_cap, 2, 1, 4, 128, device="cuda", dtype=torch.bfloat16)
     recv = torch.empty((world,) + send.shape, device="cuda", dtype=torch.bfloat16)
     rows = []
-    for name, by_kernel, reserve, nccl_ctas in VARIANTS:
+    for name, by_kernel, reserve, nccl_ctas, spin_us in VARIANTS:
         os.environ["SPAVA_FLAG_BY_KERNEL"] = "1" if by_kernel else "0"
+        os.environ["SPAVA_READY_SPIN_US"] = str(spin_us)
         group = None if nccl_ctas is None else dist.new_group(
             backend="nccl", pg_options=nccl_options(max_ctas=nccl_ctas))
         comm = GroupComm(group, reserve_sms=reserve)
         sim_comm = SimulatedComm(rank, world, reserve_sms=reserve)  # one instance: its random
         real_fn = lambda c=comm: spava_attention_rank(q, k, v, layout, c)  # noqa: E731
         sim_fn = lambda: spava_attention_rank(q, k, v, layout, sim_comm)  # noqa: E731
-        row = {"variant": name, "rank": rank, "reserve_sms": reserve, "nccl_max_ctas": nccl_ctas}
+        row = {"variant": name, "rank": rank, "reserve_sms": reserve, "nccl_max_ctas": nccl_ctas,
+               "ready_spin_us": spin_us}
         # one synchronised call (host included), then 4 queued back to back (host ahead, as in
         # a model's forward pass); the same for the compute-only schedule
         row["layer_ms"] = gpu_time(real_fn, warmup=3, repeats=20)["ms"]
+        host = []  # the host's time to queue one call (it should not wait for the device)
+        for _ in range(5):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            real_fn()
+            host.append((time.perf_counter() - t0) * 1e3)
+        torch.cuda.synchronize()
+        row["host_enqueue_ms"] = sorted(host)[2]
         row["compute_only_ms"] = gpu_time(sim_fn, warmup=3, repeats=20)["ms"]
-        dist.barrier()
-        row["layer_pipelined_ms"] = gpu_time(real_fn, warmup=3, repeats=10, pipelined=4)["ms"]
-        row["compute_only_pipelined_ms"] = gpu_time(sim_fn, warmup=3, repeats=10,
-                                                    pipelined=4)["ms"]
+        row["layer_pipelined_ms"] = queued_ms(real_fn)
+        row["compute_only_pipelined_ms"] = queued_ms(sim_fn)
         row["gathers_ms"] = gpu_time(
             lambda c=comm: [c.all_gather(recv, send, "probe").wait() for _ in range(2)],
             warmup=3, repeats=20)["ms"]
@@ -177,16 +204,18 @@ def speed(rank: int, world: int, trace_dir: str | None) -> list[dict]:
         if trace_dir:
             dist.barrier()
             tr = kernel_trace(real_fn)
-            slug = name.split(",")[0].replace(" ", "_") + f"_r{reserve}"
+            slug = name.split(",")[0].replace(" ", "_") + f"_r{reserve}_s{spin_us}"
             path = Path(trace_dir) / f"trace_w{world}_{slug}_rank{rank}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(tr))
         rows.append(row)
         progress(rank, f"{name}: rank 0 layer {row['layer_ms']:.3f} / pipelined "
-                       f"{row['layer_pipelined_ms']:.3f} ms, compute only "
+                       f"{row['layer_pipelined_ms']:.3f} ms (host {row['host_enqueue_ms']:.2f}"
+                       f" ms per call), compute only "
                        f"{row['compute_only_ms']:.3f} / {row['compute_only_pipelined_ms']:.3f}")
         dist.barrier()
     os.environ.pop("SPAVA_FLAG_BY_KERNEL", None)
+    os.environ.pop("SPAVA_READY_SPIN_US", None)
     return rows
 
 

@@ -19,5 +19,6 @@ for w in 2 4 8; do
     >"$OUT/multi_gpu_w$w.log" 2>&1
   echo "W=$w rc=$?"; tail -n $((4 * w + 8)) "$OUT/multi_gpu_w$w.log"
 done
+[ -d "$OUT/traces" ] && tar czf "$OUT/traces.tgz" -C "$OUT" traces && rm -rf "$OUT/traces"
 timeout 600 python3 -m pytest -q tests/test_cli_generate.py >"$OUT/cli_generate.log" 2>&1
 echo "tiny-model torchrun generate: rc=$? ($(tail -n 1 "$OUT/cli_generate.log"))"
