@@ -112,13 +112,14 @@ def correctness(rank: int, world: int) -> list[str]:
     return lines
 
 
-# (name, flags set by a fill kernel (the old way), SMs left free by the attention launch, CTAs
-# per NCCL kernel (None: NCCL's choice), microseconds a CTA polls a ready flag before it gives
-# its unit back); the first is the schedule before session 13
-VARIANTS = [("fill flag, all SMs", True, 0, None, 50),
-            ("set_flag, all SMs", False, 0, None, 50),
-            ("set_flag, 4 SMs free, NCCL <= 4 CTAs", False, 4, 4, 50),
-            ("set_flag, 4 SMs free, NCCL <= 4, poll 2 ms", False, 4, 4, 2000)]
+# (name, flags set by a fill kernel (the schedule before session 13), SMs left free by the
+# attention launch (None: the default, comm.DEFAULT_RESERVE_SMS), CTAs per NCCL kernel (None:
+# the process group's, nccl_options' default = the reserve; 0: NCCL's choice), microseconds a
+# CTA polls a ready flag before it gives its unit back (None: attn_fwd_group's default))
+VARIANTS = [("before: fill flag, all SMs, poll 50 us", True, 0, 0, 50),
+            ("default: set_flag, 4 SMs free", False, None, None, None),
+            ("set_flag, 2 SMs free, NCCL <= 2 CTAs", False, 2, 2, None),
+            ("set_flag, 8 SMs free, NCCL <= 8 CTAs", False, 8, 8, None)]
 
 
 def queued_ms(fn, calls: int = 8, repeats: int = 3) -> float:
@@ -172,10 +173,14 @@ def speed(rank: int, world: int, trace_dir: str | None) -> list[dict]:
     rows = []
     for name, by_kernel, reserve, nccl_ctas, spin_us in VARIANTS:
         os.environ["SPAVA_FLAG_BY_KERNEL"] = "1" if by_kernel else "0"
-        os.environ["SPAVA_READY_SPIN_US"] = str(spin_us)
+        if spin_us is None:
+            os.environ.pop("SPAVA_READY_SPIN_US", None)
+        else:
+            os.environ["SPAVA_READY_SPIN_US"] = str(spin_us)
         group = None if nccl_ctas is None else dist.new_group(
             backend="nccl", pg_options=nccl_options(max_ctas=nccl_ctas))
         comm = GroupComm(group, reserve_sms=reserve)
+        reserve = comm.reserve_sms
         sim_comm = SimulatedComm(rank, world, reserve_sms=reserve)  # one instance: its random
         real_fn = lambda c=comm: spava_attention_rank(q, k, v, layout, c)  # noqa: E731
         sim_fn = lambda: spava_attention_rank(q, k, v, layout, sim_comm)  # noqa: E731
@@ -204,7 +209,7 @@ def speed(rank: int, world: int, trace_dir: str | None) -> list[dict]:
         if trace_dir:
             dist.barrier()
             tr = kernel_trace(real_fn)
-            slug = name.split(",")[0].replace(" ", "_") + f"_r{reserve}_s{spin_us}"
+            slug = name.split(":")[0].split(",")[0].replace(" ", "_") + f"_r{reserve}"
             path = Path(trace_dir) / f"trace_w{world}_{slug}_rank{rank}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(tr))
@@ -255,10 +260,10 @@ def main() -> int:
                 result["single_gpu"] = single_gpu_baselines(world)
             dist.barrier()
         if rank == 0:
-            print(f"{'variant':<38} {'rank':>4} {'layer':>7} {'compute':>7} {'piped':>7} "
+            print(f"{'variant':<40} {'rank':>4} {'layer':>7} {'compute':>7} {'piped':>7} "
                   f"{'compute':>7} {'gathers':>7} {'hidden':>6} {'piped':>6}")
             for r in result.get("speed", []):
-                print(f"{r['variant']:<38} {r['rank']:>4} {r['layer_ms']:7.3f} "
+                print(f"{r['variant']:<40} {r['rank']:>4} {r['layer_ms']:7.3f} "
                       f"{r['compute_only_ms']:7.3f} {r['layer_pipelined_ms']:7.3f} "
                       f"{r['compute_only_pipelined_ms']:7.3f} {r['gathers_ms']:7.3f} "
                       f"{100 * r['hidden']:5.0f}% {100 * r['hidden_pipelined']:5.0f}%")

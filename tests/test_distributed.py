@@ -110,6 +110,11 @@ def test_comm_options_for_sharing_sms(monkeypatch):
     opts = nccl_options(max_ctas=3)
     if opts is not None:  # torch builds without NCCL have no options
         assert opts.is_high_priority_stream and opts.config.max_ctas == 3
-    assert GroupComm().reserve_sms == 0 and GroupComm(reserve_sms=4).reserve_sms == 4
+    from spava_ext.comm import DEFAULT_RESERVE_SMS
+    assert GroupComm().reserve_sms == DEFAULT_RESERVE_SMS == SimulatedComm(0, 2).reserve_sms
+    assert GroupComm(reserve_sms=0).reserve_sms == 0
     monkeypatch.setenv("SPAVA_RESERVE_SMS", "6")
     assert GroupComm().reserve_sms == 6 and SimulatedComm(0, 2).reserve_sms == 6
+    opts = nccl_options()  # the CTA cap follows the reserve
+    if opts is not None:
+        assert opts.config.max_ctas == 6

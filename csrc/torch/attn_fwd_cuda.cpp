@@ -203,9 +203,17 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
   p.sched = sched.has_value() ? sched->mutable_data_ptr<int>() : nullptr;
   p.finish = finish;
   // A flag that never arrives traps the kernel after the collective timeout; with sched, a CTA
-  // gives a unit back after SPAVA_READY_SPIN_US microseconds (default 50).
+  // gives a unit back after SPAVA_READY_SPIN_US microseconds. Default: 2000 when the grid
+  // leaves SMs free (the gathers that raise the flags run there meanwhile: a CTA that waits
+  // keeps its place, where one that gives up early pushes its work behind the gathers, and
+  // with several ranks queued layer after layer that convoy cost 2-3x the layer time on
+  // 4 x H100, BENCHMARKS.md "Multi-GPU"), else 50 (the gathers may need this launch's SMs).
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q[0].device().index());
+  const bool leaves_sms = max_ctas > 0 && max_ctas < sms;
   p.wait_timeout_ns = int64_t(env_positive("SPAVA_COLLECTIVE_TIMEOUT_S", 600.0) * 1e9);
-  p.wait_spin_ns = int64_t(env_positive("SPAVA_READY_SPIN_US", 50.0) * 1e3);
+  p.wait_spin_ns =
+      int64_t(env_positive("SPAVA_READY_SPIN_US", leaves_sms ? 2000.0 : 50.0) * 1e3);
   plan_and_run(p, q[0]);
 }
 

@@ -320,9 +320,9 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
         done = torch.zeros(2 * len(problems), dtype=torch.int32, device=q.device)
         question = ExactRows.gather(part, q_question.shape, comm, "question partials",
                                     after=done[1:2])
-    max_ctas = 0  # leave SMs to the collectives' kernels while they are in flight
+    max_ctas = 0  # W > 1 (real or simulated): leave SMs to the gathers' kernels
     reserve = getattr(comm, "reserve_sms", 0)
-    if nv and reserve > 0:
+    if nv and world > 1 and reserve > 0:
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count
         max_ctas = max(1, sms - reserve)
     with _nvtx("attention", nv):

@@ -26,7 +26,8 @@ import torch.distributed as dist
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 __all__ = ["Pending", "GroupComm", "SimulatedComm", "emulate_ranks", "all_gather_async",
-           "rank_and_world", "default_timeout", "default_reserve_sms", "comm_stream", "nccl_options"]
+           "rank_and_world", "default_timeout", "default_reserve_sms", "DEFAULT_RESERVE_SMS",
+           "comm_stream", "nccl_options"]
 
 
 def default_timeout() -> timedelta:
@@ -34,10 +35,18 @@ def default_timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get("SPAVA_COLLECTIVE_TIMEOUT_S", "600")))
 
 
+#: SMs a rank's attention launch leaves to the collectives' kernels, and the CTAs that
+#: :func:`nccl_options` allows an NCCL kernel: the gathers then run beside the persistent
+#: attention kernel instead of waiting for SMs (measured on 4 x H100, BENCHMARKS.md
+#: "Multi-GPU": layers queued back to back at W = 4 took 11.1-11.5 ms against 21.9-24.9 ms
+#: with every SM taken, compute alone 10.4-11.1 ms).
+DEFAULT_RESERVE_SMS = 4
+
+
 def default_reserve_sms() -> int:
     """SMs an attention launch leaves to the collectives' kernels: ``SPAVA_RESERVE_SMS``
-    (default 0)."""
-    return int(os.environ.get("SPAVA_RESERVE_SMS", "0"))
+    (default :data:`DEFAULT_RESERVE_SMS`; 0 takes every SM)."""
+    return int(os.environ.get("SPAVA_RESERVE_SMS", str(DEFAULT_RESERVE_SMS)))
 
 
 def rank_and_world(group: Optional[dist.ProcessGroup]) -> tuple[int, int]:
@@ -163,15 +172,18 @@ def comm_stream(device: torch.device) -> "torch.cuda.Stream":
 def nccl_options(max_ctas: Optional[int] = None) -> Optional[object]:
     """Options for ``init_process_group("nccl", pg_options=...)`` (or ``new_group``): NCCL's own
     streams at high priority, so the gathers' kernels get SMs ahead of the persistent attention
-    kernel's CTAs, and with ``max_ctas`` at most that many CTAs per NCCL kernel (pair it with a
-    communicator's ``reserve_sms``). None when this torch build lacks the options."""
+    kernel's CTAs, and at most ``max_ctas`` CTAs per NCCL kernel (default: the SMs a
+    communicator leaves free, :func:`default_reserve_sms`; 0: NCCL's choice), so that a gather
+    fits in the SMs the attention launch leaves free. None when this torch build lacks them."""
+    if max_ctas is None:
+        max_ctas = default_reserve_sms()
     options_cls = getattr(dist, "ProcessGroupNCCL", None)
     options_cls = getattr(options_cls, "Options", None) if options_cls is not None else None
     if options_cls is None:
         return None
     options = options_cls()
     options.is_high_priority_stream = True
-    if max_ctas is not None:
+    if max_ctas > 0:
         options.config.max_ctas = int(max_ctas)
     return options
 
