@@ -7,10 +7,14 @@ Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q,
          question partial over [anchor slice r | C_r | C_(2W-1-r) (| question, causal, rank 0)]
          rows [anchor | C_r]   x [P_0..P_(r-1) | anchor | C_r]   (anchor rows skip P; waits #1)
          rows C_(2W-1-r)       x [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]           (waits #2)
-       On CUDA the waits are ready flags that the communication stream sets when a gather has
-       landed: the launch starts at once and each problem's tiles start as their keys arrive.
-       Tiles whose flag is late are given back and a second, finishing launch queued after the
-       gathers computes them, so the kernel never holds SMs the collectives need.
+       On CUDA the waits are ready flags that the communication stream writes (set_flag: a
+       stream memory write, no kernel) when a gather has landed: the launch starts at once and
+       each problem's tiles start as their keys arrive. With W > 1 the launch leaves
+       ``comm.reserve_sms`` SMs (default 4) to the gathers' NCCL kernels (``nccl_options`` caps
+       them at as many CTAs), so they run beside it. Tiles whose flag is still late after the
+       poll (2 ms when SMs are left free, else 50 us) are given back and a second, finishing
+       launch queued after the gathers computes them (usually none), so the kernel never
+       holds SMs the collectives need for long.
     3  gather the question partials (out, lse); LSE-merge the W partials into the question rows
 
 Gather buffers hold one part per rank: ``recv1[j] = P_j`` and ``recv2[j] = P_(2W-1-j)``, each

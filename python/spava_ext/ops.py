@@ -133,9 +133,11 @@ def attn_fwd_group(
 
     Without ``sched`` a CTA waits for a flag as long as it takes (and traps after
     ``SPAVA_COLLECTIVE_TIMEOUT_S`` seconds): use it when the flags are set by work that needs no
-    SM, or leave SMs free with ``max_ctas``. With ``sched`` (int32 ``[SCHED_INTS]``, zeroed) a
-    CTA that finds a flag unset for ``SPAVA_READY_SPIN_US`` microseconds gives its unit back and
-    stops, so the launch never starves the kernels that set the flags; a second call with
+    SM (:func:`set_flag`), or leave SMs free with ``max_ctas``. With ``sched`` (int32
+    ``[SCHED_INTS]``, zeroed) a CTA that finds a flag unset for ``SPAVA_READY_SPIN_US``
+    microseconds (default 50; 2000 when ``max_ctas`` leaves SMs free, where the flags' producers
+    can run meanwhile) gives its unit back and stops, so the launch never starves the kernels
+    that set the flags; a second call with
     ``finish=True`` and the same arguments, queued after those kernels, computes what was given
     back (usually nothing). Split-KV is off with ``sched``.
 
