@@ -119,7 +119,8 @@ def correctness(rank: int, world: int) -> list[str]:
 VARIANTS = [("before: fill flag, all SMs, poll 50 us", True, 0, 0, 50),
             ("default: set_flag, 4 SMs free", False, None, None, None),
             ("set_flag, 2 SMs free, NCCL <= 2 CTAs", False, 2, 2, None),
-            ("set_flag, 8 SMs free, NCCL <= 8 CTAs", False, 8, 8, None)]
+            ("set_flag, 8 SMs free, NCCL <= 8 CTAs", False, 8, 8, None),
+            ("set_flag, all SMs, poll 2 ms", False, 0, 0, 2000)]
 
 
 def queued_ms(fn, calls: int = 8, repeats: int = 3) -> float:
@@ -160,8 +161,9 @@ def kernel_trace(fn, layers: int = 3) -> list:
             for e in sorted(gpu, key=lambda e: e["ts"])]
 
 
-def speed(rank: int, world: int, trace_dir: str | None) -> list[dict]:
-    """Each variant's layer time with NCCL against the same rank's compute-only time."""
+def speed(rank: int, world: int, trace_dir: str | None, which: list[int]) -> list[dict]:
+    """Each variant's (VARIANTS[i], i in ``which``) layer time with NCCL against the same
+    rank's compute-only time."""
     layout = SpavaLayout.auto(131072 + 64, 64, world)
     g = torch.Generator(device="cuda").manual_seed(rank)
     n = layout.local_len(rank)
@@ -171,7 +173,7 @@ def speed(rank: int, world: int, trace_dir: str | None) -> list[dict]:
     send = torch.randn(layout.passing_cap, 2, 1, 4, 128, device="cuda", dtype=torch.bfloat16)
     recv = torch.empty((world,) + send.shape, device="cuda", dtype=torch.bfloat16)
     rows = []
-    for name, by_kernel, reserve, nccl_ctas, spin_us in VARIANTS:
+    for name, by_kernel, reserve, nccl_ctas, spin_us in (VARIANTS[i] for i in which):
         os.environ["SPAVA_FLAG_BY_KERNEL"] = "1" if by_kernel else "0"
         if spin_us is None:
             os.environ.pop("SPAVA_READY_SPIN_US", None)
@@ -242,6 +244,9 @@ def main() -> int:
     parser.add_argument("--trace-dir", default=None,
                         help="write each variant's kernel timeline per rank here")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--skip-correctness", action="store_true")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated indices into VARIANTS (default: all)")
     args = parser.parse_args()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local)
@@ -249,10 +254,12 @@ def main() -> int:
                             pg_options=nccl_options())
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        lines = correctness(rank, world)
+        lines = [] if args.skip_correctness else correctness(rank, world)
         result = {"world": world, "correctness": lines}
         if not args.skip_speed:
-            mine = speed(rank, world, args.trace_dir)
+            which = (range(len(VARIANTS)) if args.variants is None
+                     else [int(i) for i in args.variants.split(",")])
+            mine = speed(rank, world, args.trace_dir, list(which))
             every = [None] * world
             dist.all_gather_object(every, mine)
             result["speed"] = [row for rows in every for row in rows]
