@@ -285,6 +285,38 @@ def test_wait_flag_cuda_orders_a_stream_after_a_flag():
 
 
 @cuda_only
+def test_group_cuda_winds_down_after_a_give_back(monkeypatch):
+    """Once a CTA gives a unit back (its flag late), no CTA claims another unit: a long
+    ungated problem queued after the gated one is left to the finishing launch instead of
+    being ground through by the CTAs still running. Both launches together are exact."""
+    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
+    g = torch.Generator().manual_seed(5)
+    B, Hq, Hkv, D = 1, 8, 2, 128
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to("cuda", torch.bfloat16)
+
+    k, v = rnd(B, 4096, Hkv, D), rnd(B, 4096, Hkv, D)  # long units: 32 key tiles each
+    problems = []
+    for rows, wait in ((256, 0), (128 * 66, None)):
+        q = rnd(B, rows, Hq, D)
+        problems.append(ops.AttnProblem(q, [k], [v], [0], [FULL],
+                                        torch.zeros_like(q), None, wait))
+    ready = torch.zeros(1, dtype=torch.int32, device="cuda")
+    sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
+    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    torch.cuda.synchronize()
+    claims, deferred = sched[0].item(), sched[1].item()
+    total = (2 + 66) * Hq // 2  # pairs of units (CTA pairs: 2 query heads per claim)
+    assert deferred > 0, sched[:4].tolist()
+    assert claims < total // 2, (claims, total)  # the rest was not handed out
+    ready.fill_(1)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, finish=True)
+    torch.cuda.synchronize()
+    check_against_reference(problems, "wind-down")
+
+
+@cuda_only
 def test_set_flag_cuda_is_stream_ordered_and_needs_no_sm(monkeypatch):
     """set_flag writes the flag after the work queued before it on its stream (a waiter sees
     that work's writes), and it sets a flag that a launch without give-back polls while its CTAs

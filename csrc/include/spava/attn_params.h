@@ -70,9 +70,10 @@ struct AttnFwdParams {
   // for a ready flag as long as it takes (trapping after wait_timeout_ns). sched != nullptr
   // (int32 workspace, kAttnSchedInts, zeroed before the first launch): units are handed out
   // through an atomic counter; a CTA that finds a unit's flag unset after wait_spin_ns gives the
-  // unit back (a deferred list) and exits, so the launch never blocks the SMs that the kernels
-  // setting the flags may need. A second launch with finish = true, queued after the data has
-  // landed, runs the deferred units and any not handed out; it reads no flag.
+  // unit back (a deferred list) and exits, and from then on no CTA claims a unit (the launch
+  // winds down), so the launch never blocks the SMs that the kernels setting the flags may
+  // need, nor leaves its rest to a few CTAs. A second launch with finish = true, queued after
+  // the data has landed, runs the deferred units and any not handed out; it reads no flag.
   int* sched;
   bool finish;
   int64_t wait_timeout_ns, wait_spin_ns;
