@@ -12,9 +12,9 @@ Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q,
        each problem's tiles start as their keys arrive. With W > 1 the launch leaves
        ``comm.reserve_sms`` SMs (default 4) to the gathers' NCCL kernels (``nccl_options`` caps
        them at as many CTAs), so they run beside it. Tiles whose flag is still late after the
-       poll (2 ms when SMs are left free, else 50 us) are given back and a second, finishing
-       launch queued after the gathers computes them (usually none), so the kernel never
-       holds SMs the collectives need for long.
+       poll (2 ms when SMs are left free, else 50 us) are given back, the launch then winds
+       down (no new units), and a second, finishing launch queued after the gathers computes
+       the rest (usually nothing), so the kernel never holds SMs the collectives need for long.
     3  gather the question partials (out, lse); LSE-merge the W partials into the question rows
 
 Gather buffers hold one part per rank: ``recv1[j] = P_j`` and ``recv2[j] = P_(2W-1-j)``, each
