@@ -173,7 +173,8 @@ def speed(rank: int, world: int, trace_dir: str | None, which: list[int]) -> lis
     send = torch.randn(layout.passing_cap, 2, 1, 4, 128, device="cuda", dtype=torch.bfloat16)
     recv = torch.empty((world,) + send.shape, device="cuda", dtype=torch.bfloat16)
     rows = []
-    for name, by_kernel, reserve, nccl_ctas, spin_us in (VARIANTS[i] for i in which):
+    for pos, (name, by_kernel, reserve, nccl_ctas, spin_us) in enumerate(VARIANTS[i]
+                                                                         for i in which):
         os.environ["SPAVA_FLAG_BY_KERNEL"] = "1" if by_kernel else "0"
         if spin_us is None:
             os.environ.pop("SPAVA_READY_SPIN_US", None)
@@ -188,8 +189,8 @@ def speed(rank: int, world: int, trace_dir: str | None, which: list[int]) -> lis
         sim_fn = lambda: spava_attention_rank(q, k, v, layout, sim_comm)  # noqa: E731
         row = {"variant": name, "rank": rank, "reserve_sms": reserve, "nccl_max_ctas": nccl_ctas,
                "ready_spin_us": spin_us}
-        # one synchronised call (host included), then 4 queued back to back (host ahead, as in
-        # a model's forward pass); the same for the compute-only schedule
+        # one synchronised call (host included), then 8 queued back to back (host ahead, as in
+        # a model's forward pass: queued_ms); the same for the compute-only schedule
         row["layer_ms"] = gpu_time(real_fn, warmup=3, repeats=20)["ms"]
         host = []  # the host's time to queue one call (it should not wait for the device)
         for _ in range(5):
@@ -211,7 +212,7 @@ def speed(rank: int, world: int, trace_dir: str | None, which: list[int]) -> lis
         if trace_dir:
             dist.barrier()
             tr = kernel_trace(real_fn)
-            slug = name.split(":")[0].split(",")[0].replace(" ", "_") + f"_r{reserve}"
+            slug = f"{pos}_" + name.split(":")[0].split(",")[0].replace(" ", "_") + f"_r{reserve}"
             path = Path(trace_dir) / f"trace_w{world}_{slug}_rank{rank}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(tr))
