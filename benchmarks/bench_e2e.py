@@ -1,5 +1,5 @@
-"""End-to-end prefill: the Qwen2.5-VL-7B language model (random bf16 weights, all 28 layers,
-MLPs included) on one H100.
+"""End-to-end prefill (routine ``e2e``): the Qwen2.5-VL-7B language model (random bf16 weights,
+all 28 layers, MLPs included) on one H100.
 
 * Spava: every rank's prefill of its local tokens ``[anchor | C_r | C_(2W-1-r) | question]``
   under the simulator (received passing blocks synthesised, no communication); the slowest rank
@@ -10,27 +10,22 @@ MLPs included) on one H100.
 * Dense: the same model on the full sequence on one GPU, SDPA with the faster of the cuDNN and
   flash backends.
 
-    python benchmarks/bench_e2e.py [--context 131072] [--world 8] [--layers 28]
+    python benchmarks/bench.py --routine e2e [--context 131072] [--world 8] [--layers 28]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import write_result  # noqa: E402
-
-from spava_ext import SpavaLayout, ops  # noqa: E402
-from spava_ext.attention import KeySegments  # noqa: E402
-from spava_ext.comm import SimulatedComm  # noqa: E402
-from spava_ext.integrations.transformers import SpavaRun, _run, spava_prefill  # noqa: E402
-from spava_ext.layout import balanced_split  # noqa: E402
-from spava_ext.timing import gpu_time  # noqa: E402
+from bench_utils import gpu_time, write_result
+from spava_ext import SpavaLayout, ops
+from spava_ext.attention import KeySegments
+from spava_ext.comm import SimulatedComm
+from spava_ext.integrations.transformers import SpavaRun, _run, spava_prefill
+from spava_ext.layout import balanced_split
 
 
 def qwen25_vl_7b_lm(layers: int):
@@ -76,15 +71,15 @@ def ring_prefill_fn(model, ids: torch.Tensor, world: int, rank: int):
     return lambda: _run(model, run, embeds, pos.unsqueeze(0))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=131072)
     parser.add_argument("--question", type=int, default=64)
     parser.add_argument("--world", type=int, default=8)
     parser.add_argument("--layers", type=int, default=28)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     model = qwen25_vl_7b_lm(args.layers)
     L = args.context + args.question
     layout = SpavaLayout.auto(L, args.question, args.world)
@@ -115,7 +110,3 @@ def main() -> int:
     print(f"end-to-end prefill speedup at W={args.world}: {best / crit:.2f}x vs dense, "
           f"{ring_crit / crit:.2f}x vs ZigZag ring  (wrote {path})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

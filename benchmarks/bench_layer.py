@@ -1,38 +1,45 @@
-"""Layer table: simulated W = 2, 4, 8 at 32K-256K context tokens (one H100 plays every rank).
+"""Layer table (routine ``layer``): simulated W = 2, 4, 8 at 32K-256K context tokens (one H100
+plays every rank).
 
 For each point: Spava's critical path (max over ranks of the whole per-rank layer), ZigZag ring,
-APB-style and Star-style per-rank attention on the same kernel, dense causal SDPA on the full sequence, and
-the predicted hidden share of the passing-block traffic at 450 and 50 GB/s.
+APB-style and Star-style per-rank attention on the same kernel, dense causal SDPA on the full
+sequence, and the predicted hidden share of the passing-block traffic at 450 and 50 GB/s.
 
-    python benchmarks/bench_layer.py [--worlds 2,4,8] [--contexts 32768,65536,131072,262144]
+    python benchmarks/bench.py --routine layer [--worlds 2,4,8] [--contexts 32768,65536,...]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import write_result  # noqa: E402
-
-from spava_ext.simulate import SimConfig, simulate  # noqa: E402
+from bench_utils import int_list, write_result
+from spava_ext.simulate import SimConfig, simulate
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--worlds", default="2,4,8")
-    parser.add_argument("--contexts", default="32768,65536,131072,262144")
-    parser.add_argument("--heads", default="28/4")
+def q_kv_heads(text: str) -> tuple[int, int]:
+    """An argparse type: "28/4" -> (28, 4)."""
+    heads = int_list(text)
+    if len(heads) != 2:
+        raise argparse.ArgumentTypeError(f"expected query/kv heads such as 28/4, got {text!r}")
+    return heads[0], heads[1]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worlds", type=int_list, default="2,4,8")
+    parser.add_argument("--contexts", type=int_list, default="32768,65536,131072,262144",
+                        help="context tokens")
+    parser.add_argument("--heads", type=q_kv_heads, default="28/4",
+                        help="query / key-value heads")
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    hq, hkv = (int(x) for x in args.heads.split("/"))
+
+
+def run(args: argparse.Namespace) -> int:
+    hq, hkv = args.heads
     points, lines = [], []
     dense_cache: dict = {}
-    for n in (int(x) for x in args.contexts.split(",")):
-        for w in (int(x) for x in args.worlds.split(",")):
+    for n in args.contexts:
+        for w in args.worlds:
             cfg = SimConfig(context=n, world=w, heads_q=hq, heads_kv=hkv, head_dim=args.head_dim,
                             repeats=args.repeats, dense=n not in dense_cache)
             res = simulate(cfg)
@@ -56,7 +63,3 @@ def main() -> int:
                                   "points": points})
     print(f"wrote {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,15 +1,22 @@
-"""Helpers of the benchmark scripts: the timing utility (``spava_ext.timing.gpu_time``: CUDA
-events, warm-up, median, rotating inputs), copy bandwidth, and result files
-(``benchmarks/results/<name>_<date>_<card>.json`` with card, date and commit)."""
+"""Helpers of the benchmark routines (benchmarks/bench.py): the timing utility
+(``spava_ext.timing.gpu_time``: CUDA events, warm-up, median, rotating inputs), copy bandwidth,
+the card's temperature, result files (``benchmarks/results/<name>_<date>_<card>.json`` with
+card, date and commit), and the benchmarks' only access to environment variables
+(SPAVA_COMMIT, OUT, LOCAL_RANK read; :func:`environment` sets others for a block)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
+from unittest import mock
+
 import torch
 
 from spava_ext.timing import (capture_graph, gpu_time, gpu_time_interleaved,  # noqa: F401
@@ -79,6 +86,33 @@ def commit() -> str:
                                        cwd=root).strip()
     except Exception:
         return "unknown"
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: "2,4,8" (or "28/4") -> [2, 4, 8]."""
+    try:
+        return [int(x) for x in text.replace("/", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by ',' or '/', got "
+                                         f"{text!r}") from None
+
+
+def local_rank() -> int:
+    """The process's GPU under torchrun (LOCAL_RANK; 0 outside it)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextlib.contextmanager
+def environment(**values) -> Iterator[None]:
+    """Environment variables set (a value) or unset (None) inside the block; every variable is
+    as before after it."""
+    with mock.patch.dict(os.environ):
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
+        yield
 
 
 def write_result(name: str, payload: dict) -> Path:

@@ -1,4 +1,5 @@
-"""Fidelity probes (real-weight accuracy cannot be measured on these machines).
+"""Fidelity probes (routine ``fidelity``; real-weight accuracy cannot be measured on these
+machines).
 
 1. Needle recall: keys aligned with the question ("needles", strength beta in units of the key
    scale) are planted in random context positions of a synthetic video-like layer; recall is the
@@ -8,25 +9,22 @@
    question rows exact; later chunk rows approximate) and its sensitivity to passing_len and
    anchor_len. All W ranks are emulated in one process with the data they would exchange.
 
-    python benchmarks/fidelity.py [--device cpu|cuda]    (a few minutes on 2 CPU cores)
+    python benchmarks/bench.py --routine fidelity [--device cpu|cuda]   (minutes on 2 CPU cores)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import write_result  # noqa: E402
-
-from spava_ext import SpavaLayout, ops  # noqa: E402
-from spava_ext.attention import spava_attention_rank  # noqa: E402
-from spava_ext.comm import emulate_ranks  # noqa: E402
-from spava_ext.synthetic import video_like_layer  # noqa: E402
+import plot
+from bench_utils import write_result
+from spava_ext import SpavaLayout, ops
+from spava_ext.attention import spava_attention_rank
+from spava_ext.comm import emulate_ranks
+from spava_ext.synthetic import video_like_layer
 
 
 def plant_needles(layer, layout: SpavaLayout, n: int, beta: float, seed: int):
@@ -70,94 +68,69 @@ def row_class_errors(q, k, v, layout: SpavaLayout, dense: torch.Tensor) -> dict:
             "question": rel(qs, layout.seq_len)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--tokens-per-frame", type=int, default=64)
     parser.add_argument("--world", type=int, default=4)
     parser.add_argument("--needles", type=int, default=24)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     layer = video_like_layer(args.frames, args.tokens_per_frame, 64, 32, 8, 2,
                              128 if args.device == "cuda" else 64, seed=1)
     L = layer.q.shape[1]
     base = SpavaLayout.auto(L, 32, args.world)
-    q, v = layer.q, layer.v
-    result = {"L": L, "world": args.world, "paper_layout": repr(base), "recall": [],
-              "passing_sweep": [], "anchor_sweep": []}
-
-    # 1. needle recall vs strength and keep ratio
-    chunk = max(base.chunk_sizes)
-    for beta in (0.0, 0.25, 0.5, 1.0):
-        for p in (base.passing_len // 2, base.passing_len, 2 * base.passing_len):
-            lay = SpavaLayout(L, base.anchor_len, 32, args.world, min(p, chunk))
-            k, pos = plant_needles(layer, lay, args.needles, beta, seed=int(beta * 100) + p)
-            rec = needle_recall(q.to(args.device, dtype), k.to(args.device, dtype), lay,
-                                pos)
-            keep = sum(lay.passing_sizes) / lay.context_len
-            result["recall"].append({"beta": beta, "passing_len": lay.passing_len,
-                                     "keep_ratio": keep, "recall": rec})
-            print(f"needles beta={beta:<4} p={lay.passing_len:<5} keep {keep:6.1%}  "
-                  f"recall {rec:6.1%}", flush=True)
-
-    # 2. row-class error vs dense, sweeping p and a (needles of strength 0.5 planted)
-    k, _ = plant_needles(layer, base, args.needles, 0.5, seed=7)
-    qd, kd, vd = (t.to(args.device, dtype) for t in (q, k, v))
-    G = q.shape[2] // k.shape[2]
-    dense = F.scaled_dot_product_attention(
-        qd.transpose(1, 2).float(), kd.repeat_interleave(G, 2).transpose(1, 2).float(),
-        vd.repeat_interleave(G, 2).transpose(1, 2).float(), is_causal=True).transpose(1, 2)
-    for p in (16, 32, 64, 128, 256, chunk):
-        lay = SpavaLayout(L, base.anchor_len, 32, args.world, p)
-        err = row_class_errors(qd, kd, vd, lay, dense)
-        result["passing_sweep"].append({"passing_len": p, **err})
-        print(f"p={p:<5} a={lay.anchor_len:<5} errors {err}", flush=True)
-    for a in (0, 32, 64, 128, 256, 512):
-        lay = SpavaLayout(L, a, 32, args.world, base.passing_len)
-        err = row_class_errors(qd, kd, vd, lay, dense)
-        result["anchor_sweep"].append({"anchor_len": a, **err})
-        print(f"p={lay.passing_len:<5} a={a:<5} errors {err}", flush=True)
+    result = {"L": L, "world": args.world, "paper_layout": repr(base),
+              "recall": recall_sweep(layer, base, args.needles, args.device, dtype),
+              **error_sweeps(layer, base, args.needles, args.device, dtype)}
     path = write_result("fidelity", result)
-    import json
-    plot(json.loads(path.read_text()), path.with_suffix(".png"))
     print(f"wrote {path}")
+    try:
+        print(f"wrote {plot.plot_file(path)}")
+    except ModuleNotFoundError as e:  # matplotlib is a benchmark requirement, not the package's
+        print(f"no plot ({e}); `python benchmarks/plot.py {path}` draws it later")
     return 0
 
 
-def plot(result: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for beta in sorted({r["beta"] for r in result["recall"]}):
-        rows = [r for r in result["recall"] if r["beta"] == beta]
-        axes[0].plot([r["keep_ratio"] for r in rows], [r["recall"] for r in rows], marker="o",
-                     label=f"needle strength {beta}")
-    keeps = [r["keep_ratio"] for r in result["recall"] if r["beta"] == 0.0]
-    axes[0].plot(keeps, keeps, "k--", label="random selection")
-    axes[0].set(xlabel="share of context keys kept", ylabel="needle recall",
-                title="query-aware selection")
-    axes[0].legend(fontsize=7)
-    for ax, key, name in ((axes[1], "passing_sweep", "passing_len"),
-                          (axes[2], "anchor_sweep", "anchor_len")):
-        rows = result[key]
-        for cls in ("later_chunks", "C0", "question"):
-            ys = [r[cls] for r in rows]
-            if any(y is not None for y in ys):
-                ax.plot([r[name] for r in rows], [y or 0 for y in ys], marker="o", label=cls)
-        ax.set(xlabel=name, ylabel="relative L2 error vs dense",
-               title=f"row-class error vs {name}")
-        ax.set_xscale("symlog", linthresh=16)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"fidelity probes, L = {result['L']}, W = {result['world']}, "
-                 f"{result['card']} ({result['date']}, commit {result['commit']})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+def recall_sweep(layer, base: SpavaLayout, needles: int, device: str, dtype) -> list:
+    """Needle recall against needle strength and keep ratio (half, once and twice the paper's
+    passing_len)."""
+    rows = []
+    L, chunk = layer.q.shape[1], max(base.chunk_sizes)
+    for beta in (0.0, 0.25, 0.5, 1.0):
+        for p in (base.passing_len // 2, base.passing_len, 2 * base.passing_len):
+            lay = SpavaLayout(L, base.anchor_len, 32, base.world_size, min(p, chunk))
+            k, pos = plant_needles(layer, lay, needles, beta, seed=int(beta * 100) + p)
+            rec = needle_recall(layer.q.to(device, dtype), k.to(device, dtype), lay, pos)
+            keep = sum(lay.passing_sizes) / lay.context_len
+            rows.append({"beta": beta, "passing_len": lay.passing_len, "keep_ratio": keep,
+                         "recall": rec})
+            print(f"needles beta={beta:<4} p={lay.passing_len:<5} keep {keep:6.1%}  "
+                  f"recall {rec:6.1%}", flush=True)
+    return rows
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def error_sweeps(layer, base: SpavaLayout, needles: int, device: str, dtype) -> dict:
+    """Row-class error against dense causal attention (needles of strength 0.5 planted),
+    sweeping passing_len (``passing_sweep``) and anchor_len (``anchor_sweep``)."""
+    L, chunk = layer.q.shape[1], max(base.chunk_sizes)
+    k, _ = plant_needles(layer, base, needles, 0.5, seed=7)
+    qd, kd, vd = (t.to(device, dtype) for t in (layer.q, k, layer.v))
+    G = qd.shape[2] // kd.shape[2]
+    dense = F.scaled_dot_product_attention(
+        qd.transpose(1, 2).float(), kd.repeat_interleave(G, 2).transpose(1, 2).float(),
+        vd.repeat_interleave(G, 2).transpose(1, 2).float(), is_causal=True).transpose(1, 2)
+    out = {"passing_sweep": [], "anchor_sweep": []}
+    for p in (16, 32, 64, 128, 256, chunk):
+        lay = SpavaLayout(L, base.anchor_len, 32, base.world_size, p)
+        err = row_class_errors(qd, kd, vd, lay, dense)
+        out["passing_sweep"].append({"passing_len": p, **err})
+        print(f"p={p:<5} a={lay.anchor_len:<5} errors {err}", flush=True)
+    for a in (0, 32, 64, 128, 256, 512):
+        lay = SpavaLayout(L, a, 32, base.world_size, base.passing_len)
+        err = row_class_errors(qd, kd, vd, lay, dense)
+        out["anchor_sweep"].append({"anchor_len": a, **err})
+        print(f"p={lay.passing_len:<5} a={a:<5} errors {err}", flush=True)
+    return out

@@ -7,14 +7,14 @@ epilogue). The model compares the makespan over 132 CTAs of
   * the same with an atomic counter (greedy list scheduling),
   * a cost-sorted (LPT) unit order, static and greedy,
   * three launches (one per problem, each with its own tail),
-against the ideal (total work / CTAs). It decided that a cost-sorted order is not worth a
-device table (NOTES.md of attn_fwd, session 3).
+against the ideal (total work / CTAs). It showed that a cost-sorted order is not worth a
+device table (the design notes of attn_fwd).
 
 ``--plan`` prints instead what plan_attn_fwd (csrc/kernels/attn_fwd/attn_fwd_plan.cu; ported
 here as ``choose_plan``) picks for each single call and for the one launch of the rank: a tail
 split (last query tiles split-KV 2-4 ways) and / or the atomic counter, and the modelled gain.
 
-    python benchmarks/schedule_model.py [--world 8] [--n 131072] [--heads 28] [--plan]
+    python tools/schedule_model.py [--world 8] [--n 131072] [--heads 28] [--plan]
 """
 
 from __future__ import annotations
