@@ -72,17 +72,19 @@ sass() {  # resource usage and instruction mix of the attention kernel
 
 evidence() {
   step simulate 200 python3 -m spava_ext bench --simulate-world-size 8 --json "$OUT/simulate_w8.json"
-  step layer 300 python3 benchmarks/bench_layer.py
-  step e2e 300 python3 benchmarks/bench_e2e.py
+  step layer 300 python3 benchmarks/bench.py --routine layer
+  step e2e 300 python3 benchmarks/bench.py --routine e2e
 }
 
 case $MODE in
   build) build ;;
   test) build && gpu_tests ;;
   sanitize) build && sanitize ;;
-  bench) build && step bench 900 python3 benchmarks/bench_kernels.py ;;
-  quick) build && gpu_tests; sass; step bench 600 python3 benchmarks/bench_kernels.py --quick ;;
-  all) build && { gpu_tests; sanitize; sass; step bench 500 python3 benchmarks/bench_kernels.py; } ;;
+  bench) build && step bench 900 python3 benchmarks/bench.py --routine kernels ;;
+  quick) build && gpu_tests; sass
+    step bench 600 python3 benchmarks/bench.py --routine kernels --quick ;;
+  all) build && { gpu_tests; sanitize; sass
+    step bench 500 python3 benchmarks/bench.py --routine kernels; } ;;
   evidence) build && evidence ;;
   select) export SPAVA_ATTN_TRACE=1 && build && {
       step tests 300 python3 -m pytest -q --timeout 60 tests/test_cuda.py -k select

@@ -17,8 +17,8 @@ bash scripts/gpu_check.sh build >/dev/null || { echo "build failed"; exit 1; }
 n=$(python3 -c "import torch; print(torch.cuda.device_count())")
 for w in 2 4 8; do
   [ "$w" -le "$n" ] || continue
-  timeout 900 torchrun --nproc-per-node "$w" benchmarks/multi_gpu.py --trace-dir "$OUT/traces" \
-    >"$OUT/multi_gpu_w$w.log" 2>&1
+  timeout 900 torchrun --nproc-per-node "$w" benchmarks/bench.py --routine multi-gpu \
+    --trace-dir "$OUT/traces" >"$OUT/multi_gpu_w$w.log" 2>&1
   echo "W=$w rc=$?"; tail -n $((4 * w + 8)) "$OUT/multi_gpu_w$w.log"
 done
 timeout 600 python3 -m pytest -q tests/test_cli_generate.py >"$OUT/cli_generate.log" 2>&1
