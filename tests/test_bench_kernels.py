@@ -1,6 +1,7 @@
-"""benchmarks/bench_kernels.py's choice of calls that dense causal SDPA can run as the very same
-problem (CPU): rank 0's [anchor | C_0] call is one, no other call of the benchmark is, and
-segments that do not continue each other in memory are refused."""
+"""The kernels routine's choice of calls that dense causal SDPA can run as the very same problem
+(benchmarks/workload.py, CPU): rank 0's [anchor | C_0] call is one, no other call of the
+benchmark is, and segments that do not continue each other in memory are refused; and the
+wait for the card's temperature (benchmarks/bench_utils.py)."""
 
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import bench_kernels as bk
+import workload
 
 from spava_ext import SpavaLayout
 from spava_ext.attention import KeySegments, host1_keys, host2_keys, question_keys
@@ -28,7 +29,7 @@ def test_rank0_host1_is_dense_causal():
     L = s.anchor + s.chunk1
     keys = host1_keys(k, v, layout, 0, recv1)
     q = torch.randn(1, L, 4, 8)
-    kk, vv = bk.dense_equivalent(q, keys)
+    kk, vv = workload.dense_equivalent(q, keys)
     assert torch.equal(kk, k[:, :L]) and torch.equal(vv, v[:, :L])
     assert keys.pairs(L) == L * (L + 1) // 2  # the TF/s of both count the same pairs
 
@@ -45,20 +46,20 @@ def test_other_calls_are_not():
         if rank:  # passing blocks before the anchor
             calls.append((q[:, : s.anchor + s.chunk1], host1_keys(k, v, layout, rank, recv1)))
         for qr, keys in calls:
-            assert bk.dense_equivalent(qr, keys) is None
+            assert workload.dense_equivalent(qr, keys) is None
 
 
 def test_segments_must_continue_in_memory():
     k, v = torch.randn(1, 64, 2, 8), torch.randn(1, 64, 2, 8)
     q = torch.randn(1, 48, 4, 8)
     gap = KeySegments().add(k[:, :16], v[:, :16], diag=0).add(k[:, 32:64], v[:, 32:64], diag=-16)
-    assert bk.dense_equivalent(q, gap) is None
+    assert workload.dense_equivalent(q, gap) is None
     joined = KeySegments().add(k[:, :16], v[:, :16], diag=0).add(k[:, 16:48], v[:, 16:48],
                                                                   diag=-16)
-    assert torch.equal(bk.dense_equivalent(q, joined)[0], k[:, :48])
+    assert torch.equal(workload.dense_equivalent(q, joined)[0], k[:, :48])
     shifted = KeySegments().add(k[:, :16], v[:, :16], diag=0).add(k[:, 16:48], v[:, 16:48],
                                                                    diag=-15)
-    assert bk.dense_equivalent(q, shifted) is None
+    assert workload.dense_equivalent(q, shifted) is None
 
 
 def test_cool_to_waits_for_the_limit(monkeypatch):

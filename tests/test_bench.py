@@ -1,0 +1,156 @@
+"""benchmarks/bench.py, the one benchmark entry point (CPU): every routine's options parse (and
+bad ones are refused, naming the option), result files carry card, date and commit, the
+environment helper restores what it changed, and the fidelity routine runs end to end on a
+tiny layer with its exact row classes equal to dense causal attention."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench
+import bench_utils
+
+ROUTINE_OPTIONS = {"kernels": "--unit-overhead", "layer": "--contexts", "e2e": "--layers",
+                   "multi-gpu": "--trace-dir", "fidelity": "--tokens-per-frame"}
+
+
+def parse(*argv):
+    parser, _ = bench.parser_for(list(argv))
+    return parser.parse_args(list(argv))
+
+
+def test_every_routine_is_listed_and_documented():
+    assert set(bench.ROUTINES) == set(ROUTINE_OPTIONS)
+
+
+@pytest.mark.parametrize("routine", sorted(ROUTINE_OPTIONS))
+def test_routine_help_lists_its_options(routine, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--routine", routine, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert f"--routine {routine}:" in out and f"  {ROUTINE_OPTIONS[routine]}" in out
+
+
+def test_help_without_a_routine_lists_the_routines(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ROUTINE_OPTIONS)
+
+
+def test_a_routine_is_required(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main([])
+    assert e.value.code == 2 and "--routine" in capsys.readouterr().err
+
+
+def test_defaults_parse():
+    k = parse("--routine", "kernels")
+    assert (k.n, k.question, k.world, k.quick, k.heads, k.cool_to, k.unit_overhead,
+            k.repeats) == (131072, 64, 8, False, None, None, False, None)
+    la = parse("--routine", "layer")
+    assert (la.worlds, la.contexts, la.heads, la.head_dim) == (
+        [2, 4, 8], [32768, 65536, 131072, 262144], (28, 4), 128)
+    e = parse("--routine", "e2e")
+    assert (e.context, e.question, e.world, e.layers, e.repeats) == (131072, 64, 8, 28, 2)
+    import multi_gpu
+
+    m = parse("--routine", "multi-gpu")
+    assert m.variants == list(range(len(multi_gpu.VARIANTS)))
+    assert (m.skip_speed, m.trace_dir) == (False, None)
+    f = parse("--routine", "fidelity")
+    assert (f.frames, f.tokens_per_frame, f.world, f.needles) == (64, 64, 4, 24)
+
+
+def test_options_parse():
+    assert parse("--routine", "layer", "--worlds", "8", "--heads", "16/2").heads == (16, 2)
+    assert parse("--routine", "kernels", "--heads", "qwen2.5-vl-3b", "--quick").heads == [
+        "qwen2.5-vl-3b"]
+    assert parse("--routine", "multi-gpu", "--variants", "0,2").variants == [0, 2]
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--routine", "layer", "--worlds", "2,x"], "--worlds"),
+    (["--routine", "layer", "--heads", "28"], "--heads"),
+    (["--routine", "kernels", "--heads", "qwen9"], "--heads"),
+    (["--routine", "multi-gpu", "--variants", "7"], "--variants"),
+    (["--routine", "fidelity", "--world", "two"], "--world"),
+    (["--routine", "e2e", "--contexts", "1"], "--contexts"),  # another routine's option
+    (["--routine", "sweep"], "--routine"),
+])
+def test_bad_options_are_refused(argv, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert e.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_environment_sets_unsets_and_restores(monkeypatch):
+    monkeypatch.setenv("SPAVA_BENCH_A", "before")
+    monkeypatch.delenv("SPAVA_BENCH_B", raising=False)
+    with bench_utils.environment(SPAVA_BENCH_A=None, SPAVA_BENCH_B=6):
+        assert "SPAVA_BENCH_A" not in os.environ and os.environ["SPAVA_BENCH_B"] == "6"
+    assert os.environ["SPAVA_BENCH_A"] == "before" and "SPAVA_BENCH_B" not in os.environ
+
+
+def test_write_result_records_card_date_commit(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench_utils, "RESULTS", tmp_path / "results")
+    monkeypatch.setenv("SPAVA_COMMIT", "abc1234")
+    monkeypatch.setenv("OUT", str(tmp_path))
+    path = bench_utils.write_result("layer", {"points": [1, 2]})
+    assert path.parent == tmp_path / "results"
+    name, date, card = path.stem.split("_", 2)
+    assert (name, len(date), card) == ("layer", 8, bench_utils.card().replace(" ", "_"))
+    data = json.loads(path.read_text())
+    assert data["commit"] == "abc1234" and data["points"] == [1, 2]
+    assert data["date"].startswith(f"{date[:4]}-{date[4:6]}-{date[6:]}")
+    assert (tmp_path / path.name).read_text() == path.read_text()  # the copy to $OUT
+
+
+def test_fidelity_runs_on_cpu(monkeypatch, tmp_path, capsys):
+    """The tiny layer: L = a 64-token prefix + 16 frames x 64 tokens + the 32-token question,
+    W = 2. Anchor, C0 and question rows are exact (the same attention as dense, up to float32
+    rounding); later chunks' rows are approximate, unless passing_len is a whole chunk."""
+    monkeypatch.setattr(bench_utils, "RESULTS", tmp_path)
+    monkeypatch.delenv("OUT", raising=False)
+    argv = ["--routine", "fidelity", "--device", "cpu", "--frames", "16", "--tokens-per-frame",
+            "64", "--world", "2", "--needles", "4"]
+    assert bench.main(argv) == 0
+    [path] = tmp_path.glob("fidelity_*.json")
+    data = json.loads(path.read_text())
+    assert (data["L"], data["world"]) == (64 + 16 * 64 + 32, 2)
+    assert len(data["recall"]) == 12 and all(0 <= r["recall"] <= 1 for r in data["recall"])
+    for row in data["passing_sweep"] + data["anchor_sweep"]:
+        for cls in ("anchor", "C0", "question"):
+            assert row[cls] is None or row[cls] < 1e-5, (cls, row)
+    sweep = data["passing_sweep"]  # its last passing_len is a whole chunk: exact everywhere
+    assert sweep[0]["later_chunks"] > 1e-3 and sweep[-1]["later_chunks"] < 1e-5, sweep
+    assert f"wrote {path}" in capsys.readouterr().out
+
+
+def test_plot_refuses_a_result_it_has_no_plot_for(tmp_path):
+    import plot
+
+    path = tmp_path / "e2e_prefill_20261126_cpu.json"
+    path.write_text("{}")
+    with pytest.raises(SystemExit, match="no plot for e2e_prefill_20261126_cpu.json"):
+        plot.plot_file(path)
+
+
+def test_plot_draws_a_layer_result(tmp_path):
+    pytest.importorskip("matplotlib")
+    import plot
+
+    point = {"dense_ms": {"cudnn": 40.0}, "zigzag_ring_ms": 8.0, "apb_ms": 4.0, "star_ms": 6.0}
+    points = [{"context": n, "world": w, "critical_path_ms": n / 8192 / w, **point}
+              for n in (32768, 65536) for w in (2, 4)]
+    path = tmp_path / "layer_20261126_cpu.json"
+    path.write_text(json.dumps({"points": points, "heads_q": 28, "heads_kv": 4, "head_dim": 128,
+                                "card": "cpu", "date": "2026-11-26", "commit": "abc1234"}))
+    out = plot.plot_file(path)
+    assert out == tmp_path / "layer_20261126_cpu.png" and out.read_bytes()[:4] == b"\x89PNG"
