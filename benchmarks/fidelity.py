@@ -69,7 +69,8 @@ def row_class_errors(q, k, v, layout: SpavaLayout, dense: torch.Tensor) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--tokens-per-frame", type=int, default=64)
     parser.add_argument("--world", type=int, default=4)

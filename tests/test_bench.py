@@ -81,6 +81,7 @@ def test_options_parse():
     (["--routine", "kernels", "--heads", "qwen9"], "--heads"),
     (["--routine", "multi-gpu", "--variants", "7"], "--variants"),
     (["--routine", "fidelity", "--world", "two"], "--world"),
+    (["--routine", "fidelity", "--device", "tpu"], "--device"),
     (["--routine", "e2e", "--contexts", "1"], "--contexts"),  # another routine's option
     (["--routine", "sweep"], "--routine"),
 ])
