@@ -39,7 +39,6 @@ since session 9, like the attention calls; the short-sample time is kept beside 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -110,18 +109,6 @@ def attn_calls(layout: SpavaLayout, rank: int, q, k, v, recv1, recv2):
             ("host2", q[:, s.chunk2_start: s.question_start],
              host2_keys(k, v, layout, rank, recv1, recv2)),
             ("question", q[:, s.question_start:], question_keys(k, v, layout, rank))]
-
-
-def plain_plan(fn):
-    """``fn`` under SPAVA_ATTN_PLAN=static: attn_fwd's plain plan (static rounds, no tail
-    split), for the side-by-side timing of the plan (read at each call)."""
-    def run():
-        os.environ["SPAVA_ATTN_PLAN"] = "static"
-        try:
-            return fn()
-        finally:
-            del os.environ["SPAVA_ATTN_PLAN"]
-    return run
 
 
 def dense_equivalent(qr, keys):
@@ -366,8 +353,6 @@ def main() -> int:
                 lse = torch.empty(1, Hq, qr.shape[1], device="cuda")
                 fns = {"spava": lambda: ops.attn_fwd(qr, keys.k, keys.v, keys.row_begin,
                                                      keys.diag, out=out, lse=lse)}
-                if name != "question":  # the same kernel under the plain plan (static
-                    fns["plain_plan"] = plain_plan(fns["spava"])  # rounds, no tail split)
                 dense_kv = dense_equivalent(qr, keys)
                 if dense_kv is not None:  # the same problem, dense: SDPA side by side
                     fns.update(sdpa_fns(qr, *dense_kv))
@@ -389,7 +374,7 @@ def main() -> int:
                          "sm_clock_mhz": t["sm_clock_mhz"], "gpu_temp_c": card_temperature_c(),
                          "spava": {**with_rate(alone, pairs, D, Hq), "sync_ms": sync["ms"],
                                    "side_by_side": with_rate(t["spava"], pairs, D, Hq)}}
-                for other in ("flex", "plain_plan", "cudnn", "flash"):
+                for other in ("flex", "cudnn", "flash"):
                     if other in fns:
                         entry[other] = with_rate(t[other], pairs, D, Hq)
                 if "flex" not in fns and flex_error:
@@ -400,7 +385,6 @@ def main() -> int:
                 t = t["spava"]
                 w["calls"].append(entry)
                 flex = entry.get("flex", {}).get("tflops")
-                plain = entry.get("plain_plan", {}).get("tflops")
                 same = "".join(f", {b} {entry[b]['tflops']:.0f} (same problem)"
                                for b in ("cudnn", "flash") if b in entry)
                 if "cudnn" in entry:
@@ -415,7 +399,6 @@ def main() -> int:
                              f" TF/s sustained" + (f" ({tfj:.3f} TFLOP/J)" if tfj else "")
                              + clock_note(entry["spava"])
                              + f"; side by side: attn_fwd {side:.0f}"
-                             + (f", plain plan {plain:.0f}" if plain else "")
                              + (f", flex {flex:.0f}" if flex else "") + same
                              + f" (sync {entry['spava']['sync_ms']:.3f} ms; "
                              + (f"{entry['gpu_temp_c']} C, " if entry["gpu_temp_c"] else "")

@@ -112,15 +112,15 @@ def correctness(rank: int, world: int) -> list[str]:
     return lines
 
 
-# (name, flags set by a fill kernel (the schedule before session 13), SMs left free by the
-# attention launch (None: the default, comm.DEFAULT_RESERVE_SMS), CTAs per NCCL kernel (None:
+# (name, SMs left free by the
+# attention launch (None: the default, SPAVA_RESERVE_SMS or 4), CTAs per NCCL kernel (None:
 # the process group's, nccl_options' default = the reserve; 0: NCCL's choice), microseconds a
 # CTA polls a ready flag before it gives its unit back (None: attn_fwd_group's default))
-VARIANTS = [("before: fill flag, all SMs, poll 50 us", True, 0, 0, 50),
-            ("default: set_flag, 4 SMs free", False, None, None, None),
-            ("set_flag, 2 SMs free, NCCL <= 2 CTAs", False, 2, 2, None),
-            ("set_flag, 8 SMs free, NCCL <= 8 CTAs", False, 8, 8, None),
-            ("set_flag, all SMs, poll 2 ms", False, 0, 0, 2000)]
+VARIANTS = [("set_flag, all SMs, poll 50 us", 0, 0, 50),
+            ("default: set_flag, 4 SMs free", None, None, None),
+            ("set_flag, 2 SMs free, NCCL <= 2 CTAs", 2, 2, None),
+            ("set_flag, 8 SMs free, NCCL <= 8 CTAs", 8, 8, None),
+            ("set_flag, all SMs, poll 2 ms", 0, 0, 2000)]
 
 
 def queued_ms(fn, calls: int = 8, repeats: int = 3) -> float:
@@ -173,9 +173,7 @@ def speed(rank: int, world: int, trace_dir: str | None, which: list[int]) -> lis
     send = torch.randn(layout.passing_cap, 2, 1, 4, 128, device="cuda", dtype=torch.bfloat16)
     recv = torch.empty((world,) + send.shape, device="cuda", dtype=torch.bfloat16)
     rows = []
-    for pos, (name, by_kernel, reserve, nccl_ctas, spin_us) in enumerate(VARIANTS[i]
-                                                                         for i in which):
-        os.environ["SPAVA_FLAG_BY_KERNEL"] = "1" if by_kernel else "0"
+    for pos, (name, reserve, nccl_ctas, spin_us) in enumerate(VARIANTS[i] for i in which):
         if spin_us is None:
             os.environ.pop("SPAVA_READY_SPIN_US", None)
         else:
@@ -222,7 +220,6 @@ def speed(rank: int, world: int, trace_dir: str | None, which: list[int]) -> lis
                        f" ms per call), compute only "
                        f"{row['compute_only_ms']:.3f} / {row['compute_only_pipelined_ms']:.3f}")
         dist.barrier()
-    os.environ.pop("SPAVA_FLAG_BY_KERNEL", None)
     os.environ.pop("SPAVA_READY_SPIN_US", None)
     return rows
 
