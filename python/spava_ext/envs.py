@@ -149,7 +149,8 @@ def markdown_table() -> str:
     """The variables as a Markdown table (for the README)."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for v in VARIABLES.values():
-        default = "unset" if v.default is None else f"`{v.default!r}`"
+        shown = int(v.default) if isinstance(v.default, bool) else v.default
+        default = "unset" if v.default is None else f"`{shown}`"
         rows.append(f"| `{v.name}` | {default} | {v.doc} |")
     return "\n".join(rows)
 
