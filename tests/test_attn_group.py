@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from spava_ext import ops, reference
+from spava_ext import envs, ops, reference
 from utils import HAS_CUDA, assert_attn_close, randn_inputs
 
 FULL = ops.FULL
@@ -61,12 +61,12 @@ def check_against_reference(problems, name):
 
 
 def launch_with_late_flags(dtype):
-    """Problems 1 and 2 wait for flags that are 0: the first launch (with sched) computes the
-    rest and gives their units back. Returns (problems, ready, sched)."""
+    """Problems 1 and 2 wait for flags that are 0: the first launch (with sched, polling a flag
+    for 2 us) computes the rest and gives their units back. Returns (problems, ready, sched)."""
     problems = make_problems("cuda", dtype, waits=(None, 0, 1, None))
     ready = torch.zeros(2, dtype=torch.int32, device="cuda")
     sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
-    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, spin_us=2)
     torch.cuda.synchronize()
     return problems, ready, sched
 
@@ -97,6 +97,9 @@ def test_group_cpu_flags_and_finish():
     check_against_reference(problems, "cpu flags")
 
 
+WAITS = {"spin_us": 50, "timeout_s": 600.0}  # the op's required wait times
+
+
 def test_group_bad_inputs_name_the_op_and_value():
     problems = make_problems("cpu", torch.float32)
     args = lambda prs: (  # noqa: E731
@@ -107,21 +110,28 @@ def test_group_bad_inputs_name_the_op_and_value():
     op = torch.ops.spava.attn_fwd_group
     a = args(problems)
     with pytest.raises(ValueError, match=r"attn_fwd_group: sum\(num_segments\) = 5 but"):
-        op(a[0], [2, 2, 1, 0], *a[2:])
+        op(a[0], [2, 2, 1, 0], *a[2:], **WAITS)
     with pytest.raises(ValueError, match=r"wait_for\[1\] = 0 but ready has 0 flags"):
-        op(*a, None, [-1, 0, -1, -1])
+        op(*a, wait_for=[-1, 0, -1, -1], **WAITS)
     with pytest.raises(ValueError, match=r"needs 1 to 4 problems, got 5"):
         ops.attn_fwd_group(problems + problems[:1])
     with pytest.raises(ValueError, match=r"finish=True needs the sched workspace"):
-        op(*a, finish=True)
+        op(*a, finish=True, **WAITS)
     with pytest.raises(TypeError, match=r"sched must be a contiguous int32 tensor of at least"):
-        op(*a, sched=torch.zeros(8, dtype=torch.int32))
+        op(*a, sched=torch.zeros(8, dtype=torch.int32), **WAITS)
     with pytest.raises(ValueError, match=r"problem 1: q .* does not match problem 0"):
         bad = problems[1]._replace(q=problems[1].q[:, :, :4], out=problems[1].out[:, :, :4],
                                    lse=None)
         ops.attn_fwd_group([problems[0], bad])
-    with pytest.raises(ValueError, match=r"max_ctas must be >= 0, got -1"):
-        op(*a, max_ctas=-1)
+    with pytest.raises(ValueError, match=r"sm_budget must be >= 0, got -1"):
+        op(*a, sm_budget=-1, **WAITS)
+    with pytest.raises(ValueError, match=r"spin_us must be in \[0, 1000000000\], got -1"):
+        op(*a, spin_us=-1, timeout_s=1.0)
+    for t in (0.0, -1.0, float("nan"), 1e7):
+        with pytest.raises(ValueError, match=r"timeout_s must be in \(0, 1e\+06\], got"):
+            op(*a, spin_us=0, timeout_s=t)
+    with pytest.raises(RuntimeError, match=r"missing value for argument 'spin_us'"):
+        op(*a, timeout_s=1.0)
 
 
 @pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if HAS_CUDA else []))
@@ -132,20 +142,35 @@ def test_group_opcheck(device):
     lses = [torch.empty(0, device=device), torch.empty(2, 4, 10, device=device)]
     args = ([q, q[:, :10]], [2, 1], [k[:, :5], k[:, 5:], k], [v[:, :5], v[:, 5:], v], [3, 0, 0],
             [FULL, 0, 0], None, outs, lses)
-    torch.library.opcheck(torch.ops.spava.attn_fwd_group.default, args)
+    op = torch.ops.spava.attn_fwd_group.default
+    torch.library.opcheck(op, args, WAITS)
+    # the overlap arguments: a flag that is set, the give-back workspace, done flags, a budget
+    ready = torch.ones(1, dtype=torch.int32, device=device)
+    overlap = {"ready": ready, "wait_for": [0, -1], "sm_budget": 3, "spin_us": 2,
+               "timeout_s": 30.0, "done": torch.zeros(4, dtype=torch.int32, device=device),
+               "sched": torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device=device)}
+    torch.library.opcheck(op, args, overlap)
 
 
 # ------------------------------------------------------------------------------------ CUDA
+@pytest.fixture
+def aten_fallback():
+    """Every GPU on attn_fwd's ATen path for the test, the kernels again after it."""
+    ops.set_attn_fallback(True)
+    yield
+    ops.set_attn_fallback(envs.attn_fallback())
+
+
 @cuda_only
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("D", ops.build_info().get("attn_fwd_head_dims", []))
-@pytest.mark.parametrize("max_ctas", [0, 1, 3])
-def test_group_cuda_matches_reference(dtype, D, max_ctas):
-    """Every problem of one launch against the reference; max_ctas = 1 runs every unit of every
-    problem on one CTA (the ring and Q-buffer phases run on across units)."""
+@pytest.mark.parametrize("sm_budget", [0, 1, 3])
+def test_group_cuda_matches_reference(dtype, D, sm_budget):
+    """Every problem of one launch against the reference; sm_budget = 1 runs every unit of
+    every problem on one CTA (the ring and Q-buffer phases run on across units)."""
     problems = make_problems("cuda", dtype, D=D, seed=D)
-    ops.attn_fwd_group(problems, max_ctas=max_ctas)
-    check_against_reference(problems, f"D{D} {dtype} max_ctas {max_ctas}")
+    ops.attn_fwd_group(problems, sm_budget=sm_budget)
+    check_against_reference(problems, f"D{D} {dtype} sm_budget {sm_budget}")
 
 
 @cuda_only
@@ -160,10 +185,9 @@ def test_group_cuda_sched_without_waits_does_everything_in_one_launch():
 
 
 @cuda_only
-def test_group_cuda_late_flags_give_units_back_and_finish_computes_them(monkeypatch):
+def test_group_cuda_late_flags_give_units_back_and_finish_computes_them():
     """Flags unset at launch: every CTA gives its first flagged unit back after the spin limit
     and stops; the finishing launch after the flags are set computes the rest."""
-    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
     problems, ready, sched = launch_with_late_flags(torch.float16)
     assert sched[1].item() > 0, "some unit must have been given back"
     assert torch.isnan(problems[2].out.float()).any() or problems[2].out.abs().sum() == 0
@@ -185,7 +209,7 @@ def test_group_cuda_waits_for_a_flag_set_by_another_stream():
         ready.fill_(1)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     t0 = time.perf_counter()
-    ops.attn_fwd_group(problems, ready=ready, max_ctas=sms - 2)
+    ops.attn_fwd_group(problems, ready=ready, sm_budget=sms - 2)
     torch.cuda.synchronize()
     assert time.perf_counter() - t0 > 0.005, "the launch must have waited for the flag"
     check_against_reference(problems, "flag from another stream")
@@ -242,11 +266,10 @@ def test_set_flag_cpu():
 
 
 @cuda_only
-def test_group_cuda_done_flags_follow_the_units(monkeypatch):
+def test_group_cuda_done_flags_follow_the_units():
     """done[2i + 1] is 1 once problem i is written: at once for problems without a wait, only
     after the finishing launch for a problem whose units were given back. A side stream that
     waits on problem 0's flag (issued before the launch) copies its finished rows."""
-    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
     problems = make_problems("cuda", torch.bfloat16, waits=(None, 0, None, None))
     ready = torch.zeros(1, dtype=torch.int32, device="cuda")
     sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
@@ -257,7 +280,7 @@ def test_group_cuda_done_flags_follow_the_units(monkeypatch):
     with torch.cuda.stream(side):
         ops.wait_flag(done[1:2])
         copy.copy_(problems[0].out)
-    ops.attn_fwd_group(problems, ready=ready, sched=sched, done=done)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, done=done, spin_us=2)
     torch.cuda.synchronize()
     assert done[1].item() == 1 and done[3].item() == 0, done.tolist()
     ready.fill_(1)
@@ -285,11 +308,10 @@ def test_wait_flag_cuda_orders_a_stream_after_a_flag():
 
 
 @cuda_only
-def test_group_cuda_winds_down_after_a_give_back(monkeypatch):
+def test_group_cuda_winds_down_after_a_give_back():
     """Once a CTA gives a unit back (its flag late), no CTA claims another unit: a long
     ungated problem queued after the gated one is left to the finishing launch instead of
     being ground through by the CTAs still running. Both launches together are exact."""
-    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
     g = torch.Generator().manual_seed(5)
     B, Hq, Hkv, D = 1, 8, 2, 128
 
@@ -304,7 +326,7 @@ def test_group_cuda_winds_down_after_a_give_back(monkeypatch):
                                         torch.zeros_like(q), None, wait))
     ready = torch.zeros(1, dtype=torch.int32, device="cuda")
     sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device="cuda")
-    ops.attn_fwd_group(problems, ready=ready, sched=sched)
+    ops.attn_fwd_group(problems, ready=ready, sched=sched, spin_us=2)
     torch.cuda.synchronize()
     claims, deferred = sched[0].item(), sched[1].item()
     total = (2 + 66) * Hq // 2  # pairs of units (CTA pairs: 2 query heads per claim)
@@ -317,7 +339,7 @@ def test_group_cuda_winds_down_after_a_give_back(monkeypatch):
 
 
 @cuda_only
-def test_set_flag_cuda_is_stream_ordered_and_needs_no_sm(monkeypatch):
+def test_set_flag_cuda_is_stream_ordered_and_needs_no_sm():
     """set_flag writes the flag after the work queued before it on its stream (a waiter sees
     that work's writes), and it sets a flag that a launch without give-back polls while its CTAs
     hold the SMs: the launch finishes with the waiting problem computed."""
@@ -334,7 +356,6 @@ def test_set_flag_cuda_is_stream_ordered_and_needs_no_sm(monkeypatch):
     torch.cuda.synchronize()
     assert x.tolist() == [42.0] * 4 and flag.tolist() == [0, 1]
 
-    monkeypatch.setenv("SPAVA_COLLECTIVE_TIMEOUT_S", "30")  # a lost flag traps, not hangs
     problems = make_problems("cuda", torch.bfloat16, waits=(None, 0, None, 0))
     ready = torch.zeros(1, dtype=torch.int32, device="cuda")
     setter.wait_stream(torch.cuda.current_stream())
@@ -342,19 +363,18 @@ def test_set_flag_cuda_is_stream_ordered_and_needs_no_sm(monkeypatch):
         torch.cuda._sleep(20_000_000)  # queued first: the launch's CTAs poll meanwhile
         ops.set_flag(ready)
     t0 = time.perf_counter()
-    ops.attn_fwd_group(problems, ready=ready)
+    ops.attn_fwd_group(problems, ready=ready, timeout_s=30)  # a lost flag traps, not hangs
     torch.cuda.synchronize()
     assert time.perf_counter() - t0 < 20
     check_against_reference(problems, "set_flag")
 
 
 @cuda_only
-def test_group_cuda_finish_reads_no_flag(monkeypatch):
+def test_group_cuda_finish_reads_no_flag():
     """The finishing launch is ordered after the data by the caller and must not wait for the
     flags: they are set by small kernels on another stream that could not get an SM while its
     CTAs spin (the W = 2 NCCL hang of 2026-11-25). Here the flags are set only after a long
     sleep on a side stream; the finish completes long before."""
-    monkeypatch.setenv("SPAVA_READY_SPIN_US", "2")
     problems, ready, sched = launch_with_late_flags(torch.bfloat16)
     assert sched[1].item() > 0
     side = torch.cuda.Stream()
@@ -396,12 +416,12 @@ def test_cuda_tensor_maps_follow_geometry():
 
 @cuda_only
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_aten_fallback_matches_reference(monkeypatch, dtype):
+def test_cuda_aten_fallback_matches_reference(aten_fallback, dtype):
     """GPUs without the sm_90a kernels take the ATen path (forced here with
-    SPAVA_ATTN_FALLBACK=1): attn_fwd and attn_fwd_group give the reference's results; a problem
+    ops.set_attn_fallback): attn_fwd and attn_fwd_group give the reference's results; a problem
     waits on the stream for a flag set later by another stream, done flags rise, and a finishing
     call changes nothing."""
-    monkeypatch.setenv("SPAVA_ATTN_FALLBACK", "1")
+    assert not ops.uses_sm90("cuda")
     problems = make_problems("cuda", dtype, D=80, seed=11, waits=(None, 0, None, 0))
     ready = torch.zeros(1, dtype=torch.int32, device="cuda")
     done = torch.zeros(2 * len(problems), dtype=torch.int32, device="cuda")
@@ -473,10 +493,11 @@ def _plan_case(dtype, Hq, Hkv, q_len, full_len, seed):
     (16, 2, 4497, 0),      # causal only, 576 units of 1..36 tiles: the counter, no split
     (14, 2, 1300, 2999),   # 154 units, a partial last query tile, two tiles split
 ])
-def test_cuda_plan_tail_split_and_counter(monkeypatch, dtype, Hq, Hkv, q_len, full_len):
+def test_cuda_plan_tail_split_and_counter(dtype, Hq, Hkv, q_len, full_len):
     """Launches of a few rounds: plan_attn_fwd may split the last query tiles (split-KV of the
     tail) and hand units out through the counter. The result equals the reference with any
-    plan; with SPAVA_ATTN_PLAN=static (the plain plan) it is the same up to the merge's
+    plan; with the plain plan (static rounds, no tail split: what a launch whose problem waits
+    for a ready flag gets, here a flag already set) it is the same up to the merge's
     rounding: the first case's split rows differ in bits (the split ran), its other rows and
     every row of the counter-only case are equal bit for bit (a unit's arithmetic does not
     depend on which CTA runs it). The plans expected here are the model's
@@ -489,8 +510,9 @@ def test_cuda_plan_tail_split_and_counter(monkeypatch, dtype, Hq, Hkv, q_len, fu
     low, _ = reference.attn_fwd(q, k, v, rb, dg, upcast=False)
     assert_attn_close(f"auto plan {q_len} rows", out, ref, low)
     assert (lse.cpu() - ref_lse.cpu()).abs().max() < 1e-3
-    monkeypatch.setenv("SPAVA_ATTN_PLAN", "static")
-    out_s, lse_s = ops.attn_fwd(q, k, v, rb, dg)
+    out_s, lse_s = torch.empty_like(out), torch.empty_like(lse)
+    ops.attn_fwd_group([ops.AttnProblem(q, k, v, rb, dg, out_s, lse_s, 0)],
+                       ready=torch.ones(1, dtype=torch.int32, device="cuda"))
     assert_attn_close(f"static plan {q_len} rows", out_s, ref, low)
     if q_len == 1152:
         assert not torch.equal(out[:, :128], out_s[:, :128]), "the tail split did not run"

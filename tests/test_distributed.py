@@ -105,16 +105,21 @@ def test_emulated_ranks_equal_the_reference(world):
 
 def test_comm_options_for_sharing_sms(monkeypatch):
     """NCCL options cap the gathers' CTAs; a communicator's reserve_sms defaults to
-    SPAVA_RESERVE_SMS (the SMs the attention launch leaves to the collectives)."""
+    SPAVA_RESERVE_SMS (the SMs the attention launch leaves to the collectives); each
+    GroupComm owns its communication streams."""
     from spava_ext.comm import GroupComm, SimulatedComm, nccl_options
     opts = nccl_options(max_ctas=3)
     if opts is not None:  # torch builds without NCCL have no options
         assert opts.is_high_priority_stream and opts.config.max_ctas == 3
-    from spava_ext.comm import DEFAULT_RESERVE_SMS
-    assert GroupComm().reserve_sms == DEFAULT_RESERVE_SMS == SimulatedComm(0, 2).reserve_sms
+    monkeypatch.delenv("SPAVA_RESERVE_SMS", raising=False)
+    assert GroupComm().reserve_sms == 4 == SimulatedComm(0, 2).reserve_sms
     assert GroupComm(reserve_sms=0).reserve_sms == 0
     monkeypatch.setenv("SPAVA_RESERVE_SMS", "6")
     assert GroupComm().reserve_sms == 6 and SimulatedComm(0, 2).reserve_sms == 6
     opts = nccl_options()  # the CTA cap follows the reserve
     if opts is not None:
         assert opts.config.max_ctas == 6
+    if torch.cuda.is_available():
+        comm = GroupComm()
+        assert comm.stream("cuda:0") is comm.stream("cuda:0")
+        assert comm.stream("cuda:0").priority < 0

@@ -93,13 +93,14 @@ void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_se
                         at::IntArrayRef row_begin, at::IntArrayRef diag,
                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                         const std::vector<at::Tensor>& lse, const std::optional<at::Tensor>& ready,
-                        at::IntArrayRef wait_for, int64_t max_ctas,
-                        const std::optional<at::Tensor>& sched, bool finish,
-                        const std::optional<at::Tensor>& done) {
-  // sched / finish only shape the CUDA schedule; the CPU op computes everything in one call
-  // (a finishing call has nothing left to do).
-  const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
-                                         out, lse, ready, wait_for, max_ctas, sched, finish, done);
+                        at::IntArrayRef wait_for, const std::optional<at::Tensor>& sched,
+                        const std::optional<at::Tensor>& done, bool finish, int64_t sm_budget,
+                        int64_t spin_us, double timeout_s) {
+  // sched, finish and the wait times only shape the CUDA schedule; the CPU op computes
+  // everything in one call (a finishing call has nothing left to do).
+  const auto args = check_attn_fwd_group(
+      q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
+      AttnFwdGroupOverlap{ready, wait_for, sched, done, finish, sm_budget, spin_us, timeout_s});
   if (finish) return;
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];

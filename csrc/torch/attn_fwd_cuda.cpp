@@ -1,15 +1,14 @@
-// CUDA glue of spava::attn_fwd and spava::attn_fwd_group: checks -> AttnFwdParams (one problem
-// per set of query rows) -> plan (units, split-KV workspaces) -> run_attn_fwd on the current
-// stream. attn_fwd is a group of one problem. GPUs without the sm_90a kernels take the ATen
-// path (attn_fwd_aten) on the same stream, flags and done flags included.
+// CUDA glue of spava::attn_fwd and spava::attn_fwd_group: checks -> AttnFwdArgs (one problem
+// per set of query rows, the caller's overlap options) -> plan_attn_fwd -> AttnFwdParams (units,
+// split-KV workspaces) -> run_attn_fwd on the current stream. attn_fwd is a group of one
+// problem. GPUs without the sm_90a kernels (uses_sm90) take the ATen path (attn_fwd_aten) on
+// the same stream, flags and done flags included.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "attn_fwd/attn_fwd.h"
@@ -25,45 +24,26 @@ namespace {
 
 constexpr int64_t kDiagClamp = int64_t(1) << 30;
 
-// A positive number from the environment, else `fallback`.
-double env_positive(const char* name, double fallback) {
-  const char* env = std::getenv(name);
-  const double x = env != nullptr ? std::atof(env) : 0.0;
-  return x > 0 ? x : fallback;
-}
-
-// The sm_90a kernels run on compute capability 9.x. Other GPUs, or SPAVA_ATTN_FALLBACK=1 (to
-// test the fallback on an H100), take the ATen path: the same results within dtype tolerance,
-// fp32 scores materialised tile by tile, several times slower.
-bool use_sm90_kernels(const at::Tensor& t) {
-  const char* env = std::getenv("SPAVA_ATTN_FALLBACK");
-  if (env != nullptr && std::strcmp(env, "1") == 0) return false;
-  int major = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.device().index());
-  return major == 9;
-}
-
 // attn_fwd_group on the ATen path, in stream order: wait for the problem's flag (no host
 // synchronisation), compute it, raise its done flag. Everything runs in the first call, so a
 // finishing call has nothing left.
 void attn_fwd_group_aten(const std::vector<at::Tensor>& q,
                          const std::vector<AttnFwdProblemArgs>& args,
                          std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
-                         const std::optional<at::Tensor>& ready, bool finish,
-                         const std::optional<at::Tensor>& done) {
-  if (finish) return;
+                         const AttnFwdGroupOverlap& ov) {
+  if (ov.finish) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
-    if (a.wait_for >= 0) stream_wait_flag(ready->const_data_ptr<int>() + a.wait_for, stream);
+    if (a.wait_for >= 0) stream_wait_flag(ov.ready->const_data_ptr<int>() + a.wait_for, stream);
     attn_fwd_aten(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
-    if (done) done->select(0, int64_t(2 * i + 1)).fill_(1);
+    if (ov.done) ov.done->select(0, int64_t(2 * i + 1)).fill_(1);
   }
 }
 
 // Appends problem (q, its segments, out, lse) to p. Problems without rows and empty segments
 // are dropped.
-void add_problem(AttnFwdParams& p, const at::Tensor& q, const std::vector<at::Tensor>& k,
+void add_problem(AttnFwdArgs& p, const at::Tensor& q, const std::vector<at::Tensor>& k,
                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
                  at::IntArrayRef diag, const at::Tensor& out, const std::optional<at::Tensor>& lse,
                  const int* ready) {
@@ -73,7 +53,7 @@ void add_problem(AttnFwdParams& p, const at::Tensor& q, const std::vector<at::Te
   SPAVA_CHECK_VALUE(q.size(1) < kDiagClamp, "attn_fwd", "q_len ", q.size(1), " out of range");
   check_rows_aligned("attn_fwd", "q", q);
   check_rows_aligned("attn_fwd", "out", out);
-  AttnProblem& pr = p.problems[p.num_problems++];
+  AttnProblemArgs& pr = p.problems[p.num_problems++];
   pr.q = q.const_data_ptr();
   pr.q_batch_stride = q.stride(0);
   pr.q_row_stride = q.stride(1);
@@ -109,7 +89,7 @@ void add_problem(AttnFwdParams& p, const at::Tensor& q, const std::vector<at::Te
 }
 
 // Shapes shared by every problem (q0 is problem 0's rows), then the dtype / head dim checks.
-AttnFwdParams group_params(const at::Tensor& q0, int64_t heads_kv, double softmax_scale) {
+AttnFwdArgs group_args(const at::Tensor& q0, int64_t heads_kv, double softmax_scale) {
   check_sm90("attn_fwd", q0);
   SPAVA_CHECK_TYPE(q0.scalar_type() == at::kBFloat16 || q0.scalar_type() == at::kHalf,
                    "attn_fwd", "CUDA kernels take bf16 or fp16 q/k/v, got ", q0.scalar_type());
@@ -118,22 +98,22 @@ AttnFwdParams group_params(const at::Tensor& q0, int64_t heads_kv, double softma
   for (int i = 0; i < kNumAttnFwdHeadDims; ++i) compiled |= kAttnFwdHeadDims[i] == D;
   SPAVA_CHECK_VALUE(compiled, "attn_fwd", "head dim ", D,
                     " is not compiled in this build (see spava_ext.ops.build_info())");
-  AttnFwdParams p{};
-  p.batch = int(q0.size(0));
-  p.heads_q = int(q0.size(2));
-  p.heads_kv = int(heads_kv);
-  p.head_dim = int(D);
-  p.softmax_scale = float(softmax_scale);
-  p.softmax_scale_log2 = float(softmax_scale * 1.4426950408889634);  // log2(e)
-  p.dtype = to_dtype(q0.scalar_type());
-  return p;
+  AttnFwdArgs a{};
+  a.batch = int(q0.size(0));
+  a.heads_q = int(q0.size(2));
+  a.heads_kv = int(heads_kv);
+  a.head_dim = int(D);
+  a.softmax_scale = float(softmax_scale);
+  a.softmax_scale_log2 = float(softmax_scale * 1.4426950408889634);  // log2(e)
+  a.dtype = to_dtype(q0.scalar_type());
+  return a;
 }
 
 // Plan the units, allocate the split-KV workspaces (fp32, caching allocator), launch.
-void plan_and_run(AttnFwdParams& p, const at::Tensor& q0) {
+void plan_and_run(const AttnFwdArgs& args, const at::Tensor& q0) {
   int num_sms = 0;
   cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q0.device().index());
-  plan_attn_fwd(p, num_sms, attn_fwd_max_pairs(p));
+  AttnFwdParams p = plan_attn_fwd(args, num_sms, attn_fwd_max_pairs(args));
   std::vector<at::Tensor> workspaces;
   const auto f32 = q0.options().dtype(at::kFloat);
   for (int i = 0; i < p.num_problems; ++i) {
@@ -152,6 +132,16 @@ void plan_and_run(AttnFwdParams& p, const at::Tensor& q0) {
   run_attn_fwd(p, c10::cuda::getCurrentCUDAStream());
 }
 
+// The overlap options of attn_fwd_group in args: the grid's SM budget, the give-back
+// workspace, and how long a CTA waits for a ready flag (ov, checked by check_attn_fwd_group).
+void set_overlap(AttnFwdArgs& a, const AttnFwdGroupOverlap& ov) {
+  a.sm_budget = int(std::min<int64_t>(ov.sm_budget, 1 << 20));
+  a.sched = ov.sched.has_value() ? ov.sched->mutable_data_ptr<int>() : nullptr;
+  a.finish = ov.finish;
+  a.wait_timeout_ns = int64_t(ov.timeout_s * 1e9);
+  a.wait_spin_ns = ov.spin_us * 1000;
+}
+
 }  // namespace
 
 void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
@@ -160,12 +150,12 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
                    const std::optional<at::Tensor>& lse) {
   const AttnFwdDims d = check_attn_fwd(q, k, v, row_begin, diag, softmax_scale, out, lse);
   const c10::cuda::CUDAGuard guard(q.device());
-  if (!use_sm90_kernels(q)) {
+  if (!uses_sm90(q.device())) {
     return attn_fwd_aten(q, k, v, row_begin, diag, softmax_scale, out, lse);
   }
-  AttnFwdParams p = group_params(q, d.heads_kv, d.softmax_scale);
-  add_problem(p, q, k, v, row_begin, diag, out, lse, nullptr);
-  plan_and_run(p, q);
+  AttnFwdArgs a = group_args(q, d.heads_kv, d.softmax_scale);
+  add_problem(a, q, k, v, row_begin, diag, out, lse, nullptr);
+  plan_and_run(a, q);
 }
 
 void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
@@ -174,20 +164,22 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
                          std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                          const std::vector<at::Tensor>& lse,
                          const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for,
-                         int64_t max_ctas, const std::optional<at::Tensor>& sched, bool finish,
-                         const std::optional<at::Tensor>& done) {
+                         const std::optional<at::Tensor>& sched,
+                         const std::optional<at::Tensor>& done, bool finish, int64_t sm_budget,
+                         int64_t spin_us, double timeout_s) {
+  const AttnFwdGroupOverlap ov{ready, wait_for, sched, done, finish, sm_budget, spin_us, timeout_s};
   const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
-                                         out, lse, ready, wait_for, max_ctas, sched, finish, done);
+                                         out, lse, ov);
   const c10::cuda::CUDAGuard guard(q[0].device());
-  if (!use_sm90_kernels(q[0])) {
-    return attn_fwd_group_aten(q, args, softmax_scale, out, ready, finish, done);
+  if (!uses_sm90(q[0].device())) {
+    return attn_fwd_group_aten(q, args, softmax_scale, out, ov);
   }
   int64_t heads_kv = q[0].size(2);  // any divisor works when no problem has keys
   for (const auto& a : args) {
     if (!a.k.empty()) heads_kv = a.k[0].size(2);
   }
   const double scale = softmax_scale.value_or(1.0 / std::sqrt(double(q[0].size(3))));
-  AttnFwdParams p = group_params(q[0], heads_kv, scale);
+  AttnFwdArgs ga = group_args(q[0], heads_kv, scale);
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
     const int* flag = a.wait_for < 0 ? nullptr : ready->const_data_ptr<int>() + a.wait_for;
@@ -196,25 +188,11 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
       if (done_i != nullptr) done->select(0, int64_t(2 * i + 1)).fill_(1);
       continue;
     }
-    add_problem(p, q[i], a.k, a.v, a.row_begin, a.diag, out[i], a.lse, flag);
-    p.problems[p.num_problems - 1].done = done_i;
+    add_problem(ga, q[i], a.k, a.v, a.row_begin, a.diag, out[i], a.lse, flag);
+    ga.problems[ga.num_problems - 1].done = done_i;
   }
-  p.max_ctas = int(std::min<int64_t>(max_ctas, 1 << 20));
-  p.sched = sched.has_value() ? sched->mutable_data_ptr<int>() : nullptr;
-  p.finish = finish;
-  // A flag that never arrives traps the kernel after the collective timeout; with sched, a CTA
-  // gives a unit back after SPAVA_READY_SPIN_US microseconds. Default: 2000 when the grid
-  // leaves SMs free (the gathers that raise the flags run there meanwhile: a CTA that waits
-  // keeps its place, where one that gives up early pushes its work behind the gathers, and
-  // with several ranks queued layer after layer that convoy cost 2-3x the layer time on
-  // 4 x H100, BENCHMARKS.md "Multi-GPU"), else 50 (the gathers may need this launch's SMs).
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q[0].device().index());
-  const bool leaves_sms = max_ctas > 0 && max_ctas < sms;
-  p.wait_timeout_ns = int64_t(env_positive("SPAVA_COLLECTIVE_TIMEOUT_S", 600.0) * 1e9);
-  p.wait_spin_ns =
-      int64_t(env_positive("SPAVA_READY_SPIN_US", leaves_sms ? 2000.0 : 50.0) * 1e3);
-  plan_and_run(p, q[0]);
+  set_overlap(ga, ov);
+  plan_and_run(ga, q[0]);
 }
 
 void wait_flag_cuda(const at::Tensor& flag) {
@@ -222,7 +200,7 @@ void wait_flag_cuda(const at::Tensor& flag) {
   const c10::cuda::CUDAGuard guard(flag.device());
   // The flag is usually raised by an attn_fwd launch queued after this wait: load those
   // kernels now, since loading one later may wait for this blocked stream (attn_fwd.h).
-  if (use_sm90_kernels(flag)) prepare_attn_fwd();
+  if (uses_sm90(flag.device())) prepare_attn_fwd();
   stream_wait_flag(flag.const_data_ptr<int>(), c10::cuda::getCurrentCUDAStream());
 }
 

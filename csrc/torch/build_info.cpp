@@ -2,6 +2,7 @@
 #include <string>
 
 #include "ops.h"
+#include "spava/attn_params.h"
 
 #ifdef SPAVA_WITH_CUDA
 #include "attn_fwd/attn_fwd.h"
@@ -14,6 +15,8 @@
 namespace spava {
 
 std::string build_info() {
+  // int32 elements of attn_fwd_group's sched workspace (spava_ext.ops.SCHED_INTS)
+  const std::string sched = ", \"attn_sched_ints\": " + std::to_string(kAttnSchedInts) + "}";
 #ifdef SPAVA_WITH_CUDA
 #ifdef SPAVA_ATTN_TRACE
   const char* kTrace = "true";  // attn_fwd/trace.cuh compiled in
@@ -25,10 +28,10 @@ std::string build_info() {
     dims += (i ? ", " : "") + std::to_string(kAttnFwdHeadDims[i]);
   return std::string("{\"cuda\": true, \"cuda_archs\": \"") + SPAVA_CUDA_ARCHS +
          "\", \"cuda_ops\": [\"select_passing\", \"attn_fwd\", \"merge_states\"], "
-         "\"attn_fwd_head_dims\": [" + dims + "], \"attn_fwd_trace\": " + kTrace + "}";
+         "\"attn_fwd_head_dims\": [" + dims + "], \"attn_fwd_trace\": " + kTrace + sched;
 #else
   return "{\"cuda\": false, \"cuda_archs\": \"\", \"cuda_ops\": [], \"attn_fwd_head_dims\": [], "
-         "\"attn_fwd_trace\": false}";
+         "\"attn_fwd_trace\": false" + sched;
 #endif
 }
 

@@ -21,6 +21,10 @@ bool is_attn_dtype(at::ScalarType t) {
   return t == at::kBFloat16 || t == at::kHalf || t == at::kFloat;
 }
 
+// Bounds of attn_fwd_group's wait times: their nanoseconds fit in int64 with room to spare.
+constexpr int64_t kMaxSpinUs = 1000000000;
+constexpr double kMaxTimeoutS = 1e6;
+
 }  // namespace
 
 AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k,
@@ -87,34 +91,64 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
   return d;
 }
 
+namespace {
+
+// The overlap arguments of a group of P problems on `device`.
+void check_group_overlap(const AttnFwdGroupOverlap& ov, size_t P, const at::Device& device) {
+  SPAVA_CHECK_VALUE(ov.wait_for.empty() || ov.wait_for.size() == P, "attn_fwd_group",
+                    "wait_for must be empty or have one entry per problem (", P, "), got ",
+                    ov.wait_for.size());
+  SPAVA_CHECK_VALUE(ov.sm_budget >= 0, "attn_fwd_group", "sm_budget must be >= 0, got ",
+                    ov.sm_budget);
+  SPAVA_CHECK_VALUE(ov.spin_us >= 0 && ov.spin_us <= kMaxSpinUs, "attn_fwd_group",
+                    "spin_us must be in [0, ", kMaxSpinUs, "], got ", ov.spin_us);
+  SPAVA_CHECK_VALUE(ov.timeout_s > 0 && ov.timeout_s <= kMaxTimeoutS, "attn_fwd_group",
+                    "timeout_s must be in (0, ", kMaxTimeoutS, "], got ", ov.timeout_s);
+  SPAVA_CHECK_VALUE(!ov.finish || ov.sched.has_value(), "attn_fwd_group",
+                    "finish=True needs the sched workspace of the first call");
+  if (ov.sched.has_value()) {
+    const at::Tensor& s = *ov.sched;
+    SPAVA_CHECK_TYPE(s.scalar_type() == at::kInt && s.dim() == 1 && s.is_contiguous() &&
+                         s.numel() >= kAttnSchedInts,
+                     "attn_fwd_group", "sched must be a contiguous int32 tensor of at least ",
+                     kAttnSchedInts, " elements, got ", s.scalar_type(), " ", shape_str(s));
+    SPAVA_CHECK_VALUE(s.device() == device, "attn_fwd_group", "sched is on ", s.device(),
+                      ", q on ", device);
+  }
+  if (ov.ready.has_value()) {
+    const at::Tensor& r = *ov.ready;
+    SPAVA_CHECK_TYPE(r.scalar_type() == at::kInt && r.dim() == 1 && r.is_contiguous(),
+                     "attn_fwd_group", "ready must be a contiguous 1-D int32 tensor, got ",
+                     r.scalar_type(), " ", shape_str(r));
+    SPAVA_CHECK_VALUE(r.device() == device, "attn_fwd_group", "ready is on ", r.device(),
+                      ", q on ", device);
+  }
+  if (ov.done.has_value()) {
+    const at::Tensor& d = *ov.done;
+    SPAVA_CHECK_TYPE(d.scalar_type() == at::kInt && d.dim() == 1 && d.is_contiguous() &&
+                         d.numel() == int64_t(2 * P),
+                     "attn_fwd_group", "done must be a contiguous int32 tensor of 2 * ", P,
+                     " elements, got ", d.scalar_type(), " ", shape_str(d));
+    SPAVA_CHECK_VALUE(d.device() == device, "attn_fwd_group", "done is on ", d.device(),
+                      ", q on ", device);
+  }
+}
+
+}  // namespace
+
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
     const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
     at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
-    const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for, int64_t max_ctas,
-    const std::optional<at::Tensor>& sched, bool finish, const std::optional<at::Tensor>& done) {
+    const AttnFwdGroupOverlap& ov) {
   const size_t P = q.size();
   SPAVA_CHECK_VALUE(P >= 1 && P <= size_t(kMaxAttnProblems), "attn_fwd_group", "needs 1 to ",
                     kMaxAttnProblems, " problems, got ", P);
   SPAVA_CHECK_VALUE(num_segments.size() == P && out.size() == P && lse.size() == P, "attn_fwd_group",
                     "q, num_segments, out and lse must have one entry per problem, got ", P, ", ",
                     num_segments.size(), ", ", out.size(), ", ", lse.size());
-  SPAVA_CHECK_VALUE(wait_for.empty() || wait_for.size() == P, "attn_fwd_group",
-                    "wait_for must be empty or have one entry per problem (", P, "), got ",
-                    wait_for.size());
-  SPAVA_CHECK_VALUE(max_ctas >= 0, "attn_fwd_group", "max_ctas must be >= 0, got ", max_ctas);
-  SPAVA_CHECK_VALUE(!finish || sched.has_value(), "attn_fwd_group",
-                    "finish=True needs the sched workspace of the first call");
-  if (sched.has_value()) {
-    SPAVA_CHECK_TYPE(sched->scalar_type() == at::kInt && sched->dim() == 1 &&
-                         sched->is_contiguous() && sched->numel() >= kAttnSchedInts,
-                     "attn_fwd_group", "sched must be a contiguous int32 tensor of at least ",
-                     kAttnSchedInts, " elements, got ", sched->scalar_type(), " ",
-                     shape_str(*sched));
-    SPAVA_CHECK_VALUE(sched->device() == q.at(0).device(), "attn_fwd_group", "sched is on ",
-                      sched->device(), ", q on ", q.at(0).device());
-  }
+  check_group_overlap(ov, P, q[0].device());
   int64_t total = 0;
   for (const auto n : num_segments) {
     SPAVA_CHECK_VALUE(n >= 0, "attn_fwd_group", "num_segments entries must be >= 0, got ", n);
@@ -124,21 +158,6 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
                         row_begin.size() == size_t(total) && diag.size() == size_t(total),
                     "attn_fwd_group", "sum(num_segments) = ", total, " but k, v, row_begin, diag have ",
                     k.size(), ", ", v.size(), ", ", row_begin.size(), ", ", diag.size(), " entries");
-  if (ready.has_value()) {
-    SPAVA_CHECK_TYPE(ready->scalar_type() == at::kInt && ready->dim() == 1 && ready->is_contiguous(),
-                     "attn_fwd_group", "ready must be a contiguous 1-D int32 tensor, got ",
-                     ready->scalar_type(), " ", shape_str(*ready));
-    SPAVA_CHECK_VALUE(ready->device() == q[0].device(), "attn_fwd_group", "ready is on ",
-                      ready->device(), ", q on ", q[0].device());
-  }
-  if (done.has_value()) {
-    SPAVA_CHECK_TYPE(done->scalar_type() == at::kInt && done->dim() == 1 &&
-                         done->is_contiguous() && done->numel() == int64_t(2 * P),
-                     "attn_fwd_group", "done must be a contiguous int32 tensor of 2 * ", P,
-                     " elements, got ", done->scalar_type(), " ", shape_str(*done));
-    SPAVA_CHECK_VALUE(done->device() == q.at(0).device(), "attn_fwd_group", "done is on ",
-                      done->device(), ", q on ", q.at(0).device());
-  }
   std::vector<AttnFwdProblemArgs> args(P);
   int64_t s0 = 0, heads_kv = -1;
   for (size_t i = 0; i < P; ++i) {
@@ -163,13 +182,13 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
       SPAVA_CHECK_VALUE(d.heads_kv == heads_kv, "attn_fwd_group", "problem ", i, " has ",
                         d.heads_kv, " kv heads, an earlier problem has ", heads_kv);
     }
-    if (!wait_for.empty()) {
-      a.wait_for = wait_for[i];
+    if (!ov.wait_for.empty()) {
+      a.wait_for = ov.wait_for[i];
+      const int64_t flags = ov.ready.has_value() ? ov.ready->numel() : 0;
       SPAVA_CHECK_VALUE(a.wait_for >= -1, "attn_fwd_group", "wait_for[", i,
                         "] must be -1 or a flag index, got ", a.wait_for);
-      SPAVA_CHECK_VALUE(a.wait_for == -1 || (ready.has_value() && a.wait_for < ready->numel()),
-                        "attn_fwd_group", "wait_for[", i, "] = ", a.wait_for, " but ready has ",
-                        ready.has_value() ? ready->numel() : 0, " flags");
+      SPAVA_CHECK_VALUE(a.wait_for < flags, "attn_fwd_group", "wait_for[", i, "] = ", a.wait_for,
+                        " but ready has ", flags, " flags");
     }
   }
   return args;

@@ -34,13 +34,21 @@ struct AttnFwdProblemArgs {
   std::optional<at::Tensor> lse;
   int64_t wait_for = -1;
 };
+// The overlap arguments of attn_fwd_group, as registration.cpp states them.
+struct AttnFwdGroupOverlap {
+  std::optional<at::Tensor> ready;
+  at::IntArrayRef wait_for;
+  std::optional<at::Tensor> sched, done;
+  bool finish;
+  int64_t sm_budget, spin_us;
+  double timeout_s;
+};
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
     const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
     at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
-    const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for, int64_t max_ctas,
-    const std::optional<at::Tensor>& sched, bool finish, const std::optional<at::Tensor>& done);
+    const AttnFwdGroupOverlap& ov);
 
 // flag: a contiguous int32 tensor with at least one element.
 void check_flag(const char* op, const at::Tensor& flag);

@@ -21,9 +21,9 @@ void attn_fwd_group_cpu(const std::vector<at::Tensor>& q, at::IntArrayRef num_se
                         at::IntArrayRef row_begin, at::IntArrayRef diag,
                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                         const std::vector<at::Tensor>& lse, const std::optional<at::Tensor>& ready,
-                        at::IntArrayRef wait_for, int64_t max_ctas,
-                        const std::optional<at::Tensor>& sched, bool finish,
-                        const std::optional<at::Tensor>& done);
+                        at::IntArrayRef wait_for, const std::optional<at::Tensor>& sched,
+                        const std::optional<at::Tensor>& done, bool finish, int64_t sm_budget,
+                        int64_t spin_us, double timeout_s);
 void wait_flag_cpu(const at::Tensor& flag);
 void set_flag_cpu(const at::Tensor& flag);
 void select_passing_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -44,9 +44,9 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
                         at::IntArrayRef row_begin, at::IntArrayRef diag,
                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
                         const std::vector<at::Tensor>& lse, const std::optional<at::Tensor>& ready,
-                        at::IntArrayRef wait_for, int64_t max_ctas,
-                        const std::optional<at::Tensor>& sched, bool finish,
-                        const std::optional<at::Tensor>& done);
+                        at::IntArrayRef wait_for, const std::optional<at::Tensor>& sched,
+                        const std::optional<at::Tensor>& done, bool finish, int64_t sm_budget,
+                        int64_t spin_us, double timeout_s);
 void wait_flag_cuda(const at::Tensor& flag);
 void set_flag_cuda(const at::Tensor& flag);
 void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -57,7 +57,13 @@ void merge_states_cuda(const at::Tensor& outs, const at::Tensor& lses, const at:
                        const std::optional<at::Tensor>& lse);
 #endif
 
-// A one-line description of the build: CUDA on/off, archs, head dims compiled.
+// A one-line description of the build: CUDA on/off, archs, head dims compiled, the size of
+// attn_fwd_group's sched workspace.
 std::string build_info();
+
+// ---- which attn_fwd implementation serves a device (attn_backend.cpp): whether `device` runs
+// the sm_90a kernels, and the switch that sends every GPU to the ATen path instead.
+bool uses_sm90(at::Device device);
+void set_attn_fallback(bool on);
 
 }  // namespace spava

@@ -32,18 +32,22 @@ TORCH_LIBRARY(spava, m) {
 
   // ---- a group of attn_fwd problems in one launch (CUDA: one persistent kernel)
   // Problem i: rows q[i], out[i], lse[i] (an empty tensor: none) and the next num_segments[i]
-  // entries of k / v / row_begin / diag. ready [n] int32 flags on q's device; problem i reads no
-  // key before ready[wait_for[i]] != 0 (-1 or an empty wait_for: no wait; the CPU op raises
-  // instead of waiting). max_ctas > 0 caps the CUDA grid, leaving SMs to other streams. With
-  // sched (int32 [kAttnSchedInts], zeroed), CUDA CTAs give back units whose flag is late and a
-  // second call with finish=True (after the flags' producers) computes them; see attn_params.h.
-  // done (int32 [2 * problems], zeroed): done[2i + 1] becomes 1 once problem i's rows are all
-  // written (wait_flag lets another stream start on them while the launch goes on).
+  // entries of k / v / row_begin / diag. The keyword arguments are how the launch overlaps
+  // with communication (python/spava_ext/overlap.py):
+  //   ready [n] int32 flags on q's device: problem i reads no key before ready[wait_for[i]]
+  //     != 0 (-1 or an empty wait_for: no wait; the CPU op raises instead of waiting); a CUDA
+  //     CTA that waits longer than timeout_s seconds traps (an error, not a hang).
+  //   sched (int32 [kAttnSchedInts], zeroed): CUDA CTAs give back units whose flag is still 0
+  //     after spin_us microseconds, and a second call with finish=True (queued after the
+  //     flags' producers) computes them; see attn_params.h.
+  //   done (int32 [2 * problems], zeroed): done[2i + 1] becomes 1 once problem i's rows are all
+  //     written (wait_flag lets another stream start on them while the launch goes on).
+  //   sm_budget > 0: CTAs the CUDA grid may use, leaving the other SMs to other streams.
   m.def(
       "attn_fwd_group(Tensor[] q, int[] num_segments, Tensor[] k, Tensor[] v, int[] row_begin, "
-      "int[] diag, float? softmax_scale, Tensor(a!)[] out, Tensor(b!)[] lse, Tensor? ready=None, "
-      "int[] wait_for=[], int max_ctas=0, Tensor(c!)? sched=None, bool finish=False, "
-      "Tensor(d!)? done=None) -> ()");
+      "int[] diag, float? softmax_scale, Tensor(a!)[] out, Tensor(b!)[] lse, *, "
+      "Tensor? ready=None, int[] wait_for=[], Tensor(c!)? sched=None, Tensor(d!)? done=None, "
+      "bool finish=False, int sm_budget=0, int spin_us, float timeout_s) -> ()");
 
   // ---- stream order on a device flag: work queued after this on the current stream starts
   // once flag[0] (int32) != 0 (CUDA: cuStreamWaitValue32; CPU: raises if it is 0).
@@ -58,6 +62,10 @@ TORCH_LIBRARY(spava, m) {
 
   // ---- build description (not a tensor op)
   m.def("build_info() -> str", &spava::build_info);
+  // ---- whether attn_fwd runs the sm_90a kernels on a device (else the ATen path), and the
+  // switch that sends every GPU to the ATen path (process-wide; off by default)
+  m.def("uses_sm90(Device device) -> bool", &spava::uses_sm90);
+  m.def("set_attn_fallback(bool on) -> ()", &spava::set_attn_fallback);
 }
 
 TORCH_LIBRARY_IMPL(spava, CPU, m) {

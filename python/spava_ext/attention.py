@@ -7,14 +7,10 @@ Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q,
          question partial over [anchor slice r | C_r | C_(2W-1-r) (| question, causal, rank 0)]
          rows [anchor | C_r]   x [P_0..P_(r-1) | anchor | C_r]   (anchor rows skip P; waits #1)
          rows C_(2W-1-r)       x [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]           (waits #2)
-       On CUDA the waits are ready flags that the communication stream writes (set_flag: a
-       stream memory write, no kernel) when a gather has landed: the launch starts at once and
-       each problem's tiles start as their keys arrive. With W > 1 the launch leaves
-       ``comm.reserve_sms`` SMs (default 4) to the gathers' NCCL kernels (``nccl_options`` caps
-       them at as many CTAs), so they run beside it. Tiles whose flag is still late after the
-       poll (2 ms when SMs are left free, else 50 us) are given back, the launch then winds
-       down (no new units), and a second, finishing launch queued after the gathers computes
-       the rest (usually nothing), so the kernel never holds SMs the collectives need for long.
+       The waits are ready flags that the gathers set when their data has landed: on CUDA the
+       launch starts at once and each problem's tiles start as their keys arrive, beside the
+       gathers' kernels, and the question partials' gather starts as soon as they are written
+       (spava_ext.overlap.LayerOverlap owns this protocol).
     3  gather the question partials (out, lse); LSE-merge the W partials into the question rows
 
 Gather buffers hold one part per rank: ``recv1[j] = P_j`` and ``recv2[j] = P_(2W-1-j)``, each
@@ -25,7 +21,6 @@ Attention reads them in place as strided ``[B, n, Hkv, D]`` views.
 from __future__ import annotations
 
 import contextlib
-import os
 from datetime import timedelta
 from typing import Optional
 
@@ -35,6 +30,7 @@ import torch.distributed as dist
 from . import ops
 from .comm import GroupComm
 from .layout import SpavaLayout
+from .overlap import LayerOverlap
 
 __all__ = ["spava_attention", "spava_attention_rank", "KeySegments", "ExactRows",
            "question_keys", "host1_keys", "host2_keys", "rank_problems", "standalone_problems"]
@@ -140,23 +136,14 @@ class ExactRows:
                 part[B * n * Hq * D :].view(B, Hq, n))
 
     @classmethod
-    def gather(cls, part: torch.Tensor, shape: tuple, comm, what: str,
-               after: Optional[torch.Tensor] = None) -> "ExactRows":
-        """Start the gather of a partial (``partial_buffer``) of rows of ``shape``: computed
-        already, or (device collectives) by a later kernel that sets the flag ``after``."""
-        parts = comm.buffer((comm.world, part.numel()), part.dtype, part.device, what)
-        pending = (comm.all_gather(parts, part, what) if after is None
-                   else comm.all_gather(parts, part, what, after=after))
-        return cls(parts, pending, tuple(shape))
-
-    @classmethod
     def start(cls, q_rows: torch.Tensor, keys: KeySegments, comm, softmax_scale,
               what: str) -> "ExactRows":
         """Compute this rank's partial for ``q_rows [B, n, Hq, D]`` and start its gather."""
         part, out, lse = cls.partial_buffer(q_rows)
         ops.attn_fwd(q_rows, keys.k, keys.v, keys.row_begin, keys.diag, softmax_scale, out=out,
                      lse=lse)
-        return cls.gather(part, q_rows.shape, comm, what)
+        parts = comm.buffer((comm.world, part.numel()), part.dtype, part.device, what)
+        return cls(parts, comm.all_gather(parts, part, what), tuple(q_rows.shape))
 
     def finish(self, out_rows: torch.Tensor) -> None:
         """Wait for the gather and merge the partials into ``out_rows [B, n, Hq, D]``."""
@@ -213,12 +200,6 @@ ORDER_IN_FLIGHT = ("question", "host1", "host2")
 ORDER_LOCAL = ("host2", "question", "host1")
 
 
-def _sm90_kernels(device: torch.device) -> bool:
-    """Whether attn_fwd runs its sm_90a kernel on ``device`` (not the ATen fallback)."""
-    return (torch.cuda.get_device_capability(device)[0] == 9
-            and os.environ.get("SPAVA_ATTN_FALLBACK") != "1")
-
-
 def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
     if world != layout.world_size:
         raise ValueError(f"spava_attention: process group has {world} ranks, layout.world_size "
@@ -259,7 +240,8 @@ def spava_attention(
         layout: the same :class:`SpavaLayout` on every rank; ``layout.world_size`` ranks.
         group: the process group (default: the global one; none needed when W = 1).
         softmax_scale: default ``D ** -0.5``.
-        timeout: limit for each collective wait (default ``SPAVA_COLLECTIVE_TIMEOUT_S``, 600 s).
+        timeout: limit for each collective wait, and for the attention launch's wait for the
+            keys it gathers (default ``SPAVA_COLLECTIVE_TIMEOUT_S``, 600 s).
 
     Returns ``[B, L_r, Hq, D]`` in q's dtype: this rank's shard of the output.
     """
@@ -272,77 +254,39 @@ def _nvtx(name: str, on: bool):
 
 
 def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None) -> torch.Tensor:
-    """The schedule of one rank with an explicit communicator (``comm.rank``, ``comm.world``,
-    ``comm.buffer``, ``comm.all_gather``): :class:`~spava_ext.comm.GroupComm` for real runs,
+    """The schedule of one rank with an explicit communicator
+    (:class:`~spava_ext.comm.Communicator`): :class:`~spava_ext.comm.GroupComm` for real runs,
     :class:`~spava_ext.comm.SimulatedComm` to time one rank of a W-rank run on one device."""
     rank, world = comm.rank, comm.world
     _check_inputs(q, k, v, layout, rank, world)
     seg = layout.local_segments(rank)
-    a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
-    out = torch.empty_like(q)
     q_question = q[:, seg.question_start :]
-
+    out = torch.empty_like(q)
+    overlap = LayerOverlap(comm, q.device)
     nv = q.is_cuda
-    # 1  select the two passing blocks and start their gathers
-    cap = layout.passing_cap
+
+    # 1  select the two passing blocks and start their gathers (ready flags 0 and 1)
     recv1 = recv2 = None
-    gathers = []
-    if cap > 0:
-        p = cap if layout.passing_len is None else layout.passing_len
+    if layout.passing_cap > 0:
+        p = layout.passing_cap if layout.passing_len is None else layout.passing_len
         with _nvtx("select", nv):
             _, send = ops.select_passing(q_question, k, v, [seg.chunk1_start, seg.chunk2_start],
-                                         [c1, c2], p, layout.pool_kernel, capacity=cap)
-        shape = (world,) + send.shape[1:]
-        recv1 = comm.buffer(shape, send.dtype, send.device, "passing #1")  # recv1[j] = P_j
-        recv2 = comm.buffer(shape, send.dtype, send.device, "passing #2")  # P_(2W-1-j)
-        gathers = [comm.all_gather(recv1, send[0], "passing #1"),
-                   comm.all_gather(recv2, send[1], "passing #2")]
+                                         [seg.chunk1, seg.chunk2], p, layout.pool_kernel,
+                                         capacity=layout.passing_cap)
+        # recv1[j] = P_j, recv2[j] = P_(2W-1-j)
+        recv1, recv2 = overlap.start_gathers([send[0], send[1]], ["passing #1", "passing #2"])
 
-    # 2  one launch for the question partial and both virtual hosts
+    # 2  one launch for the question partial and both virtual hosts; the question partials'
+    #    gather starts once they are written
     part, part_out, part_lse = ExactRows.partial_buffer(q_question)
     named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
-    if len(gathers) < 2:  # no passing blocks: nothing to wait for
-        named = {n: pr._replace(wait_for=None) for n, pr in named.items()}
-    # In flight (the question gather waits on the device for the kernel's done flag) only with
-    # the sm_90a kernel: the ATen fallback of other GPUs would load kernels lazily while that
-    # stream waits, which can wait for the whole context (attn_fwd.h, prepare_attn_fwd).
-    in_flight = nv and getattr(comm, "device_collectives", False) and _sm90_kernels(q.device)
-    problems = [named[n] for n in (ORDER_IN_FLIGHT if in_flight else ORDER_LOCAL) if n in named]
-    ready = sched = done = None
-    if gathers:
-        if not nv:  # CPU collectives complete on the host
-            for g in gathers:
-                g.wait()
-        ready = torch.zeros(2, dtype=torch.int32, device=q.device)
-        for i, g in enumerate(gathers):  # flag i: gather i (and, in stream order, those before)
-            g.signal(ready[i : i + 1])
-    question = None
-    if in_flight:
-        # units handed out dynamically, late ones given back; the question partial (problem 0)
-        # raises done[1] when written, and its gather, issued now, starts then
-        sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device=q.device)
-        done = torch.zeros(2 * len(problems), dtype=torch.int32, device=q.device)
-        question = ExactRows.gather(part, q_question.shape, comm, "question partials",
-                                    after=done[1:2])
-    max_ctas = 0  # W > 1 (real or simulated): leave SMs to the gathers' kernels
-    reserve = getattr(comm, "reserve_sms", 0)
-    if nv and world > 1 and reserve > 0:
-        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-        max_ctas = max(1, sms - reserve)
+    names = [n for n in (ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL) if n in named]
     with _nvtx("attention", nv):
-        ops.attn_fwd_group(problems, softmax_scale, ready, max_ctas=max_ctas, sched=sched,
-                           done=done)
-        if in_flight:  # the tiles given back because their keys were late (usually none)
-            for g in gathers:
-                g.wait()
-            ops.attn_fwd_group(problems, softmax_scale, ready, max_ctas=max_ctas, sched=sched,
-                               finish=True, done=done)
+        parts, pending = overlap.launch([named[n] for n in names], softmax_scale, share=part,
+                                        written_by=names.index("question"),
+                                        what="question partials")
 
-    # 3  exact question rows: gather the W partials and merge them
-    if question is None:
-        question = ExactRows.gather(part, q_question.shape, comm, "question partials")
-    for g in gathers:  # every started gather is awaited
-        g.wait()
+    # 3  exact question rows: merge the W partials
     with _nvtx("merge", nv):
-        question.finish(out[:, seg.question_start :])
+        ExactRows(parts, pending, tuple(q_question.shape)).finish(out[:, seg.question_start :])
     return out

@@ -23,8 +23,8 @@ __all__ = ["main"]
 def cmd_bench(args) -> int:
     import datetime
     import json
-    import os
 
+    from . import envs
     from .simulate import SimConfig, format_report, simulate
 
     if not torch.cuda.is_available():
@@ -44,7 +44,7 @@ def cmd_bench(args) -> int:
     res = simulate(cfg)
     res["card"] = torch.cuda.get_device_name()
     res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    res["commit"] = os.environ.get("SPAVA_COMMIT") or "unknown (set SPAVA_COMMIT)"
+    res["commit"] = envs.commit() or "unknown (set SPAVA_COMMIT)"
     print(f"spava bench on {res['card']}")
     print(format_report(res))
     if args.json:

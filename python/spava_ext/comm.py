@@ -1,11 +1,15 @@
 """Collectives used by the per-rank schedule, each with one contract: start now, wait later.
 
-A communicator gives the schedule gather buffers (``buffer``) and starts gathers
-(``all_gather``: every rank's ``inp`` lands in ``out[rank]``), returning a :class:`Pending` whose
-``wait()`` blocks, with a timeout, until the data is there.
+A communicator (:class:`Communicator`) gives the schedule gather buffers (``buffer``) and starts
+gathers (``all_gather``: every rank's ``inp`` lands in ``out[rank]``), returning a
+:class:`Pending` whose ``wait()`` blocks, with a timeout, until the data is there. It also
+carries what the overlap of a layer needs of it (spava_ext.overlap): the SMs its collectives'
+kernels need beside an attention launch (``reserve_sms``), whether its gathers of CUDA tensors
+run on the device (``device_collectives``) and its wait limit (``wait_timeout``).
 
-* :class:`GroupComm` runs on a ``torch.distributed`` group (gloo on CPU, NCCL on GPU); with one
-  rank and no process group the gather is a local copy.
+* :class:`GroupComm` runs on a ``torch.distributed`` group (gloo on CPU, NCCL on GPU) and owns
+  the stream its CUDA gathers are issued on; with one rank and no process group the gather is
+  a local copy.
 * :class:`SimulatedComm` plays one rank of a W-rank run on a single device: buffers are filled
   once with random data (what the other ranks would have sent) and gathers only place this
   rank's own part, so timings measure the rank's compute alone.
@@ -15,38 +19,34 @@ A communicator gives the schedule gather buffers (``buffer``) and starts gathers
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 
+from . import envs
+
 # torch >= 2.14 renamed all_gather_into_tensor (and deprecated the old name).
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
-__all__ = ["Pending", "GroupComm", "SimulatedComm", "emulate_ranks", "all_gather_async",
-           "rank_and_world", "default_timeout", "default_reserve_sms", "DEFAULT_RESERVE_SMS",
-           "comm_stream", "nccl_options"]
+__all__ = ["Pending", "Communicator", "GroupComm", "SimulatedComm", "emulate_ranks",
+           "all_gather_async", "rank_and_world", "default_timeout", "default_reserve_sms",
+           "nccl_options"]
 
 
 def default_timeout() -> timedelta:
     """Per-collective wait limit: ``SPAVA_COLLECTIVE_TIMEOUT_S`` seconds (default 600)."""
-    return timedelta(seconds=float(os.environ.get("SPAVA_COLLECTIVE_TIMEOUT_S", "600")))
-
-
-#: SMs a rank's attention launch leaves to the collectives' kernels, and the CTAs that
-#: :func:`nccl_options` allows an NCCL kernel: the gathers then run beside the persistent
-#: attention kernel instead of waiting for SMs (measured on 4 x H100, BENCHMARKS.md
-#: "Multi-GPU": layers queued back to back at W = 4 took 11.1-11.5 ms against 21.9-24.9 ms
-#: with every SM taken, compute alone 10.4-11.1 ms).
-DEFAULT_RESERVE_SMS = 4
+    return timedelta(seconds=envs.collective_timeout_s())
 
 
 def default_reserve_sms() -> int:
-    """SMs an attention launch leaves to the collectives' kernels: ``SPAVA_RESERVE_SMS``
-    (default :data:`DEFAULT_RESERVE_SMS`; 0 takes every SM)."""
-    return int(os.environ.get("SPAVA_RESERVE_SMS", str(DEFAULT_RESERVE_SMS)))
+    """SMs a rank's attention launch leaves to the collectives' kernels, and the CTAs that
+    :func:`nccl_options` allows an NCCL kernel: ``SPAVA_RESERVE_SMS`` (default 4; 0 takes every
+    SM). The gathers then run beside the persistent attention kernel instead of waiting for SMs
+    (measured on 4 x H100, BENCHMARKS.md "Multi-GPU": layers queued back to back at W = 4 took
+    11.1-11.5 ms against 21.9-24.9 ms with every SM taken, compute alone 10.4-11.1 ms)."""
+    return envs.reserve_sms()
 
 
 def rank_and_world(group: Optional[dist.ProcessGroup]) -> tuple[int, int]:
@@ -88,13 +88,10 @@ class Pending:
                                    "for it before signalling")
             flag.fill_(1)
             return
+        from . import ops  # the extension; comm itself needs only torch
         with torch.cuda.stream(self._stream):
             self._work.wait()  # the communication stream waits for the collective
-            if os.environ.get("SPAVA_FLAG_BY_KERNEL") == "1":  # A/B only: the old fill kernel
-                flag.fill_(1)
-            else:
-                from . import ops  # the extension; comm itself needs only torch
-                ops.set_flag(flag)  # a stream memory write: needs no SM
+            ops.set_flag(flag)  # a stream memory write: needs no SM
             self._signalled = torch.cuda.Event()
             self._signalled.record()
         flag.record_stream(self._stream)
@@ -156,19 +153,6 @@ def all_gather_async(
     return Pending(work, what, timeout, stream=stream)
 
 
-_COMM_STREAMS: dict = {}
-
-
-def comm_stream(device: torch.device) -> "torch.cuda.Stream":
-    """The dedicated communication stream of ``device`` (one per process and device), of high
-    priority: its small kernels (the ready flags of the attention launch) are scheduled ahead
-    of the attention kernel's CTAs as SMs free up."""
-    key = torch.device(device).index
-    if key not in _COMM_STREAMS:
-        _COMM_STREAMS[key] = torch.cuda.Stream(device=device, priority=-1)
-    return _COMM_STREAMS[key]
-
-
 def nccl_options(max_ctas: Optional[int] = None) -> Optional[object]:
     """Options for ``init_process_group("nccl", pg_options=...)`` (or ``new_group``): NCCL's own
     streams at high priority, so the gathers' kernels get SMs ahead of the persistent attention
@@ -188,36 +172,69 @@ def nccl_options(max_ctas: Optional[int] = None) -> Optional[object]:
     return options
 
 
-class GroupComm:
+class Communicator:
+    """The communicator interface of the per-rank schedule, with the defaults of one that runs
+    no device collectives and leaves no SMs free. ``rank`` / ``world``: this rank and the ranks;
+    ``timeout``: the wait limit (None: :func:`default_timeout`)."""
+
+    rank: int = 0
+    world: int = 1
+    #: SMs a rank's attention launch leaves to this communicator's kernels (W > 1)
+    reserve_sms: int = 0
+    #: whether gathers of CUDA tensors run on the device, asynchronously (NCCL)
+    device_collectives: bool = False
+    timeout: Optional[timedelta] = None
+
+    @property
+    def wait_timeout(self) -> timedelta:
+        return self.timeout or default_timeout()
+
+    def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device,
+               what: str) -> torch.Tensor:
+        """A gather's output buffer ``[W, *part]``."""
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str,
+                   after: Optional[torch.Tensor] = None) -> Pending:
+        """Start gathering every rank's ``inp`` into ``out`` (``out[r]``: rank r's);
+        ``after`` (device collectives only): a device flag the gather also waits for."""
+        raise NotImplementedError
+
+
+class GroupComm(Communicator):
     """Gathers over a torch.distributed group (or locally when there is a single rank); CUDA
-    gathers run on the device's dedicated communication stream."""
+    gathers are issued on this communicator's stream of their device (:meth:`stream`)."""
 
     def __init__(self, group: Optional[dist.ProcessGroup] = None,
                  timeout: Optional[timedelta] = None, reserve_sms: Optional[int] = None) -> None:
         self.group, self.timeout = group, timeout
         self.rank, self.world = rank_and_world(group)
-        #: SMs the rank's attention launch leaves free for the collectives' kernels
         self.reserve_sms = default_reserve_sms() if reserve_sms is None else int(reserve_sms)
-
-    def buffer(self, shape: tuple, dtype: torch.dtype, device: torch.device,
-               what: str) -> torch.Tensor:
-        return torch.empty(shape, dtype=dtype, device=device)
+        self._streams: dict[int, torch.cuda.Stream] = {}
 
     @property
     def device_collectives(self) -> bool:
-        """True when gathers of CUDA tensors run on the device (NCCL), asynchronously."""
         return self.world > 1 or (dist.is_available() and dist.is_initialized())
+
+    def stream(self, device: torch.device) -> "torch.cuda.Stream":
+        """The communication stream of ``device``, of high priority: its small kernels (the
+        ready flags of the attention launch) are scheduled ahead of the attention kernel's CTAs
+        as SMs free up. One per communicator and device."""
+        index = torch.device(device).index
+        if index not in self._streams:
+            self._streams[index] = torch.cuda.Stream(device=device, priority=-1)
+        return self._streams[index]
 
     def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str,
                    after: Optional[torch.Tensor] = None) -> Pending:
         """Start the gather; ``after`` (CUDA): a device flag the gather also waits for, so it can
         be issued before the kernel that produces ``inp`` (see :func:`all_gather_async`)."""
-        stream = comm_stream(inp.device) if inp.is_cuda else None
+        stream = self.stream(inp.device) if inp.is_cuda else None
         return all_gather_async(out, inp, self.group, what, self.timeout, stream,
                                 after if inp.is_cuda else None)
 
 
-class SimulatedComm:
+class SimulatedComm(Communicator):
     """Rank ``rank`` of a ``world``-rank run, simulated on one device (no collectives)."""
 
     def __init__(self, rank: int, world: int, seed: int = 0,
@@ -234,12 +251,12 @@ class SimulatedComm:
             self._cache[key] = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
         return self._cache[key]
 
-    def all_gather(self, out: torch.Tensor, inp: torch.Tensor, what: str) -> Pending:
+    def all_gather(self, out, inp, what, after=None) -> Pending:
         out[self.rank].copy_(inp)
-        return Pending(None, what, default_timeout())
+        return Pending(None, what, self.wait_timeout)
 
 
-class _RecordComm:
+class _RecordComm(Communicator):
     """Pass 1 of :func:`emulate_ranks`: records what one rank sends to each gather."""
 
     def __init__(self, rank: int, world: int, sent: dict) -> None:
@@ -248,12 +265,12 @@ class _RecordComm:
     def buffer(self, shape, dtype, device, what):
         return torch.zeros(shape, dtype=dtype, device=device)
 
-    def all_gather(self, out, inp, what):
+    def all_gather(self, out, inp, what, after=None):
         self._sent[(what, self.rank)] = inp.clone()
-        return Pending(None, what, default_timeout())
+        return Pending(None, what, self.wait_timeout)
 
 
-class _ReplayComm:
+class _ReplayComm(Communicator):
     """Pass 2 of :func:`emulate_ranks`: gathers return what every rank sent in pass 1."""
 
     def __init__(self, rank: int, world: int, sent: dict) -> None:
@@ -262,8 +279,8 @@ class _ReplayComm:
     def buffer(self, shape, dtype, device, what):
         return torch.stack([self._sent[(what, r)] for r in range(self.world)])
 
-    def all_gather(self, out, inp, what):
-        return Pending(None, what, default_timeout())
+    def all_gather(self, out, inp, what, after=None):
+        return Pending(None, what, self.wait_timeout)
 
 
 def emulate_ranks(run_rank, world: int) -> list:

@@ -41,9 +41,9 @@ def _demo_rank(rank: int, args, port: int, result_dir: str) -> None:
 
     from .attention import spava_attention
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.world_size))
-    dist.init_process_group("gloo", rank=rank, world_size=args.world_size)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=args.world_size)
     try:
         layer = _demo_inputs(args)
         result = {}

@@ -12,17 +12,27 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from . import _C  # noqa: F401  (loads the library and its schemas)
+from . import _C, envs  # noqa: F401  (_C: loads the library and its schemas)
 
 __all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "select_passing", "merge_states",
-           "wait_flag", "set_flag", "build_info", "FULL", "SCHED_INTS"]
+           "wait_flag", "set_flag", "build_info", "uses_sm90", "set_attn_fallback", "FULL",
+           "SCHED_INTS"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
 
+
+@lru_cache(maxsize=None)
+def build_info() -> dict:
+    """What the loaded binary was compiled with: ``{"cuda": bool, "cuda_archs": str,
+    "cuda_ops": [...], "attn_fwd_head_dims": [...], "attn_fwd_trace": bool,
+    "attn_sched_ints": int}``."""
+    return json.loads(torch.ops.spava.build_info())
+
+
 #: int32 elements of the ``sched`` workspace of :func:`attn_fwd_group` (kAttnSchedInts in
 #: csrc/include/spava/attn_params.h: a 4-int header and one deferred unit per CTA).
-SCHED_INTS = 4 + 1024
+SCHED_INTS: int = build_info()["attn_sched_ints"]
 
 
 # ---------------------------------------------------------------------------------- fakes
@@ -39,9 +49,9 @@ def _attn_fwd_fake(q, k, v, row_begin, diag, softmax_scale, out, lse) -> None:
 
 
 @torch.library.register_fake("spava::attn_fwd_group")
-def _attn_fwd_group_fake(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
-                         ready=None, wait_for=(), max_ctas=0, sched=None, finish=False,
-                         done=None) -> None:
+def _attn_fwd_group_fake(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse, *,
+                         ready=None, wait_for=(), sched=None, done=None, finish=False,
+                         sm_budget=0, spin_us, timeout_s) -> None:
     return None
 
 
@@ -87,8 +97,9 @@ def attn_fwd(
 
     Returns ``(out, lse)``; rows with no visible key have ``out = 0`` and ``lse = -inf``.
 
-    On CUDA: the sm_90a kernel (H100/H200); other GPUs (or ``SPAVA_ATTN_FALLBACK=1``) run the
-    same computation with ATen ops, tile by tile in fp32 (correct, several times slower).
+    On CUDA: the sm_90a kernel (H100/H200, :func:`uses_sm90`); other GPUs (or every GPU after
+    :func:`set_attn_fallback`) run the same computation with ATen ops, tile by tile in fp32
+    (correct, several times slower).
     """
     if out is None:
         out = q.new_empty(q.shape, dtype=out_dtype or q.dtype)
@@ -118,10 +129,13 @@ def attn_fwd_group(
     problems: Sequence[AttnProblem],
     softmax_scale: Optional[float] = None,
     ready: Optional[torch.Tensor] = None,
-    max_ctas: int = 0,
+    *,
     sched: Optional[torch.Tensor] = None,
-    finish: bool = False,
     done: Optional[torch.Tensor] = None,
+    finish: bool = False,
+    sm_budget: int = 0,
+    spin_us: Optional[int] = None,
+    timeout_s: Optional[float] = None,
 ) -> None:
     """Several :func:`attn_fwd` problems (same batch, heads, head dim and dtype) in one launch.
 
@@ -129,21 +143,23 @@ def attn_fwd_group(
     given order, longest tiles first inside each), so short and long rows share the GPU and the
     epilogue of one tile overlaps the loads of the next. A problem with ``wait_for = j`` reads
     none of its keys before ``ready[j] != 0`` (``ready``: int32 flags on q's device that another
-    stream sets, e.g. after a gather).
+    stream sets, e.g. after a gather). :class:`~spava_ext.overlap.LayerOverlap` drives these
+    arguments for a rank's layer.
 
-    Without ``sched`` a CTA waits for a flag as long as it takes (and traps after
-    ``SPAVA_COLLECTIVE_TIMEOUT_S`` seconds): use it when the flags are set by work that needs no
-    SM (:func:`set_flag`), or leave SMs free with ``max_ctas``. With ``sched`` (int32
-    ``[SCHED_INTS]``, zeroed) a CTA that finds a flag unset for ``SPAVA_READY_SPIN_US``
-    microseconds (default 50; 2000 when ``max_ctas`` leaves SMs free, where the flags' producers
-    can run meanwhile) gives its unit back and stops, so the launch never starves the kernels
-    that set the flags; a second call with
-    ``finish=True`` and the same arguments, queued after those kernels, computes what was given
-    back (usually nothing). Split-KV is off with ``sched``.
+    Without ``sched`` a CTA waits for a flag as long as it takes (and traps after ``timeout_s``
+    seconds, default ``SPAVA_COLLECTIVE_TIMEOUT_S``): use it when the flags are set by work that
+    needs no SM (:func:`set_flag`), or leave SMs to the flags' producers with ``sm_budget`` (the
+    CTAs the grid may use; 0: one per SM). With ``sched`` (int32 ``[SCHED_INTS]``, zeroed) a CTA
+    that finds a flag unset for ``spin_us`` microseconds gives its unit back and stops, so the
+    launch never starves the kernels that set the flags; a second call with ``finish=True`` and
+    the same arguments, queued after those kernels, computes what was given back (usually
+    nothing). Split-KV is off with ``sched``. ``spin_us`` defaults to
+    :func:`spava_ext.envs.ready_spin_us` (``SPAVA_READY_SPIN_US``, else 2000 with
+    ``sm_budget > 0``, else 50).
 
     On the sm_90a kernel a launch with an even number of query heads and D = 64 or 128 runs as
-    CTA pairs (clusters of 2 sharing K / V tiles; ``SPAVA_ATTN_PAIRS=0`` turns them off): its
-    grid is then even, ``max_ctas`` rounded down (``max_ctas=1`` runs unpaired on one CTA).
+    CTA pairs (clusters of 2 sharing K / V tiles): its grid is then even, ``sm_budget`` rounded
+    down (``sm_budget=1`` runs unpaired on one CTA).
 
     ``done`` (int32 ``[2 * len(problems)]``, zeroed): ``done[2 * i + 1]`` becomes 1 once every
     row of problem ``i`` is written, while the launch goes on; :func:`wait_flag` on another
@@ -165,8 +181,14 @@ def attn_fwd_group(
         waits.append(-1 if pr.wait_for is None else pr.wait_for)
     if all(w == -1 for w in waits):
         waits = []
-    torch.ops.spava.attn_fwd_group(qs, nseg, ks, vs, rbs, dgs, softmax_scale, outs, lses, ready,
-                                   waits, max_ctas, sched, finish, done)
+    if spin_us is None:
+        spin_us = envs.ready_spin_us(leaves_sms=sm_budget > 0)
+    if timeout_s is None:
+        timeout_s = envs.collective_timeout_s()
+    torch.ops.spava.attn_fwd_group(qs, nseg, ks, vs, rbs, dgs, softmax_scale, outs, lses,
+                                   ready=ready, wait_for=waits, sched=sched, done=done,
+                                   finish=finish, sm_budget=sm_budget, spin_us=spin_us,
+                                   timeout_s=timeout_s)
 
 
 def wait_flag(flag: torch.Tensor) -> None:
@@ -242,7 +264,17 @@ def merge_states(
     return out, lse
 
 
-@lru_cache(maxsize=None)
-def build_info() -> dict:
-    """What the loaded binary was compiled with: ``{"cuda": bool, "cuda_archs": str, "cuda_ops": [...]}``."""
-    return json.loads(torch.ops.spava.build_info())
+def uses_sm90(device: torch.device | str) -> bool:
+    """Whether :func:`attn_fwd` and :func:`attn_fwd_group` run the sm_90a kernels on ``device``
+    (a CUDA device of compute capability 9.x, fallback off); otherwise they take the ATen path."""
+    return torch.ops.spava.uses_sm90(torch.device(device))
+
+
+def set_attn_fallback(on: bool) -> None:
+    """Send :func:`attn_fwd` and :func:`attn_fwd_group` on every GPU to the ATen path (``True``)
+    or back to the sm_90a kernels where a GPU has them (``False``): a process-wide switch for
+    testing the fallback on an H100. ``SPAVA_ATTN_FALLBACK=1`` turns it on at import."""
+    torch.ops.spava.set_attn_fallback(bool(on))
+
+
+set_attn_fallback(envs.attn_fallback())

@@ -34,13 +34,11 @@ class _Session:
         import torch.distributed as dist
         import transformers
 
-        from . import comm
+        from . import comm, envs
 
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.world, self.rank = envs.world_size(), envs.rank()
         cuda = torch.cuda.is_available()
-        self.device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda
-                       else torch.device("cpu"))
+        self.device = torch.device("cuda", envs.local_rank()) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():

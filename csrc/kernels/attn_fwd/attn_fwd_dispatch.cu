@@ -57,7 +57,7 @@ void set_attn_fwd_max_pairs(int device, int pairs) {
   }
 }
 
-int attn_fwd_max_pairs(const AttnFwdParams& like) {
+int attn_fwd_max_pairs(const AttnFwdCommonArgs& like) {
   AttnFwdParams p{};  // no units: loads the kernel of like's dtype and head dim, which records
   p.dtype = like.dtype;
   p.head_dim = like.head_dim;

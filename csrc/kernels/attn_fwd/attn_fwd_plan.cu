@@ -1,7 +1,7 @@
 // plan_attn_fwd: the schedule of one attn_fwd launch (host only).
 //
 // Units (scheduler.cuh) are 128 (D = 64: 192) query rows x one head x one batch entry, handed to
-// a persistent grid of C = min(units, SMs, max_ctas) CTAs; with CTA pairs (pair.cuh: even
+// a persistent grid of C = min(units, SMs, sm_budget) CTAs; with CTA pairs (pair.cuh: even
 // heads_q, D a multiple of 64) pairs of units to C / 2 clusters of 2 CTAs, and the model below
 // runs on pairs. Two things decide how well the grid is used, and the plan picks both:
 //  * Split-KV. A launch with fewer units than SMs cuts every query tile's key tiles into up to 32
@@ -15,13 +15,9 @@
 // benchmarks/schedule_model.py. Plans are cached per thread by launch shape, since a model runs
 // over every unit and a model's layers repeat the same shapes.
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <map>
 #include <queue>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
 #include "attn_fwd/attn_fwd.h"
@@ -86,31 +82,12 @@ double greedy_makespan(const std::vector<double>& costs, int ctas) {
   return end;
 }
 
-// SPAVA_ATTN_PLAN=static keeps the plain plan (static picker, no tail split): for A/B timing.
-bool plain_plan_forced() {
-  const char* v = std::getenv("SPAVA_ATTN_PLAN");
-  return v != nullptr && std::strcmp(v, "static") == 0;
-}
-
-// SPAVA_ATTN_PAIRS: unset (or other values) = CTA pairs where possible; 0 = never (A/B
-// timing); 1 = required: a launch that cannot run as pairs throws, naming why.
-int pairs_env() {
-  const char* v = std::getenv("SPAVA_ATTN_PAIRS");
-  if (v == nullptr) return -1;
-  return std::strcmp(v, "0") == 0 ? 0 : std::strcmp(v, "1") == 0 ? 1 : -1;
-}
-
-// Why a launch cannot run as CTA pairs ("": it can).
-std::string pairs_blocker(const AttnFwdParams& p, int max_pairs) {
-  if (max_pairs <= 0) return "no cluster of 2 CTAs fits on this device";
-  if (p.heads_q % 2 != 0) return "heads_q = " + std::to_string(p.heads_q) + " is odd";
-  // head dims without the 128-byte swizzle load K / V in narrow boxes (D = 80: 5 boxes of 16
-  // columns per half tile); paired, D = 80 measured 7.7 % slower (NOTES.md, session 9)
-  if (p.head_dim % 64 != 0) {
-    return "head_dim = " + std::to_string(p.head_dim) + " is not a multiple of 64";
-  }
-  if (p.max_ctas == 1) return "max_ctas = 1";
-  return "";
+// Whether a launch can run as CTA pairs: a cluster of 2 CTAs fits on the device, heads_q is
+// even, and head_dim has the 128-byte swizzle (head dims without it load K / V in narrow boxes,
+// D = 80: 5 boxes of 16 columns per half tile; paired, D = 80 measured 7.7 % slower); a budget
+// of one CTA runs unpaired.
+bool can_pair(const AttnFwdCommonArgs& a, int max_pairs) {
+  return max_pairs > 0 && a.heads_q % 2 == 0 && a.head_dim % 64 == 0 && a.sm_budget != 1;
 }
 
 // The best plan for a launch of several rounds, by the model.
@@ -160,74 +137,87 @@ PlanKey plan_key(const AttnFwdParams& p, int ctas) {
   return k;
 }
 
+// The caller's fields of every problem, without a schedule yet (one query tile range, no split).
+AttnFwdParams params_of(const AttnFwdArgs& args, int kBlockM) {
+  AttnFwdParams p{};
+  static_cast<AttnFwdCommonArgs&>(p) = args;
+  p.num_problems = args.num_problems;
+  for (int i = 0; i < args.num_problems; ++i) {
+    AttnProblem& pr = p.problems[i];
+    static_cast<AttnProblemArgs&>(pr) = args.problems[i];
+    pr.m_blocks = (pr.q_len + kBlockM - 1) / kBlockM;
+    pr.num_splits = 1;
+  }
+  return p;
+}
+
+// A launch with fewer units than `slots`: split-KV of every query tile, about two waves.
+void split_small_grid(AttnFwdParams& p, int base_units, int slots, int kBlockM) {
+  for (int i = 0; i < p.num_problems; ++i) {
+    AttnProblem& pr = p.problems[i];
+    if (pr.m_blocks == 0 || pr.done != nullptr) continue;
+    // the longest query tile (the last one) bounds the useful split
+    const int tiles = attn::SegmentMask::total_tiles<attn::kAttnBlockN>(
+        p, pr, (pr.m_blocks - 1) * kBlockM, pr.q_len - 1);
+    const int want = (2 * slots + base_units - 1) / base_units;
+    pr.num_splits = std::max(1, std::min({want, tiles / 4, 32}));
+    pr.split_m_blocks = pr.num_splits > 1 ? pr.m_blocks : 0;
+  }
+}
+
+// A launch of several rounds: the model's plan (cached by shape), applied to p.
+void apply_model_plan(AttnFwdParams& p, int ctas, int kBlockM) {
+  static thread_local std::map<PlanKey, Plan> cache;
+  const PlanKey key = plan_key(p, ctas);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    TileCounts tiles(p.num_problems);
+    for (int i = 0; i < p.num_problems; ++i) {
+      const AttnProblem& pr = p.problems[i];
+      for (int m = 0; m < pr.m_blocks; ++m)
+        tiles[i].push_back(attn::SegmentMask::total_tiles<attn::kAttnBlockN>(
+            p, pr, m * kBlockM, std::min(pr.q_len, (m + 1) * kBlockM) - 1));
+    }
+    if (cache.size() >= 256) cache.clear();
+    // with pairs the model schedules pairs of equal units on pairs of CTAs
+    const int per_claim = p.pairs ? 2 : 1;
+    it = cache.emplace(key, choose_plan(tiles, p.heads_q * p.batch / per_claim, ctas / per_claim))
+             .first;
+  }
+  const Plan& plan = it->second;
+  if (plan.split_tiles > 0) {
+    AttnProblem& pr = p.problems[plan.tail_problem];
+    pr.num_splits = plan.splits;
+    pr.split_m_blocks = plan.split_tiles;
+  }
+  p.wants_sched = plan.counter;
+}
+
 }  // namespace
 
-void plan_attn_fwd(AttnFwdParams& p, int num_sms, int max_pairs) {
-  const int kBlockM = attn::attn_block_m(p.head_dim);  // tiles of config.h
-  constexpr int kBlockN = attn::kAttnBlockN;
-  const int heads_batch = p.heads_q * p.batch;
+AttnFwdParams plan_attn_fwd(const AttnFwdArgs& args, int num_sms, int max_pairs) {
+  const int kBlockM = attn::attn_block_m(args.head_dim);  // tiles of config.h
+  const int heads_batch = args.heads_q * args.batch;
+  AttnFwdParams p = params_of(args, kBlockM);
   int base_units = 0;  // units without split-KV
   bool flags = false;  // ready or done flags: the plan stays static, without a tail split
   for (int i = 0; i < p.num_problems; ++i) {
-    AttnProblem& pr = p.problems[i];
-    pr.m_blocks = (pr.q_len + kBlockM - 1) / kBlockM;
-    pr.num_splits = 1;
-    pr.split_m_blocks = 0;
-    base_units += pr.m_blocks * heads_batch;
-    flags |= pr.ready != nullptr || pr.done != nullptr;
+    base_units += p.problems[i].m_blocks * heads_batch;
+    flags |= p.problems[i].ready != nullptr || p.problems[i].done != nullptr;
   }
-  p.wants_sched = false;
   // CTA pairs (pair.cuh): units 2v, 2v + 1 are two heads of one query tile, on `slots` CTAs
-  const std::string blocker = pairs_blocker(p, max_pairs);
-  const int env = pairs_env();
-  if (env == 1 && !blocker.empty()) {
-    throw std::invalid_argument("attn_fwd: SPAVA_ATTN_PAIRS=1 asks for CTA pairs, but " +
-                                blocker);
-  }
-  p.pairs = blocker.empty() && env != 0;
-  const int per_claim = p.pairs ? 2 : 1;
+  p.pairs = can_pair(args, max_pairs);
   const int slots = p.pairs ? 2 * std::min(max_pairs, num_sms / 2) : num_sms;
-  const int ctas = attn_fwd_grid_ctas(base_units, slots, p.max_ctas, p.pairs);
+  const int ctas = attn_fwd_grid_ctas(base_units, slots, p.sm_budget, p.pairs);
   // Split-KV not with a sched workspace (the partials of a split must not span two launches)
   // nor with done flags (the merge after the kernel would write rows already reported done).
   // The counter and tail splits not with ready flags either (the counter defers units whose
   // flag is late, for a finishing launch that only the caller can queue).
-  if (p.sched == nullptr && base_units > 0 && base_units < slots) {  // small grid: split all
-    for (int i = 0; i < p.num_problems; ++i) {
-      AttnProblem& pr = p.problems[i];
-      if (pr.m_blocks == 0 || pr.done != nullptr) continue;
-      // the longest query tile (the last one) bounds the useful split
-      const int tiles = attn::SegmentMask::total_tiles<kBlockN>(
-          p, pr, (pr.m_blocks - 1) * kBlockM, pr.q_len - 1);
-      const int want = (2 * slots + base_units - 1) / base_units;  // about two waves
-      pr.num_splits = std::max(1, std::min({want, tiles / 4, 32}));
-      pr.split_m_blocks = pr.num_splits > 1 ? pr.m_blocks : 0;
-    }
+  if (p.sched == nullptr && base_units > 0 && base_units < slots) {
+    split_small_grid(p, base_units, slots, kBlockM);
   } else if (p.sched == nullptr && !flags && base_units > 0 &&
-             base_units <= kMaxModelRounds * ctas && !plain_plan_forced()) {
-    static thread_local std::map<PlanKey, Plan> cache;
-    const PlanKey key = plan_key(p, ctas);
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-      TileCounts tiles(p.num_problems);
-      for (int i = 0; i < p.num_problems; ++i) {
-        const AttnProblem& pr = p.problems[i];
-        for (int m = 0; m < pr.m_blocks; ++m)
-          tiles[i].push_back(attn::SegmentMask::total_tiles<kBlockN>(
-              p, pr, m * kBlockM, std::min(pr.q_len, (m + 1) * kBlockM) - 1));
-      }
-      if (cache.size() >= 256) cache.clear();
-      // with pairs the model schedules pairs of equal units on pairs of CTAs
-      it = cache.emplace(key, choose_plan(tiles, heads_batch / per_claim, ctas / per_claim))
-               .first;
-    }
-    const Plan& plan = it->second;
-    if (plan.split_tiles > 0) {
-      AttnProblem& pr = p.problems[plan.tail_problem];
-      pr.num_splits = plan.splits;
-      pr.split_m_blocks = plan.split_tiles;
-    }
-    p.wants_sched = plan.counter;
+             base_units <= kMaxModelRounds * ctas) {
+    apply_model_plan(p, ctas, kBlockM);
   }
   p.num_units = 0;
   for (int i = 0; i < p.num_problems; ++i) {
@@ -237,7 +227,8 @@ void plan_attn_fwd(AttnFwdParams& p, int num_sms, int max_pairs) {
     pr.units = (pr.m_blocks + (pr.num_splits - 1) * pr.split_m_blocks) * heads_batch;
     p.num_units += pr.units;
   }
-  p.grid_ctas = attn_fwd_grid_ctas(p.num_units, slots, p.max_ctas, p.pairs);
+  p.grid_ctas = attn_fwd_grid_ctas(p.num_units, slots, p.sm_budget, p.pairs);
+  return p;
 }
 
 }  // namespace spava

@@ -1,0 +1,36 @@
+// Which implementation of attn_fwd / attn_fwd_group serves a device: the sm_90a kernels on
+// compute capability 9.x, else the ATen path (attn_fwd_aten: the same results within dtype
+// tolerance, fp32 scores materialised tile by tile, several times slower). set_attn_fallback
+// sends every GPU to the ATen path, to test it on an H100 (SPAVA_ATTN_FALLBACK in
+// python/spava_ext/envs.py).
+#include <atomic>
+
+#ifdef SPAVA_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "ops.h"
+
+namespace spava {
+namespace {
+
+std::atomic<bool> g_attn_fallback{false};
+
+}  // namespace
+
+void set_attn_fallback(bool on) { g_attn_fallback.store(on); }
+
+bool uses_sm90(at::Device device) {
+#ifdef SPAVA_WITH_CUDA
+  if (!device.is_cuda() || g_attn_fallback.load()) return false;
+  int index = device.index();
+  if (index < 0) cudaGetDevice(&index);  // the current device
+  int major = 0;  // stays 0 (the ATen path) if the query fails
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index);
+  return major == 9;
+#else
+  return false;
+#endif
+}
+
+}  // namespace spava
