@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from . import ops
+from .agreement import layer_config
 from .comm import GroupComm
 from .layout import SpavaLayout
 from .overlap import LayerOverlap
@@ -245,7 +246,7 @@ def spava_attention(
 
     Returns ``[B, L_r, Hq, D]`` in q's dtype: this rank's shard of the output.
     """
-    return spava_attention_rank(q, k, v, layout, GroupComm(group, timeout), softmax_scale)
+    return spava_attention_rank(q, k, v, layout, GroupComm.of(group, timeout), softmax_scale)
 
 
 def _nvtx(name: str, on: bool):
@@ -259,6 +260,7 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
     :class:`~spava_ext.comm.SimulatedComm` to time one rank of a W-rank run on one device."""
     rank, world = comm.rank, comm.world
     _check_inputs(q, k, v, layout, rank, world)
+    comm.ensure_agreement(layer_config(layout, q, k, softmax_scale), q.device, "spava_attention")
     seg = layout.local_segments(rank)
     q_question = q[:, seg.question_start :]
     out = torch.empty_like(q)

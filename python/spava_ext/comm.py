@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from . import envs
+from .agreement import check_agreement
 
 # torch >= 2.14 renamed all_gather_into_tensor (and deprecated the old name).
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -200,6 +201,11 @@ class Communicator:
         ``after`` (device collectives only): a device flag the gather also waits for."""
         raise NotImplementedError
 
+    def ensure_agreement(self, config: tuple, device: torch.device, what: str) -> None:
+        """Raise :class:`~spava_ext.agreement.RankMismatchError` on every rank unless all ranks
+        call with the same ``config`` (:func:`~spava_ext.agreement.layer_config`). Ranks that
+        are simulated or emulated in one process cannot disagree: nothing to check."""
+
 
 class GroupComm(Communicator):
     """Gathers over a torch.distributed group (or locally when there is a single rank); CUDA
@@ -211,6 +217,29 @@ class GroupComm(Communicator):
         self.rank, self.world = rank_and_world(group)
         self.reserve_sms = default_reserve_sms() if reserve_sms is None else int(reserve_sms)
         self._streams: dict[int, torch.cuda.Stream] = {}
+        self._agreed: set = set()  # configurations every rank has been seen to share
+
+    @classmethod
+    def of(cls, group: Optional[dist.ProcessGroup] = None,
+           timeout: Optional[timedelta] = None) -> "GroupComm":
+        """The communicator of ``group`` (default: the global group) with ``timeout``: one per
+        process group and timeout, so that its communication streams and the configurations
+        its ranks agreed on last across layers and calls. The group object is held, so a group
+        created after this one was destroyed can never take its place."""
+        if group is None and dist.is_available() and dist.is_initialized():
+            group = dist.distributed_c10d._get_default_group()
+        key = (id(group), timeout)
+        comm = _GROUP_COMMS.get(key)
+        if comm is None or comm.group is not group:
+            comm = _GROUP_COMMS[key] = cls(group, timeout)
+        return comm
+
+    def ensure_agreement(self, config: tuple, device: torch.device, what: str) -> None:
+        if self.world <= 1 or config in self._agreed:
+            return
+        check_agreement(config, self.world, device, what,
+                        lambda out, inp: self.all_gather(out, inp, what).wait())
+        self._agreed.add(config)
 
     @property
     def device_collectives(self) -> bool:
@@ -232,6 +261,9 @@ class GroupComm(Communicator):
         stream = self.stream(inp.device) if inp.is_cuda else None
         return all_gather_async(out, inp, self.group, what, self.timeout, stream,
                                 after if inp.is_cuda else None)
+
+
+_GROUP_COMMS: dict[tuple, GroupComm] = {}
 
 
 class SimulatedComm(Communicator):

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from .agreement import layer_config
 from .attention import ExactRows, KeySegments
 from .comm import GroupComm
 from .layout import SpavaLayout
@@ -103,7 +104,7 @@ def decode_attention(
     Returns ``[B, T, Hq, D]`` in q's dtype, identical on every rank: new token t attends to the
     whole prompt, the earlier generated tokens and new tokens up to itself.
     """
-    return decode_attention_comm(q, k_new, v_new, cache, layer, GroupComm(group, timeout),
+    return decode_attention_comm(q, k_new, v_new, cache, layer, GroupComm.of(group, timeout),
                                  softmax_scale)
 
 
@@ -116,6 +117,8 @@ def decode_attention_comm(q, k_new, v_new, cache: SpavaKVCache, layer: int, comm
     if q.dim() != 4 or k_new.shape != v_new.shape or k_new.shape[:2] != q.shape[:2]:
         raise ValueError(f"decode_attention: shapes q {tuple(q.shape)}, k_new "
                          f"{tuple(k_new.shape)}, v_new {tuple(v_new.shape)} do not match")
+    comm.ensure_agreement(layer_config(cache.layout, q, k_new, softmax_scale, decode=True),
+                          q.device, "decode_attention")
     keys = KeySegments()
     if cache.rank == 0:
         before = cache.lengths[layer]

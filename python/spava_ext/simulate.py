@@ -22,6 +22,7 @@ Star-style per-rank work (W blocks, block 0 as every host's anchor), all compute
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import ops
+from .agreement import layer_config
 from .attention import (ORDER_IN_FLIGHT, KeySegments, host1_keys, host2_keys, question_keys,
                         spava_attention_rank, standalone_problems)
 from .comm import SimulatedComm
@@ -220,6 +222,20 @@ def _dense(cfg: SimConfig, L: int) -> dict:
     return out
 
 
+def _agreement_us(layout: SpavaLayout, cfg: SimConfig, repeats: int = 20000) -> float:
+    """Host microseconds of the rank-agreement check per call in the steady state: the call's
+    configuration is built and found among those the group already agreed on
+    (``GroupComm.ensure_agreement``; the one exchange per new configuration is not included)."""
+    n = layout.local_len(0)
+    q = torch.empty(1, n, cfg.heads_q, cfg.head_dim, device="cuda", dtype=torch.bfloat16)
+    k = torch.empty(1, n, cfg.heads_kv, cfg.head_dim, device="cuda", dtype=torch.bfloat16)
+    agreed = {layer_config(layout, q, k, None)}
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        assert layer_config(layout, q, k, None) in agreed
+    return (time.perf_counter() - t0) / repeats * 1e6
+
+
 def simulate(cfg: SimConfig) -> dict:
     """Run the simulation on the current CUDA device; returns a JSON-ready dict."""
     if not torch.cuda.is_available():
@@ -234,6 +250,7 @@ def simulate(cfg: SimConfig) -> dict:
     result["zigzag_ring_critical_ms"] = max(result["zigzag_ring_ms"])
     result["apb_critical_ms"] = max(result["apb_ms"])
     result["star_critical_ms"] = max(result["star_ms"])
+    result["agreement_check_us"] = _agreement_us(layout, cfg)
     if cfg.dense:
         result["dense_ms"] = _dense(cfg, layout.seq_len)
     return result
@@ -263,6 +280,10 @@ def format_report(res: dict) -> str:
     star = res["star_critical_ms"]
     lines.append(f"Star-style per-rank attention (same kernel): {star:.3f} ms -> spava "
                  f"{star / crit:.2f}x faster")
+    if "agreement_check_us" in res:
+        us = res["agreement_check_us"]
+        lines.append(f"rank-agreement check (steady state, host): {us:.2f} us per call = "
+                     f"{100 * us / (1000 * crit):.3f} % of the critical path")
     for name, ms in res.get("dense_ms", {}).items():
         lines.append(f"dense causal SDPA ({name}) on {cfg['context'] + cfg['question']} tokens: "
                      f"{ms:.1f} ms -> spava critical path {ms / crit:.1f}x faster")

@@ -226,7 +226,7 @@ def generate(
         raise ValueError("spava_ext.generate: query_len (question tokens at the end of the "
                          "prompt) is required for text models")
     rank, world = rank_and_world(group)
-    comm = GroupComm(group)
+    comm = GroupComm.of(group)
     t0 = tick()
     if parts.vl is not None:
         embeds, positions, deltas = prepare_vl_prompt(model, parts.vl, inputs, comm)
