@@ -180,6 +180,27 @@ def check_family(kind: str, world: int, passing_len: int = 3) -> None:
                 assert (k - dense[layer][1]).abs().max() < 1e-4, (kind, layer)
 
 
+def check_frame_parallel(kind: str, world: int = 8) -> None:
+    """The prompt built by ``world`` emulated ranks, each encoding its share of the frames (some
+    none: more ranks than units), equals the one built by one rank encoding them all."""
+    from types import SimpleNamespace
+
+    from spava_ext.comm import emulate_ranks
+    from spava_ext.integrations.families import family_for
+
+    model = build(kind)
+    prepare = family_for(model.config).prepare
+    with torch.no_grad():
+        one = prepare(model, inputs(kind), SimpleNamespace(rank=0, world=1))
+        many = emulate_ranks(lambda rank, comm: prepare(model, inputs(kind), comm), world)
+    for prompt in many:
+        assert (prompt.embeds - one.embeds).abs().max() < 1e-5, kind
+        assert torch.equal(prompt.positions, one.positions), kind
+        assert (prompt.deepstack is None) == (one.deepstack is None), kind
+        for mine, full in zip(prompt.deepstack or [], one.deepstack or []):
+            assert (mine - full).abs().max() < 1e-5, kind
+
+
 # ------------------------------------------------------------------ saved checkpoints (CLI)
 PLACEHOLDERS = {  # ids IMAGE, VIDEO, VSTART, VEND as each family's processor spells them
     "qwen3_vl": ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"],

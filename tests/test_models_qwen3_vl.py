@@ -6,9 +6,14 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from models_common import check_family  # noqa: E402
+from models_common import check_family, check_frame_parallel  # noqa: E402
 
 
 @pytest.mark.parametrize("kind,world", [("qwen3_vl", 1), ("qwen3_vl", 3), ("qwen3_vl_moe", 2)])
 def test_exact_tokens_and_layers_match_the_model_and_reference(kind, world):
     check_family(kind, world)
+
+
+@pytest.mark.parametrize("kind", ["qwen3_vl", "qwen3_vl_moe"])
+def test_frame_parallel_vision_and_deepstack_are_exact(kind):
+    check_frame_parallel(kind)
