@@ -28,8 +28,9 @@ class Family:
     video_kwargs: Callable[[int, float], dict] = field(default=lambda n_frames, fps: {})
 
 
-def _qwen3_vl_video_kwargs(n_frames: int, fps: float) -> dict:
-    """The frames are already sampled; their rate gives the prompt's timestamps."""
+def _presampled_video_kwargs(n_frames: int, fps: float) -> dict:
+    """The frames are already sampled (no resampling); their rate gives the video's time
+    positions (Qwen2.5-VL's absolute-time M-RoPE, Qwen3-VL's textual timestamps)."""
     return {"do_sample_frames": False,
             "video_metadata": [{"total_num_frames": n_frames, "fps": fps,
                                 "frames_indices": list(range(n_frames))}]}
@@ -37,9 +38,10 @@ def _qwen3_vl_video_kwargs(n_frames: int, fps: float) -> dict:
 
 FAMILIES = (
     Family("Qwen2 / Qwen3 / Llama (text)", ("qwen2", "qwen3", "llama")),
-    Family("Qwen2-VL / Qwen2.5-VL", ("qwen2_vl", "qwen2_5_vl"), prepare_qwen_vl_prompt),
+    Family("Qwen2-VL / Qwen2.5-VL", ("qwen2_vl", "qwen2_5_vl"), prepare_qwen_vl_prompt,
+           _presampled_video_kwargs),
     Family("Qwen3-VL", ("qwen3_vl", "qwen3_vl_moe"), prepare_qwen_vl_prompt,
-           _qwen3_vl_video_kwargs),
+           _presampled_video_kwargs),
     Family("InternVL3", ("internvl",), prepare_internvl_prompt),
     Family("LLaVA-OneVision", ("llava_onevision",), prepare_llava_onevision_prompt),
 )
