@@ -6,7 +6,8 @@
                                                    per-rank times, critical path, bytes sent,
                                                    predicted overlap, ring / APB / dense baselines
     torchrun --nproc-per-node N -m spava_ext generate --model DIR --video FILE --question TEXT
-                                                   answer a question about a video (Qwen2.5-VL)
+                                                   answer a question about a video (Qwen2.5-VL,
+                                                   Qwen3-VL, InternVL3, LLaVA-OneVision ...)
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default=None, help="write the full result here")
     bench.set_defaults(func=cmd_bench)
     gen = sub.add_parser("generate", help="answer a question about a video (run with torchrun)")
-    gen.add_argument("--model", required=True, help="local model directory (Qwen2.5-VL)")
+    gen.add_argument("--model", required=True,
+                     help="local model directory; its config's model_type picks the family "
+                          "(docs/models.md)")
     gen.add_argument("--video", required=True)
     gen.add_argument("--question", required=True)
     gen.set_defaults(func=cmd_generate)

@@ -1,4 +1,5 @@
-"""`spava generate` and `spava eval`: a (torchrun) process with a Qwen2-VL-family model."""
+"""`spava generate` and `spava eval`: a (torchrun) process with a video LMM of a supported family
+(``integrations/families.py``)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ class _FirstTokenClock:
 class _Session:
     """One process of a (torchrun) job: device, process group, model, processor."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, family):
         import torch.distributed as dist
         import transformers
 
         from . import comm, envs
 
+        self.family = family
         self.world, self.rank = envs.world_size(), envs.rank()
         cuda = torch.cuda.is_available()
         self.device = torch.device("cuda", envs.local_rank()) if cuda else torch.device("cpu")
@@ -69,7 +71,8 @@ class _Session:
                                                  {"type": "text", "text": question}]}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True,
                                                   tokenize=False)
-        inputs = self.processor(text=[text], videos=[frames], return_tensors="pt")
+        inputs = self.processor(text=[text], videos=[frames], return_tensors="pt",
+                                **self.family.video_kwargs(len(frames), used_fps))
         return inputs.to(self.device), len(frames), used_fps
 
     def answer(self, inputs, args, progress: bool = False) -> tuple[Optional[str], dict]:
@@ -119,12 +122,26 @@ def _check_paths(cmd: str, paths) -> bool:
     return True
 
 
+def _family(cmd: str, model_dir: str):
+    """The checkpoint's model family, or None after printing why it is not supported."""
+    from .integrations.families import video_family_of_dir
+
+    try:
+        return video_family_of_dir(model_dir, f"spava {cmd}")
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return None
+
+
 def cmd_generate(args) -> int:
     if not _check_paths("generate", [("model directory", args.model, os.path.isdir(args.model)),
                                      ("video file", args.video, os.path.isfile(args.video))]):
         return 2
+    family = _family("generate", args.model)
+    if family is None:
+        return 2
     t0 = time.perf_counter()
-    ses = _Session(args.model)
+    ses = _Session(args.model, family)
     try:
         inputs, n_frames, fps = ses.inputs(args.video, args.question, args.fps, args.max_frames)
         ses.say(f"spava generate: {n_frames} frames at {fps:.2f} fps -> "
@@ -158,7 +175,10 @@ def cmd_eval(args) -> int:
              if args.bench == "longvideobench" else
              evaluation.load_vnbench(args.data, args.annotations or "VNBench-main-4try.json"))
     items = items[: args.limit] if args.limit else items
-    ses = _Session(args.model)
+    family = _family("eval", args.model)
+    if family is None:
+        return 2
+    ses = _Session(args.model, family)
     try:
         def answer(item):
             inputs, _, _ = ses.inputs(item.video, item.prompt, args.fps, args.max_frames)

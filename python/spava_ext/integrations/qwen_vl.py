@@ -1,86 +1,98 @@
-"""Prompt preparation for the Qwen2-VL family: frame-parallel vision encoder, placeholder
-filling and the global M-RoPE position ids (all on the full prompt, before it is sharded).
+"""Prompt preparation for the Qwen-VL families (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE):
+frame-parallel vision encoder, placeholder filling, the global M-RoPE position ids and, for
+Qwen3-VL, the DeepStack features (all on the full prompt, before it is sharded).
 
 Frame parallelism: the unit of work is one temporal patch of a video (``temporal_patch_size``
-frames, ``h * w`` patches). Rank r encodes a contiguous, balanced share of all units, and an
-all-gather gives every rank every video embedding. It is exact because the Qwen2.5-VL vision
-tower attends within a temporal patch (its attention sequences and windows are per frame group
-and its rotary positions depend on (h, w) only).
+frames, ``h * w`` patches). It is exact because these vision towers attend within a temporal
+patch (attention sequences and Qwen2.5-VL's windows are per frame group) and their position
+encodings (rotary, and Qwen3-VL's interpolated learned table) depend on (h, w) only. Qwen3-VL's
+DeepStack mergers run on the same per-unit hidden states, so their features are gathered with
+the main embeddings (one all-gather of ``[tokens, h * (1 + n_deepstack)]``).
+
+Qwen3-VL's textual timestamps (``<t seconds>`` before each temporal patch) are ordinary text
+tokens of the prompt; its ``get_rope_index`` splits each video into one grid per temporal patch.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from ..layout import balanced_split
+from .multimodal import Prompt, frame_parallel, scatter_placeholders
 
-__all__ = ["frame_parallel_video_embeds", "prepare_vl_prompt", "default_query_len"]
+__all__ = ["frame_parallel_video_embeds", "prepare_qwen_vl_prompt"]
 
 
 def frame_parallel_video_embeds(base, pixel_values_videos: torch.Tensor,
                                 video_grid_thw: torch.Tensor, comm) -> torch.Tensor:
-    """Video embeddings ``[n_tokens, hidden]`` of every video, each rank encoding its share of
+    """Video embeddings ``[n_tokens, h * (1 + n_deepstack)]`` of every video (the merger's
+    output, then each DeepStack merger's along the last dim), each rank encoding its share of
     the temporal patches. ``base`` is the multimodal base model (``model.model``)."""
     visual = base.visual
     merge2 = visual.spatial_merge_size ** 2
-    grids = [tuple(int(x) for x in g) for g in video_grid_thw.tolist()]
-    units = []  # (video, first pixel row, rows, tokens)
+    units = []  # (first pixel row, pixel rows, (h, w))
     row = 0
-    for t, h, w in grids:
+    for t, h, w in video_grid_thw.tolist():
         for _ in range(t):
-            units.append((len(units), row, h * w, h * w // merge2, (h, w)))
+            units.append((row, h * w, (h, w)))
             row += h * w
-    shares = balanced_split(len(units), comm.world)
-    first = sum(shares[: comm.rank])
-    mine = units[first : first + shares[comm.rank]]
+    n_deep = len(getattr(visual, "deepstack_visual_indexes", None) or [])
     hidden = base.config.text_config.hidden_size
-    dtype = visual.dtype
-    if mine:
-        # consecutive units with the same (h, w) share one grid entry (t = count, h, w)
-        entries = []
-        for u in mine:
-            if entries and entries[-1][1:] == u[4]:
+
+    def encode(first: int, last: int) -> torch.Tensor:
+        entries = []  # consecutive units with the same (h, w) share one grid entry (t, h, w)
+        for _, _, hw in units[first:last]:
+            if entries and tuple(entries[-1][1:]) == hw:
                 entries[-1][0] += 1
             else:
-                entries.append([1, *u[4]])
-        pixels = pixel_values_videos[mine[0][1] : mine[-1][1] + mine[-1][2]].type(dtype)
+                entries.append([1, *hw])
+        begin, end = units[first][0], units[last - 1][0] + units[last - 1][1]
         grid = torch.tensor(entries, dtype=video_grid_thw.dtype, device=video_grid_thw.device)
-        local = visual(pixels, grid_thw=grid).pooler_output
-    else:
-        local = pixel_values_videos.new_zeros((0, hidden), dtype=dtype)
-    if comm.world == 1:
-        return local
-    tokens = [sum(u[3] for u in units[sum(shares[:r]) : sum(shares[: r + 1])])
-              for r in range(comm.world)]
-    most = max(tokens)
-    send = local.new_zeros((most, hidden))
-    send[: local.shape[0]] = local
-    recv = comm.buffer((comm.world, most, hidden), send.dtype, send.device, "video embeds")
-    comm.all_gather(recv, send, "video embeds").wait()
-    return torch.cat([recv[r, : tokens[r]] for r in range(comm.world)])
+        out = visual(pixel_values_videos[begin:end].type(visual.dtype), grid_thw=grid)
+        deep = getattr(out, "deepstack_features", None) or []
+        return torch.cat([out.pooler_output, *deep], dim=-1)
+
+    return frame_parallel([n // merge2 for _, n, _ in units], encode, hidden * (1 + n_deep),
+                          visual.dtype, pixel_values_videos.device, comm, "video embeds")
 
 
-def prepare_vl_prompt(model, base, inputs: dict, comm
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(inputs_embeds [B, L, h], position_ids [3, B, L], rope_deltas [B, 1])`` of the full
-    prompt, with image and video placeholders filled."""
+def _deepstack(image_mask, image_deep, video_mask, video_deep):
+    """The DeepStack mask and per-layer features over the visual tokens (images and videos
+    interleaved in prompt order), as the model's own forward builds them."""
+    if not image_deep and not video_deep:
+        return None, None
+    masks = [m for m in (image_mask, video_mask) if m is not None]
+    visual = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+    layers = []
+    for i in range(max(len(image_deep), len(video_deep))):
+        joint = None
+        for mask, deep in ((image_mask, image_deep), (video_mask, video_deep)):
+            if deep:
+                if joint is None:
+                    joint = deep[i].new_zeros((int(visual.sum()), deep[i].shape[-1]))
+                joint[mask[visual]] = deep[i].to(joint.dtype)
+        layers.append(joint)
+    return visual, layers
+
+
+def prepare_qwen_vl_prompt(model, inputs: dict, comm) -> Prompt:
+    """The full prompt: image and video placeholders filled (videos frame-parallel, images on
+    every rank), M-RoPE position ids ``[3, B, L]`` and deltas, and DeepStack features."""
+    base = model.model
     ids = inputs["input_ids"]
     cfg = base.config
     embeds = model.get_input_embeddings()(ids)
+    image_mask = video_mask = None
+    image_deep, video_deep = [], []
     if inputs.get("pixel_values") is not None:  # images: small, every rank encodes them
-        img = base.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
-        img = torch.cat(list(img)).to(embeds.device, embeds.dtype)
-        embeds = embeds.masked_scatter((ids == cfg.image_token_id).unsqueeze(-1), img)
+        out = base.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        embeds, image_mask = scatter_placeholders(embeds, ids, cfg.image_token_id,
+                                                  torch.cat(list(out.pooler_output)), "image")
+        image_deep = list(getattr(out, "deepstack_features", None) or [])
     if inputs.get("pixel_values_videos") is not None:
-        vid = frame_parallel_video_embeds(base, inputs["pixel_values_videos"],
-                                          inputs["video_grid_thw"], comm)
-        mask = (ids == cfg.video_token_id).unsqueeze(-1)
-        if int(mask.sum()) != vid.shape[0]:
-            raise ValueError(f"spava_ext.generate: {int(mask.sum())} video placeholder tokens, "
-                             f"{vid.shape[0]} video embeddings")
-        embeds = embeds.masked_scatter(mask, vid.to(embeds.device, embeds.dtype))
+        vid, *video_deep = frame_parallel_video_embeds(
+            base, inputs["pixel_values_videos"], inputs["video_grid_thw"], comm
+        ).split(embeds.shape[-1], dim=-1)
+        embeds, video_mask = scatter_placeholders(embeds, ids, cfg.video_token_id, vid, "video")
     mm = inputs.get("mm_token_type_ids")
     if mm is None:
         mm = (ids == cfg.image_token_id).int() + 2 * (ids == cfg.video_token_id).int()
@@ -89,18 +101,5 @@ def prepare_vl_prompt(model, base, inputs: dict, comm
         video_grid_thw=inputs.get("video_grid_thw"),
         second_per_grid_ts=inputs.get("second_per_grid_ts"),
         attention_mask=inputs.get("attention_mask"))
-    return embeds, positions, deltas
-
-
-def default_query_len(base, input_ids: torch.Tensor) -> Optional[int]:
-    """Tokens after the last vision token (the question and the assistant prefix), or None."""
-    cfg = base.config
-    vision = torch.zeros_like(input_ids[0], dtype=torch.bool)
-    for name in ("image_token_id", "video_token_id", "vision_end_token_id"):
-        tok = getattr(cfg, name, None)
-        if tok is not None:
-            vision |= input_ids[0] == tok
-    where = torch.nonzero(vision).flatten()
-    if where.numel() == 0:
-        return None
-    return int(input_ids.shape[1] - 1 - where[-1])
+    visual, deep = _deepstack(image_mask, image_deep, video_mask, video_deep)
+    return Prompt(embeds, positions, deltas, visual, deep)

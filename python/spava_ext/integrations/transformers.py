@@ -8,8 +8,9 @@ post-RoPE q/k/v and keeps the rank's share of K/V in a :class:`SpavaKVCache`; du
 runs :func:`decode_attention` over that cache. The model itself is called on the rank's local
 tokens (``layout.shard``) with global position ids, without a transformers cache.
 
-Text models (Qwen2 / Qwen2.5, Llama family) are supported here; the vision path of Qwen2.5-VL is
-not yet (see the README).
+The model family (text, Qwen-VL, InternVL, LLaVA-OneVision) comes from ``config.model_type``
+(:mod:`.families`); a multimodal family builds the full prompt's embeddings and position ids with
+a frame-parallel vision encoder before the prompt is sharded (:mod:`.multimodal`).
 """
 
 from __future__ import annotations
@@ -81,27 +82,22 @@ def _spava_attention_interface(module, query, key, value, attention_mask, scalin
 AttentionInterface.register(ATTN_IMPLEMENTATION, _spava_attention_interface)
 
 
-@dataclass
-class _Parts:
-    decoder: torch.nn.Module  # the decoder stack (called with inputs_embeds / position_ids)
-    lm_head: torch.nn.Module
-    vl: Optional[torch.nn.Module]  # the multimodal base model (Qwen2-VL family), else None
-
-
-def _parts(model) -> _Parts:
+def _decoder(model) -> torch.nn.Module:
+    """The decoder stack (called with inputs_embeds / position_ids): a multimodal model's
+    language model, else the causal LM's base model."""
     base = getattr(model, "model", model)
-    if hasattr(base, "language_model") and hasattr(base, "visual"):
-        return _Parts(base.language_model, model.lm_head, base)
-    return _Parts(base, model.lm_head, None)
+    return getattr(base, "language_model", base)
 
 
-def _run(model, run: SpavaRun, inputs_embeds: torch.Tensor, position_ids: torch.Tensor):
-    decoder = _parts(model).decoder
+def _run(model, run: SpavaRun, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
+         **decoder_kwargs):
+    decoder = _decoder(model)
     previous = decoder.config._attn_implementation
     decoder.set_attn_implementation(ATTN_IMPLEMENTATION)
     token = _ACTIVE.set(run)
     try:
-        out = decoder(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False)
+        out = decoder(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False,
+                      **decoder_kwargs)
     finally:
         _ACTIVE.reset(token)
         decoder.set_attn_implementation(previous)
@@ -111,18 +107,20 @@ def _run(model, run: SpavaRun, inputs_embeds: torch.Tensor, position_ids: torch.
 @torch.no_grad()
 def prefill_embeds(model, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
                    layout: SpavaLayout, comm, cache: Optional[SpavaKVCache] = None,
-                   **run_options) -> torch.Tensor:
+                   decoder_kwargs: Optional[dict] = None, **run_options) -> torch.Tensor:
     """Run the decoder on this rank's share of the full prompt's ``inputs_embeds [B, L, h]``
     with global ``position_ids`` (``[B, L]``, or ``[3, B, L]`` for M-RoPE), Spava attention in
-    every layer. Returns the rank's last hidden states ``[B, L_r, h]`` in local order; the last
-    row is the prompt's last token (exact on every rank)."""
+    every layer. ``decoder_kwargs``: further decoder arguments, already for the rank's tokens
+    (:meth:`Prompt.decoder_kwargs`). Returns the rank's last hidden states ``[B, L_r, h]`` in
+    local order; the last row is the prompt's last token (exact on every rank)."""
     if inputs_embeds.shape[1] != layout.seq_len:
         raise ValueError(f"spava prefill: {inputs_embeds.shape[1]} tokens, layout expects "
                          f"{layout.seq_len}")
     rank = comm.rank
     local = layout.shard(inputs_embeds, rank, dim=1)
     positions = layout.shard(position_ids, rank, dim=position_ids.dim() - 1)
-    return _run(model, SpavaRun(layout, comm, cache, "prefill", **run_options), local, positions)
+    return _run(model, SpavaRun(layout, comm, cache, "prefill", **run_options), local, positions,
+                **(decoder_kwargs or {}))
 
 
 @torch.no_grad()
@@ -148,7 +146,7 @@ def spava_decode_step(model, token_ids: torch.Tensor, position: int, layout: Spa
         positions = (positions + rope_deltas.to(positions.device)).unsqueeze(0).expand(3, B, T)
     run = SpavaRun(layout, comm, cache, "decode")
     hidden = _run(model, run, model.get_input_embeddings()(token_ids), positions)
-    return _parts(model).lm_head(hidden[:, -1]).float()
+    return model.lm_head(hidden[:, -1]).float()
 
 
 def _next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
@@ -185,10 +183,11 @@ def generate(
     """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
 
     Args:
-        model: a transformers causal LM (Qwen2 / Llama family) or a Qwen2-VL-family model, the
-            same weights on every rank.
+        model: a transformers model of a supported family (:mod:`.families`: Qwen2 / Qwen3 /
+            Llama text, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, InternVL3,
+            LLaVA-OneVision), the same weights on every rank.
         inputs: what the tokenizer / processor returns for the full prompt (``input_ids [B, L]``
-            and, for a VL model, ``pixel_values_videos``, ``video_grid_thw`` ...); an
+            and, for a multimodal model, ``pixel_values_videos``, ``video_grid_thw`` ...); an
             ``attention_mask`` must be all ones (no padding).
         max_new_tokens: tokens to generate at most.
         passing_len: p, ``"auto"`` for the paper's default, ``None`` for exact mode.
@@ -207,7 +206,8 @@ def generate(
     """
     import time
 
-    from .qwen_vl import default_query_len, prepare_vl_prompt
+    from .families import family_for
+    from .multimodal import Prompt, default_query_len
 
     def tick():
         if input_ids.is_cuda:
@@ -219,29 +219,29 @@ def generate(
     if mask is not None and not bool(mask.all()):
         raise ValueError("spava_ext.generate: padded prompts are not supported (attention_mask "
                          "has zeros)")
-    parts = _parts(model)
-    if query_len is None and parts.vl is not None:
-        query_len = default_query_len(parts.vl, input_ids)
+    family = family_for(model.config)
+    if query_len is None and family.prepare is not None:
+        query_len = default_query_len(model.config, input_ids)
     if query_len is None:
         raise ValueError("spava_ext.generate: query_len (question tokens at the end of the "
                          "prompt) is required for text models")
     rank, world = rank_and_world(group)
     comm = GroupComm.of(group)
     t0 = tick()
-    if parts.vl is not None:
-        embeds, positions, deltas = prepare_vl_prompt(model, parts.vl, inputs, comm)
+    if family.prepare is not None:
+        prompt = family.prepare(model, inputs, comm)
     else:
-        embeds = model.get_input_embeddings()(input_ids)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        deltas = None
+        prompt = Prompt(model.get_input_embeddings()(input_ids),
+                        torch.arange(input_ids.shape[1], device=input_ids.device
+                                     ).expand_as(input_ids))
     L = input_ids.shape[1]
     auto = SpavaLayout.auto(L, query_len, world)
     layout = SpavaLayout(L, auto.anchor_len if anchor_len == "auto" else anchor_len, query_len,
                          world, auto.passing_len if passing_len == "auto" else passing_len)
-    cfg = parts.decoder.config
+    cfg = _decoder(model).config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     cache = SpavaKVCache(layout, rank, cfg.num_hidden_layers, input_ids.shape[0],
-                         cfg.num_key_value_heads, head_dim, embeds.dtype, input_ids.device,
+                         cfg.num_key_value_heads, head_dim, prompt.embeds.dtype, input_ids.device,
                          max_new_tokens)
     if stop_token_ids is None:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -250,9 +250,10 @@ def generate(
 
     t1 = tick()
     capture = (lambda layer, *tensors: on_layer(layer)) if on_layer is not None else None
-    hidden = prefill_embeds(model, embeds, positions, layout, comm, cache, capture=capture)
+    hidden = prefill_embeds(model, prompt.embeds, prompt.positions, layout, comm, cache,
+                            prompt.decoder_kwargs(layout, rank), capture=capture)
     t2 = tick()
-    logits = parts.lm_head(hidden[:, -1]).float()
+    logits = model.lm_head(hidden[:, -1]).float()
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     generated = []
     t3 = None
@@ -270,7 +271,7 @@ def generate(
                 break
         if step + 1 < max_new_tokens:
             logits = spava_decode_step(model, token[:, None], L + step, layout, comm, cache,
-                                       deltas)
+                                       prompt.rope_deltas)
     if world > 1 and dist.get_backend(group) == "gloo":
         # gloo's worker thread drops its reference to the last broadcast (its tensor has a Python
         # object) just after reporting it done; a process that exits in that instant aborts in

@@ -1,0 +1,17 @@
+"""LLaVA-OneVision through spava_ext.generate: a tiny random model, a synthetic video (pooled
+frame tokens and the closing newline row), 1..3 gloo ranks (the CLI path: test_models_cli.py)."""
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from models_common import check_family, check_frame_parallel  # noqa: E402
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_exact_tokens_and_layers_match_the_model_and_reference(world):
+    check_family("llava_onevision", world)
+
+
+def test_frame_parallel_vision_is_exact():
+    check_frame_parallel("llava_onevision")
