@@ -40,7 +40,7 @@
 #include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tma_params.h"
 #include "attn_fwd/tile_utils.cuh"
-#include "attn_fwd/trace.cuh"
+#include "common/trace.cuh"
 #include "common/device_utils.cuh"
 
 namespace spava::attn {

@@ -21,7 +21,7 @@
 #include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tile_utils.cuh"
 #include "attn_fwd/tma_params.h"
-#include "attn_fwd/trace.cuh"
+#include "common/trace.cuh"
 #include "attn_fwd/work_unit.h"
 
 namespace spava::attn {
