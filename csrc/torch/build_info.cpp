@@ -16,7 +16,7 @@ namespace spava {
 std::string build_info() {
 #ifdef SPAVA_WITH_CUDA
 #ifdef SPAVA_ATTN_TRACE
-  const char* kTrace = "true";  // attn_fwd/trace.cuh compiled in
+  const char* kTrace = "true";  // common/trace.cuh compiled in
 #else
   const char* kTrace = "false";
 #endif
