@@ -1,6 +1,6 @@
 """Cycle-level phases of attn_fwd's units from its clock64 trace (CUDA; a build with the trace).
 
-The trace (csrc/kernels/attn_fwd/trace.cuh) is compiled in only when the extension is built with
+The trace (csrc/kernels/common/trace.cuh) is compiled in only when the extension is built with
 SPAVA_ATTN_TRACE=1; thread 0 of each warpgroup of CTAs 0-7 stamps the phases of the CTA's first
 64 units. Cycles are SM clocks, so comparisons hold whatever clock the power cap sets (NVML's
 clock reading does not show the effective clock there: attn_fwd NOTES, session 6).
@@ -29,12 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 from spava_ext import SpavaLayout, ops
+from spava_ext.trace import trace_to
 
-CTAS, UNITS, SLOTS, EVENTS = 8, 64, 4, 16  # trace.cuh: kTraceCtas, kTraceUnits, ...
-SPAN_CTAS, SPAN_FIELDS = 1024, 16  # trace.cuh: kSpanCtas, kSpanFields
+CTAS, UNITS, SLOTS, EVENTS = 8, 64, 4, 16  # common/trace.cuh: kTraceCtas, kTraceUnits, ...
+SPAN_CTAS, SPAN_FIELDS = 1024, 16  # common/trace.cuh: kSpanCtas, kSpanFields
 CLOCK0, TIME0, SM, CLOCK_END, TIME_END, UNITS_DONE, TILES_DONE = 0, 1, 2, 3, 4, 9, 10  # SpanField
 (Q_FULL, Q_IN_REGS, FIRST_TURN, FIRST_S, LOOP_END, LAST_PV, UNIT_END, TILES, EPI_BARRIER1,
- EPI_STSM, EPI_BARRIER2, EPI_TMA, EPI_LSE, EPI_END) = range(14)  # trace.cuh: TraceEvent
+ EPI_STSM, EPI_BARRIER2, EPI_TMA, EPI_LSE, EPI_END) = range(14)  # common/trace.cuh: TraceEvent
 
 
 def traced(fn) -> torch.Tensor:
@@ -50,12 +51,9 @@ def traced_all(fn) -> tuple[torch.Tensor, torch.Tensor]:
     torch.cuda.synchronize()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.bin")
-        os.environ["SPAVA_TRACE_FILE"] = path
-        try:
+        with trace_to(path):
             fn()
             torch.cuda.synchronize()
-        finally:
-            del os.environ["SPAVA_TRACE_FILE"]
         raw = Path(path).read_bytes()
     words = torch.frombuffer(bytearray(raw), dtype=torch.int64)
     stamps = CTAS * UNITS * SLOTS * EVENTS

@@ -1,6 +1,6 @@
 """Timeline of select_passing's three kernels from their trace (CUDA; a build with the trace).
 
-The trace (csrc/kernels/select_passing/select_trace.cuh) is compiled in only when the extension
+The trace (csrc/kernels/common/trace.cuh) is compiled in only when the extension
 is built with SPAVA_ATTN_TRACE=1: thread 0 of every CTA stamps its phases with %globaltimer and
 clock64. The script captures a CUDA graph of 4 calls of bench_kernels' select_passing (its
 layout and inputs: rank W - 1 of W = 8 at 128K tokens, 2 chunks of 8064 keys, p = 1024, pool 5),
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROWS, EVENTS, CLOCK, SM = 1088, 32, 16, 15  # select_trace.cuh: rows, events, clock64 offset, SM
+ROWS, EVENTS, CLOCK, SM = 1088, 32, 16, 15  # common/trace.cuh: rows, events, clock64 offset, SM
 KERNELS = {  # name: (first row, last row + 1, event names)
     "qsum": (0, 64, ["start", "end"]),
     "score": (64, 576, ["start", "pdl_wait", "qsum", "raw", "end"]),
@@ -83,6 +83,7 @@ def run(heads: str, path: str) -> None:
     from bench_kernels import HEADS, rank_tensors  # GPU-only imports
 
     from spava_ext import SpavaLayout, ops, timing
+    from spava_ext.trace import trace_to
 
     Hq, Hkv, D = HEADS[heads]
     layout = SpavaLayout.auto(131072 + 64, 64, 8)  # bench_kernels' defaults
@@ -106,9 +107,8 @@ def run(heads: str, path: str) -> None:
     for rep in range(2):
         torch.cuda.synchronize()
         graph.replay()
-        os.environ["SPAVA_SELECT_TRACE_FILE"] = path
-        call(sets[0])  # writes the stamps of the graph's last call, then runs
-        del os.environ["SPAVA_SELECT_TRACE_FILE"]
+        with trace_to(path):
+            call(sets[0])  # writes the stamps of the graph's last call, then runs
         torch.cuda.synchronize()
         raw = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.int64)
         result = analyse(raw.view(ROWS, EVENTS))

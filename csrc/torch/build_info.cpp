@@ -19,7 +19,7 @@ std::string build_info() {
   const std::string sched = ", \"attn_sched_ints\": " + std::to_string(kAttnSchedInts) + "}";
 #ifdef SPAVA_WITH_CUDA
 #ifdef SPAVA_ATTN_TRACE
-  const char* kTrace = "true";  // attn_fwd/trace.cuh compiled in
+  const char* kTrace = "true";  // common/trace.cuh compiled in
 #else
   const char* kTrace = "false";
 #endif

@@ -27,6 +27,10 @@ constexpr double kMaxTimeoutS = 1e6;
 
 }  // namespace
 
+double resolve_softmax_scale(std::optional<double> softmax_scale, int64_t head_dim) {
+  return softmax_scale.value_or(1.0 / std::sqrt(double(head_dim)));
+}
+
 AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k,
                            const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
                            at::IntArrayRef diag, std::optional<double> softmax_scale,
@@ -85,7 +89,7 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
     SPAVA_CHECK_VALUE(l.device() == q.device(), "attn_fwd", "lse is on ", l.device(),
                       ", q on ", q.device());
   }
-  d.softmax_scale = softmax_scale.value_or(1.0 / std::sqrt(double(d.head_dim)));
+  d.softmax_scale = resolve_softmax_scale(softmax_scale, d.head_dim);
   SPAVA_CHECK_VALUE(std::isfinite(d.softmax_scale) && d.softmax_scale > 0, "attn_fwd",
                     "softmax_scale must be finite and > 0, got ", d.softmax_scale);
   return d;

@@ -13,7 +13,11 @@
 
 namespace spava {
 
-// Problem sizes of attn_fwd after validation.
+// The softmax scale of an attention op: softmax_scale when given, else 1 / sqrt(head_dim)
+// (docs/design.md "Defaults"). The only C++ definition of the default.
+double resolve_softmax_scale(std::optional<double> softmax_scale, int64_t head_dim);
+
+// Problem sizes of attn_fwd after validation (softmax_scale resolved).
 struct AttnFwdDims {
   int64_t batch, q_len, heads_q, heads_kv, head_dim;
   double softmax_scale;

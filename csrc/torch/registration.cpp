@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "ops.h"
+#include "trace.h"
 
 // An empty module: importing spava_ext._C runs the static registrations below.
 extern "C" PyObject* PyInit__C(void) {
@@ -14,7 +15,7 @@ extern "C" PyObject* PyInit__C(void) {
 TORCH_LIBRARY(spava, m) {
   m.set_python_module("spava_ext.ops");
 
-  // ---- selection of passing blocks (DESIGN.md §1 "Selection")
+  // ---- selection of passing blocks (docs/design.md "Selection")
   // q [B, nq, Hq, D] question rows; k, v [B, Lk, Hkv, D]; chunk c = k[:, starts[c] : +lens[c]].
   // Writes indices [C, B, Hkv, cap] (int64, ascending positions along k's dim 1, -1 padded) and
   // kv [C, cap, 2, B, Hkv, D] (packed K/V send buffer, zero padded).
@@ -66,6 +67,9 @@ TORCH_LIBRARY(spava, m) {
   // switch that sends every GPU to the ATen path (process-wide; off by default)
   m.def("uses_sm90(Device device) -> bool", &spava::uses_sm90);
   m.def("set_attn_fallback(bool on) -> ()", &spava::set_attn_fallback);
+  // ---- trace builds (SPAVA_ATTN_TRACE=1): the file the kernel launches that follow write their
+  // traces to ("": none); raises in other builds (not a tensor op)
+  m.def("set_trace_file(str path) -> ()", &spava::set_trace_file);
 }
 
 TORCH_LIBRARY_IMPL(spava, CPU, m) {

@@ -10,6 +10,7 @@
 #include "dtype_map.h"
 #include "ops.h"
 #include "select_passing/select_passing.h"
+#include "trace.h"
 
 namespace spava {
 
@@ -94,7 +95,8 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
   }
   cudaDeviceGetAttribute(&p.num_sms, cudaDevAttrMultiProcessorCount, q.device().index());
   p.dtype = to_dtype(q.scalar_type());
-  run_select_passing(p, c10::cuda::getCurrentCUDAStream());
+  const std::string trace = trace_file();
+  run_select_passing(p, c10::cuda::getCurrentCUDAStream(), trace.c_str());
 }
 
 }  // namespace spava

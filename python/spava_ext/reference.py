@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .layout import SpavaLayout
 
 __all__ = [
+    "default_softmax_scale",
     "masked_attention",
     "dense_causal_attention",
     "attn_fwd",
@@ -34,6 +35,11 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------- attention
+def default_softmax_scale(head_dim: int) -> float:
+    """The softmax scale when none is given: ``head_dim ** -0.5`` (docs/design.md "Defaults")."""
+    return head_dim ** -0.5
+
+
 def masked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -72,7 +78,7 @@ def dense_causal_attention(
 ) -> torch.Tensor:
     """Plain causal attention over the full sequence (fp32 result)."""
     L = q.shape[1]
-    scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
+    scale = default_softmax_scale(q.shape[-1]) if softmax_scale is None else softmax_scale
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
     return masked_attention(q, k, v, causal, scale)[0]
 
@@ -101,7 +107,7 @@ def attn_fwd(
     upcast: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of ``spava::attn_fwd``: out fp32 [B, Lq, Hq, D], lse fp32 [B, Hq, Lq]."""
-    scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
+    scale = default_softmax_scale(q.shape[-1]) if softmax_scale is None else softmax_scale
     B, Lq, _, D = q.shape
     Hkv = k[0].shape[2] if k else 1
     kk = torch.cat(list(k), dim=1) if k else q.new_zeros(B, 0, Hkv, D)
@@ -237,6 +243,6 @@ def spava_attention(
     if q.shape[1] != layout.seq_len:
         raise ValueError(f"reference.spava_attention: q has {q.shape[1]} rows, layout expects "
                          f"{layout.seq_len}")
-    scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
+    scale = default_softmax_scale(q.shape[-1]) if softmax_scale is None else softmax_scale
     out, _ = masked_attention(q, k, v, allowed_mask(q, k, layout), scale, upcast)
     return out.to(q.dtype)

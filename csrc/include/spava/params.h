@@ -51,7 +51,7 @@ struct SelectPassingParams {
   int chunk_start[kMaxSelectChunks];
   int chunk_len[kMaxSelectChunks];
   int num_sms;  // SMs of the device: sizes the grids
-  // Launch shape, filled by run_select_passing (select_passing.cu states the rules).
+  // Launch shape, filled by run_select_passing (select_passing_launch.cuh states the rules).
   int qsum_splits, qsum_rows;   // kernel 1: CTAs per (b, h_kv), (t, g) rows summed by each
   int score_rows, score_tiles;  // kernel 2: chunk rows scored per CTA, CTAs per item
   int gather_rows, gather_tiles;  // kernel 3: send-buffer rows per CTA, CTAs per item

@@ -10,11 +10,14 @@ namespace spava {
 
 // One instantiation per (element type, head dim): instantiations/attn_fwd_hdim*_sm90.cu.
 template <typename T, int kHeadDim>
-void run_attn_fwd_sm90_(const AttnFwdParams& params, cudaStream_t stream);
+void run_attn_fwd_sm90_(const AttnFwdParams& params, cudaStream_t stream, const char* trace_file);
 
 // Dispatches on params.dtype and params.head_dim. Throws std::invalid_argument for a head dim
-// that was not compiled and std::runtime_error on a launch failure.
-void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream);
+// that was not compiled and std::runtime_error on a launch failure. trace_file (trace builds,
+// common/trace.cuh; nullptr or "": none): the launch waits for its kernel and writes the
+// kernel's trace there.
+void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream,
+                  const char* trace_file = nullptr);
 
 // The schedule of a launch (attn_fwd_plan.cu): the caller's args -> the kernel's params.
 // Whether the grid runs as CTA pairs (heads_q even, head_dim % 64 == 0, max_pairs > 0,
@@ -45,7 +48,7 @@ void set_attn_fwd_max_pairs(int device, int pairs);  // by the launchers
 // (once per device; later calls return at once). Call it before a stream is made to wait on a
 // flag that an attn_fwd launch will raise: under CUDA's lazy module loading that launch would
 // otherwise load its kernel first, which may wait for the whole context, including the blocked
-// stream (a deadlock: the W = 2 NCCL hang of 2026-11-25, both ranks stuck in the launch).
+// stream (a deadlock: with W = 2 over NCCL, both ranks hung in the launch).
 void prepare_attn_fwd();
 
 // Head dims compiled into this build, ascending, and their count.

@@ -25,16 +25,16 @@ const int kNumAttnFwdHeadDims = sizeof(kAttnFwdHeadDims) / sizeof(int);
 namespace {
 
 template <typename T>
-void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream) {
+void run_for_dtype(const AttnFwdParams& params, cudaStream_t stream, const char* trace_file) {
   switch (params.head_dim) {
 #ifndef SPAVA_DISABLE_HDIM64
-    case 64: return run_attn_fwd_sm90_<T, 64>(params, stream);
+    case 64: return run_attn_fwd_sm90_<T, 64>(params, stream, trace_file);
 #endif
 #ifndef SPAVA_DISABLE_HDIM80
-    case 80: return run_attn_fwd_sm90_<T, 80>(params, stream);
+    case 80: return run_attn_fwd_sm90_<T, 80>(params, stream, trace_file);
 #endif
 #ifndef SPAVA_DISABLE_HDIM128
-    case 128: return run_attn_fwd_sm90_<T, 128>(params, stream);
+    case 128: return run_attn_fwd_sm90_<T, 128>(params, stream, trace_file);
 #endif
     default: break;
   }
@@ -61,7 +61,7 @@ int attn_fwd_max_pairs(const AttnFwdCommonArgs& like) {
   AttnFwdParams p{};  // no units: loads the kernel of like's dtype and head dim, which records
   p.dtype = like.dtype;
   p.head_dim = like.head_dim;
-  run_attn_fwd(p, nullptr);
+  run_attn_fwd(p, nullptr, nullptr);
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 0;
   const int recorded = g_max_pairs[device].load();
@@ -72,15 +72,15 @@ void prepare_attn_fwd() {
   AttnFwdParams p{};  // no units: each instantiation only prepares its kernel
   for (int i = 0; i < kNumAttnFwdHeadDims; ++i) {
     p.head_dim = kAttnFwdHeadDims[i];
-    run_for_dtype<cutlass::bfloat16_t>(p, nullptr);
-    run_for_dtype<cutlass::half_t>(p, nullptr);
+    run_for_dtype<cutlass::bfloat16_t>(p, nullptr, nullptr);
+    run_for_dtype<cutlass::half_t>(p, nullptr, nullptr);
   }
 }
 
-void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream) {
+void run_attn_fwd(const AttnFwdParams& params, cudaStream_t stream, const char* trace_file) {
   switch (params.dtype) {
-    case DType::kBFloat16: return run_for_dtype<cutlass::bfloat16_t>(params, stream);
-    case DType::kFloat16: return run_for_dtype<cutlass::half_t>(params, stream);
+    case DType::kBFloat16: return run_for_dtype<cutlass::bfloat16_t>(params, stream, trace_file);
+    case DType::kFloat16: return run_for_dtype<cutlass::half_t>(params, stream, trace_file);
     default: break;
   }
   throw std::invalid_argument("spava::attn_fwd: CUDA kernels take bf16 or fp16 inputs");

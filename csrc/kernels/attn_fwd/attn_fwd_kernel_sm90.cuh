@@ -1,4 +1,4 @@
-// attn_fwd for sm_90a, v7: persistent, warp-specialised, TMA loads and stores, wgmma, consumers
+// attn_fwd for sm_90a: persistent, warp-specialised, TMA loads and stores, wgmma, consumers
 // in turns (ping-pong); the source's intra-warpgroup overlap is undone by ptxas (see below).
 //
 // One launch computes every unit of a group of problems (scheduler.cuh); each CTA loops over
@@ -40,8 +40,8 @@
 #include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tma_params.h"
 #include "attn_fwd/tile_utils.cuh"
-#include "attn_fwd/trace.cuh"
 #include "common/device_utils.cuh"
+#include "common/trace.cuh"
 
 namespace spava::attn {
 
@@ -133,9 +133,10 @@ __device__ __forceinline__ void publish_unit(const AttnFwdTmaParams& tp,
 // tiles, where the ring makes the producer wait anyway), so that it has landed when they
 // finish this unit; with Q read from shared memory, or under the atomic counter (p.sched),
 // after this unit's last tile is issued: the counter then hands out units in finish order (a
-// unit claimed a whole unit ahead made the greedy schedule claim-time based: 3B r7 host1 97.3 %
-// busy vs 98.9 %, NOTES session 7). A next unit whose ready flag is still unknown is handed
-// over only after this unit's tiles, so a flag wait never holds up the current unit.
+// unit claimed a whole unit ahead made the greedy schedule claim-time based: 97.3 % busy
+// instead of 98.9 % on a 3B-model call, docs/kernels/attn_fwd.md). A next unit whose ready
+// flag is still unknown is handed over only after this unit's tiles, so a flag wait never holds
+// up the current unit.
 template <class Cfg>
 __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
                                              typename Cfg::SharedStorage& smem) {
@@ -156,10 +157,10 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
         Cfg::kQInRegs && p.sched == nullptr ? (count < kStages ? count : kStages) : count;
     int next = -1;
     bool published = false;
-    trace(0, k, kEvQFull);
+    SPAVA_TRACE(stamp(0, k, kEvQFull));
     auto look_ahead = [&] {
       Barrier::wait(&smem.q_empty, k & 1);  // the consumers are done with unit k's Q
-      trace(0, k, kEvQInRegs);
+      SPAVA_TRACE(stamp(0, k, kEvQInRegs));
       next = picker.claim(p, k + 1);
       if (next < 0 || picker.ready_known(p, next)) {
         publish_unit<Cfg>(tp, smem, k + 1, next);
@@ -184,7 +185,7 @@ __device__ __forceinline__ void run_producer(const AttnFwdTmaParams& tp,
                         multicast, picker.rank);
       if (i + 1 == early) look_ahead();
     }
-    trace(0, k, kEvFirstTurn);
+    SPAVA_TRACE(stamp(0, k, kEvFirstTurn));
     if (!published) {
       if (!picker.keys_ready(p, next)) next = -1;
       publish_unit<Cfg>(tp, smem, k + 1, next);
@@ -233,8 +234,8 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     cute::copy(q_copy, thr_q_copy.partition_S(sQw), thr_q_copy.retile_D(tSrQ));
     Barrier::arrive(&smem.q_empty);
   }
-  trace(wg + 1, k, kEvQInRegs);
-  trace_value(wg + 1, k, kEvTiles, w.range.count);
+  SPAVA_TRACE(stamp(wg + 1, k, kEvQInRegs));
+  SPAVA_TRACE(stamp_value(wg + 1, k, kEvTiles, w.range.count));
   Tensor tSrK = thr_qk.partition_fragment_B(sK);
   Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
   Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
@@ -296,7 +297,7 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
   // and O += P_(i-1) V_(i-1), this warpgroup waits only for S_i, runs its softmax, and then
   // waits for the P V GEMM. In the SASS (ptxas 13.0) that wait sits just after the mask, since
   // ptxas fuses the P conversion into the softmax: the softmax overlaps only the other
-  // warpgroups' GEMMs; forcing the overlap measured no faster (NOTES.md, session 4).
+  // warpgroups' GEMMs; forcing the overlap measured no faster (docs/kernels/attn_fwd.md).
   // Turns on top (ping-pong for two warpgroups, round robin for more):
   // warpgroup w issues both GEMMs of a step in its turn, so the others' softmax overlaps them.
   // Turn barriers 8 + w: w syncs on its own, then hands over to w + 1. Each warpgroup takes
@@ -316,12 +317,12 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
     int prev_stage = t % kStages, prev_phase = (t / kStages) & 1;
     Barrier::wait(&smem.k_full[prev_stage], prev_phase);  // tile 0: S only
     cutlass::arch::NamedBarrier::sync(kTurnThreads, my_turn);
-    trace(wg + 1, k, kEvFirstTurn);
+    SPAVA_TRACE(stamp(wg + 1, k, kEvFirstTurn));
     issue_qk(prev_stage);
     if (!last_wg || n > 1) cutlass::arch::NamedBarrier::arrive(kTurnThreads, their_turn);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
-    trace(wg + 1, k, kEvFirstS);
+    SPAVA_TRACE(stamp(wg + 1, k, kEvFirstS));
     release_stage(&smem.k_empty[prev_stage], wtid, kv_ctas);
     if (n == 1 && release_q) Barrier::arrive(&smem.q_empty);  // Q's last use
     mask_and_softmax(cur);
@@ -352,21 +353,21 @@ __device__ __forceinline__ void consume_unit(const AttnFwdTmaParams& tp,
       prev_stage = stage;
       prev_phase = phase;
     }
-    trace(wg + 1, k, kEvLoopEnd);
+    SPAVA_TRACE(stamp(wg + 1, k, kEvLoopEnd));
     softmax.rescale(O);  // the last P V, outside the turns
     Barrier::wait(&smem.v_full[prev_stage], prev_phase);
     issue_pv(prev_stage);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
     release_stage(&smem.v_empty[prev_stage], wtid, kv_ctas);
-    trace(wg + 1, k, kEvLastPv);
+    SPAVA_TRACE(stamp(wg + 1, k, kEvLastPv));
   }
 
   // epilogue: normalise, write out and lse (or this split's partial state)
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
   Tensor cO = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
   write_rows<Cfg>(tp, smem, out, w, wg, wtid, mma_pv, tOrO, O, cO, softmax, k);
-  trace(wg + 1, k, kEvUnitEnd);
+  SPAVA_TRACE(stamp(wg + 1, k, kEvUnitEnd));
 }
 
 template <class Cfg>
@@ -395,7 +396,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   } else {
     __syncthreads();
   }
-  span_start();
+  SPAVA_TRACE(span_start());
 
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Cfg::kProducerRegs>();
@@ -406,10 +407,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     int t = 0;  // ring position: key tiles of this CTA's earlier units
     for (int k = 0;; ++k) {
       Barrier::wait(&smem.q_full, k & 1);
-      trace(warp_group, k, kEvQFull);
+      SPAVA_TRACE(stamp(warp_group, k, kEvQFull));
       const UnitSlot& slot = smem.slots[k & 1];  // decoded by the producer
       if (slot.unit < 0) {
-        span_end(warp_group - 1, k, t);
+        SPAVA_TRACE(span_end(warp_group - 1, k, t));
         break;
       }
       const WorkUnit w = slot.w;  // registers; the epilogue reads slot.out in place

@@ -2,11 +2,6 @@
 // launch (-> LSE merge of the splits of problems that use split-KV).
 #pragma once
 
-#ifdef SPAVA_ATTN_TRACE
-#include <cstdlib>
-#include <vector>
-#endif
-
 #include <atomic>
 #include <string>
 
@@ -16,7 +11,7 @@
 #include "attn_fwd/tma_params.h"
 #include "common/kernel_setup.h"
 #include "common/tma.h"
-#include "common/trace_file.h"
+#include "common/trace.cuh"
 #include "merge_states/merge_states.h"
 #include "spava/check.h"
 
@@ -94,9 +89,10 @@ void record_max_pairs() {
 }
 
 // `params` must come from plan_attn_fwd (units, split workspaces, grid). With no units it only
-// prepares the kernel on the current device.
+// prepares the kernel on the current device. trace_file: see run_attn_fwd.
 template <typename T, int kHeadDim>
-void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
+void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream,
+                          const char* trace_file) {
   using Cfg = attn::Sm90WsConfig<T, kHeadDim>;
   set_max_dynamic_smem<attn::attn_fwd_sm90_ws_kernel<Cfg>>(Cfg::kSmemBytes);  // and load it
   record_max_pairs<Cfg>();
@@ -147,16 +143,7 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
   const int ctas = params.grid_ctas;
   SPAVA_HOST_CHECK(ctas >= 1 && (!params.pairs || ctas % 2 == 0),
                    "attn_fwd: params.grid_ctas " + std::to_string(ctas) + " is not a valid grid");
-#ifdef SPAVA_ATTN_TRACE
-  const char* trace_file = std::getenv("SPAVA_TRACE_FILE");
-  if (trace_file != nullptr) {
-    void* trace = nullptr;
-    SPAVA_CUDA_CHECK(cudaGetSymbolAddress(&trace, attn::g_attn_trace));
-    SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(attn::g_attn_trace), stream));
-    SPAVA_CUDA_CHECK(cudaGetSymbolAddress(&trace, attn::g_attn_span));
-    SPAVA_CUDA_CHECK(cudaMemsetAsync(trace, 0, sizeof(attn::g_attn_span), stream));
-  }
-#endif
+  SPAVA_TRACE(attn::trace_begin(trace_file, stream));
   if (params.pairs) {
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg = pair_launch_config<Cfg>(ctas, stream, attr);
@@ -165,17 +152,7 @@ void launch_attn_fwd_sm90(const AttnFwdParams& params, cudaStream_t stream) {
     kernel<<<ctas, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tp);
   }
   SPAVA_CUDA_CHECK(cudaGetLastError());
-#ifdef SPAVA_ATTN_TRACE
-  if (trace_file != nullptr) {  // this launch's stamps, then its spans (trace.cuh), raw uint64
-    constexpr size_t kStamps = sizeof(attn::g_attn_trace) / 8;
-    std::vector<unsigned long long> host(kStamps + sizeof(attn::g_attn_span) / 8);
-    SPAVA_CUDA_CHECK(cudaStreamSynchronize(stream));
-    SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data(), attn::g_attn_trace, 8 * kStamps));
-    SPAVA_CUDA_CHECK(cudaMemcpyFromSymbol(host.data() + kStamps, attn::g_attn_span,
-                                          sizeof(attn::g_attn_span)));
-    write_trace_file("attn_fwd", "SPAVA_TRACE_FILE", trace_file, host);
-  }
-#endif
+  SPAVA_TRACE(attn::trace_end(trace_file, stream));
   for (int i = 0; i < params.num_problems; ++i) {
     if (params.problems[i].num_splits > 1) merge_splits(params, params.problems[i], stream);
   }

@@ -65,7 +65,7 @@ struct Sm90WsConfig {
   // Q in registers (RS wgmma for S = Q K^T): Q is read from shared memory once per unit
   // instead of at every key tile, and its buffer is released right after. D = 128 only (32
   // more registers of its 240): at D = 80 it measured no faster, and at D = 64 (three
-  // warpgroups at 160 registers) ptxas serialises the wgmmas (NOTES.md, session 5).
+  // warpgroups at 160 registers) ptxas serialises the wgmmas (docs/kernels/attn_fwd.md).
   static constexpr bool kQInRegs = kHeadDim == 128;
   using OneWarpGroup = Layout<Shape<_1, _1, _1>>;
   using MmaQK = std::conditional_t<

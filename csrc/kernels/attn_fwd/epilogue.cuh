@@ -7,7 +7,7 @@
 //     Q-shaped swizzled tile), and one thread issues the TMA store of the boxes; rows past
 //     q_len are clipped by the tensor map. The warpgroup goes back to its GEMMs at once: the
 //     issuing thread waits for the store to have read smem.o only before the next unit's
-//     stmatrix. Measured (session 6 trace): the plain stores below took ~2500 of the
+//     stmatrix. Measured with the clock64 trace: the plain stores below took ~2500 of the
 //     epilogue's ~4000 cycles (4-byte stores, half-filled sectors, 8 rows per instruction).
 //   plain stores (fp32 rows, split partials, problems with a done counter, D = 80): each thread
 //     writes its accumulator pairs straight to global memory.
@@ -21,8 +21,8 @@
 #include "attn_fwd/softmax.cuh"
 #include "attn_fwd/tile_utils.cuh"
 #include "attn_fwd/tma_params.h"
-#include "attn_fwd/trace.cuh"
 #include "attn_fwd/work_unit.h"
+#include "common/trace.cuh"
 
 namespace spava::attn {
 
@@ -98,8 +98,8 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
     for (int j = 0; j < size<1>(O.shape()); ++j) O(r, j) *= inv;
   }
   // the lse first: its MUFU.LG2 and 4-byte stores then overlap the barriers and stores below
-  // (after the stores they were ~400-530 cycles of a ~2000-cycle epilogue, session 6 trace)
-  trace(wg + 1, k, kEvEpiLse);
+  // (after the stores they were ~400-530 cycles of a ~2000-cycle epilogue, by the trace)
+  SPAVA_TRACE(stamp(wg + 1, k, kEvEpiLse));
   if (out.lse != nullptr && (wtid % 4) == 0) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -118,7 +118,7 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
       Tensor sOw = local_tile(sO, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, 0));
       if (wtid == 0) wait_tma_store_read();  // the previous unit's store has left sOw
       cutlass::arch::NamedBarrier::sync(kWgThreads, kEpilogueBarrier0 + wg);
-      trace(wg + 1, k, kEvEpiBarrier1);
+      SPAVA_TRACE(stamp(wg + 1, k, kEvEpiBarrier1));
       constexpr int kO = decltype(size(tOrO))::value;
       cutlass::NumericArrayConverter<T, float, kO> to_t;
       cutlass::Array<T, kO> o_frag =
@@ -128,9 +128,9 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
       auto thr_o_copy = o_copy.get_thread_slice(wtid);
       cute::copy(o_copy, thr_o_copy.retile_S(rO), thr_o_copy.partition_D(sOw));
       tma_store_fence();  // this thread's stmatrix writes, visible to the TMA (async proxy)
-      trace(wg + 1, k, kEvEpiStsm);
+      SPAVA_TRACE(stamp(wg + 1, k, kEvEpiStsm));
       cutlass::arch::NamedBarrier::sync(kWgThreads, kEpilogueBarrier0 + wg);
-      trace(wg + 1, k, kEvEpiBarrier2);
+      SPAVA_TRACE(stamp(wg + 1, k, kEvEpiBarrier2));
       if (wtid == 0) {
 #pragma unroll
         for (int c = 0; c < Cfg::kBoxes; ++c) {
@@ -138,7 +138,7 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
                                   c * Cfg::kBoxCols, w.hq, row0, w.b);
         }
         tma_store_arrive();
-        trace(wg + 1, k, kEvEpiTma);
+        SPAVA_TRACE(stamp(wg + 1, k, kEvEpiTma));
       }
       stored = true;
     }
@@ -163,7 +163,7 @@ __device__ __forceinline__ void write_rows(const AttnFwdTmaParams& tp,
       }
     }
   }
-  trace(wg + 1, k, kEvEpiEnd);
+  SPAVA_TRACE(stamp(wg + 1, k, kEvEpiEnd));
   if (out.done != nullptr) {  // count the unit; the last one raises the problem's done flag
     __threadfence();          // this thread's stores are visible GPU-wide before the count
     cutlass::arch::NamedBarrier::sync(Cfg::kConsumerThreads, kDoneBarrier);

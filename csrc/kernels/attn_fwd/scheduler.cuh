@@ -144,7 +144,7 @@ struct UnitPicker {
       // A unit was given back (a late flag): the launch winds down. No CTA claims another
       // unit, so the finishing launch runs what is left on every SM, instead of the CTAs that
       // have not met the flag yet grinding through it (a 47.6 ms launch instead of ~10.6 on
-      // 4 x H100, BENCHMARKS.md "Multi-GPU").
+      // 4 x H100, docs/kernels/attn_fwd.md).
       c = -1;
     } else {
       c = atomicAdd(st, 1);

@@ -7,6 +7,10 @@
 
 namespace spava {
 
+// One instantiation per (input, output) element type: instantiations/merge_states_*.cu.
+template <typename TIn, typename TOut>
+void run_merge_states_(const MergeStatesParams& params, cudaStream_t stream);
+
 // Launches the merge on `stream`. Throws std::runtime_error on a launch failure.
 void run_merge_states(const MergeStatesParams& params, cudaStream_t stream);
 

@@ -3,9 +3,9 @@
 // position order). Every CTA of an item runs this on the same data with the same integer
 // arithmetic, so all of them agree on the threshold and on the slot of every kept key.
 //
-// Latency is what counts: this is the critical path after the score grid. v4 (three radix passes
-// over every key, cub block scans) ran ~1.8K instructions per warp at ~10 cycles each (ncu,
-// session 10): 3.8 us for the threshold and 1.8 us for the compaction. So here
+// Latency is what counts: this is the critical path after the score grid. Three radix passes over
+// every key with cub block scans ran ~1.8K instructions per warp at ~10 cycles each (ncu): 3.8 us
+// for the threshold and 1.8 us for the compaction (docs/kernels/select_passing.md). So here
 //  * digit 1 (key bits 31..21) comes from the score grid's counts; digit 2 (bits 20..10) is
 //    counted over the keys with digit 1 in one pass; the keys with both (usually a handful) are
 //    listed and ranked by one warp, which gives the exact m-th key. Only when more than 32 keys
@@ -19,18 +19,16 @@
 
 #include <cstdint>
 
+#include "common/trace.cuh"
+#include "select_passing/config.h"
 #include "select_passing/select_passing.h"
-#include "select_passing/select_trace.cuh"
 
 namespace spava::select {
 
-constexpr int kSelectThreads = 512;
 constexpr int kSelectWarps = kSelectThreads / 32;
-constexpr int kTileKeys = 16;  // keys of a thread per tile: 4 x 16 bytes
-constexpr int kTileGroups = kTileKeys / 4;
+constexpr int kTileGroups = kTileKeys / 4;         // 16-byte key groups of a thread per tile
 constexpr int kTile = kSelectThreads * kTileKeys;  // keys per tile (8192)
-constexpr int kMaxCachedKeys = 2 * kTile;  // longest chunk whose keys a CTA caches (64 KB smem)
-constexpr int kLowBins = 1024;             // digit 3: key bits 9..0
+constexpr int kLowBins = 1024;                     // digit 3: key bits 9..0
 constexpr int kMaxRanked = 32;             // keys ranked by one warp after digit 2
 static_assert(kRadixBins == 4 * kSelectThreads, "each thread holds the counts of 4 digits");
 
@@ -177,7 +175,7 @@ __device__ __forceinline__ bool pick_digit(const int (&cnt)[4], int top, int shi
 // hist[(key >> shift) & (bins - 1)] += 1 for every key with (key & mask) == prefix. Every key
 // adds, without a branch: a key that does not match adds 0 to its lane's pad bin hist[bins +
 // lane] (a 32-word pad after the bins). Under `if (match) atomicAdd(...)` ptxas puts each of the
-// 16 unrolled atomics in its own divergent branch (~100 cycles apiece; session 10's trace).
+// 16 unrolled atomics in its own divergent branch (~100 cycles apiece in the trace).
 __device__ __forceinline__ void count_digit(const ItemKeys& ks, uint32_t mask, uint32_t prefix,
                                             int shift, int bins, int* hist) {
   const int pad = bins + int(threadIdx.x % 32);
@@ -252,15 +250,15 @@ __device__ __forceinline__ Threshold find_threshold(const ItemKeys& ks, int m, c
   int cnt[4] = {top4.w, top4.z, top4.y, top4.x};  // digits 2047 - 4t - e
   if (pick_digit(cnt, kRadixBins - 1, 21, prefix, remaining, sm))
     return {prefix, 0xFFE00000u, remaining};
-  sel_stamp(kSelTraceGather, 8);
+  SPAVA_TRACE(sel_stamp(kSelTraceGather, 8));
   count_digit(ks, 0xFFE00000u, prefix, 10, kRadixBins, sm.hist2);
-  sel_stamp(kSelTraceGather, 9);
+  SPAVA_TRACE(sel_stamp(kSelTraceGather, 9));
   __syncthreads();
-  sel_stamp(kSelTraceGather, 10);
+  SPAVA_TRACE(sel_stamp(kSelTraceGather, 10));
   read_counts(sm.hist2, kRadixBins - 1, cnt);
   if (pick_digit(cnt, kRadixBins - 1, 10, prefix, remaining, sm))
     return {prefix, 0xFFFFFC00u, remaining};
-  sel_stamp(kSelTraceGather, 11);
+  SPAVA_TRACE(sel_stamp(kSelTraceGather, 11));
   const int n = sm.bin_count;  // block-uniform, >= 2
   if (n <= kMaxRanked) {
     rank_listed(ks, 0xFFFFFC00u, prefix, n, remaining, sm);
@@ -287,7 +285,7 @@ __device__ __forceinline__ void kept_positions(const ItemKeys& ks, const Thresho
     if (gt_seen + min(eq_seen, t.take_eq) >= i1) break;  // block-uniform
     uint32_t key[kTileKeys];
     load_tile(ks, tile, key);
-    if (tile == 0) sel_stamp(kSelTraceGather, 12);
+    SPAVA_TRACE(if (tile == 0) sel_stamp(kSelTraceGather, 12));
     unsigned gt_bits = 0, ge_bits = 0;
 #pragma unroll
     for (int e = 0; e < kTileKeys; ++e) {
@@ -296,9 +294,9 @@ __device__ __forceinline__ void kept_positions(const ItemKeys& ks, const Thresho
     }
     const int gt = __popc(gt_bits), ge = __popc(ge_bits);
     int total;
-    if (tile == 0) sel_stamp(kSelTraceGather, 13);
+    SPAVA_TRACE(if (tile == 0) sel_stamp(kSelTraceGather, 13));
     const int before = block_exclusive_sum((gt << 16) | (ge - gt), total, sm);
-    if (tile == 0) sel_stamp(kSelTraceGather, 14);
+    SPAVA_TRACE(if (tile == 0) sel_stamp(kSelTraceGather, 14));
     const int eq_before = eq_seen + (before & 0xFFFF);
     int slot = gt_seen + (before >> 16) + min(eq_before, t.take_eq);
     const int kept = gt + max(0, min(ge - gt, t.take_eq - eq_before));
@@ -314,7 +312,7 @@ __device__ __forceinline__ void kept_positions(const ItemKeys& ks, const Thresho
         keep &= keep - 1;
       }
     }
-    if (tile == 0) sel_stamp(kSelTraceGather, 6);
+    SPAVA_TRACE(if (tile == 0) sel_stamp(kSelTraceGather, 6));
     gt_seen += total >> 16;
     eq_seen += total & 0xFFFF;
     __syncthreads();  // sm.warp_sums is reused by the next tile; pos is complete

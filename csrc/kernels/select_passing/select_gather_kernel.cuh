@@ -5,9 +5,10 @@
 
 #include <cstdint>
 
+#include "common/trace.cuh"
+#include "select_passing/config.h"
 #include "select_passing/select_block.cuh"
 #include "select_passing/select_passing.h"
-#include "select_passing/select_trace.cuh"
 #include "select_passing/select_utils.cuh"
 #include "spava/params.h"
 
@@ -20,19 +21,13 @@ namespace spava::select {
 // that hold kept rows of a selecting chunk wait for the score grid (keys, top-digit counts);
 // the others copy at once. Thread = kGatherPairs (row, 8-column chunk) pairs, every K and V load
 // in flight before any store; the index arithmetic comes before pdl_wait (off the critical path).
-constexpr int kGatherPairs = 2;
-
-// Rows per gather CTA: one round of kGatherPairs pairs per thread (>= 16: cpr <= 64).
-__host__ __device__ constexpr int gather_rows(int cpr) {
-  return kSelectThreads * kGatherPairs / cpr > 0 ? kSelectThreads * kGatherPairs / cpr : 1;
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kSelectThreads, 2) gather_kernel(const SelectPassingParams p) {
   __shared__ SelectShared sm;
   __shared__ int kept[kSelectThreads * kGatherPairs];  // positions of rows [i0, i1)
   extern __shared__ uint4 key_cache[];                 // [smem_keys / 4]
-  sel_stamp(kSelTraceGather, 0);
+  SPAVA_TRACE(sel_stamp(kSelTraceGather, 0));
   const int item = blockIdx.x / p.gather_tiles, tile = blockIdx.x % p.gather_tiles;
   const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
   const int c = item / (p.heads_kv * p.batch);
@@ -56,7 +51,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2) gather_kernel(const SelectP
     for (int u = 0; u < kLowBins / kSelectThreads; ++u) sm.hist3[tid + u * kSelectThreads] = 0;
     if (tid == 0) sm.num_ranked = 0;
     pdl_wait();  // the score grid has completed: p.keys and p.hist are visible
-    sel_stamp(kSelTraceGather, 1);
+    SPAVA_TRACE(sel_stamp(kSelTraceGather, 1));
     const uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
     const int4 top4 =  // in flight with the key copy
         __ldcg(reinterpret_cast<const int4*>(p.hist + int64_t(item) * kRadixBins) +
@@ -64,12 +59,12 @@ __global__ void __launch_bounds__(kSelectThreads, 2) gather_kernel(const SelectP
     const bool cached = len <= p.smem_keys;
     if (cached) fill_cache(keys, len, key_cache);
     __syncthreads();  // the cache and the zeroed counts are visible
-    sel_stamp(kSelTraceGather, 2);
+    SPAVA_TRACE(sel_stamp(kSelTraceGather, 2));
     const ItemKeys ks{keys, cached ? key_cache : nullptr, len};
     const Threshold th = find_threshold(ks, m, top4, sm);
-    sel_stamp(kSelTraceGather, 3);
+    SPAVA_TRACE(sel_stamp(kSelTraceGather, 3));
     kept_positions(ks, th, i0, i1, kept, sm);
-    sel_stamp(kSelTraceGather, 4);
+    SPAVA_TRACE(sel_stamp(kSelTraceGather, 4));
   }
 
   const int64_t start = p.chunk_start[c];
@@ -103,7 +98,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2) gather_kernel(const SelectP
       if (col[u] == 0) indices[i] = pos[u] < 0 ? -1 : start + pos[u];
     }
   }
-  sel_stamp(kSelTraceGather, 5);
+  SPAVA_TRACE(sel_stamp(kSelTraceGather, 5));
   pdl_wait();  // (returns at once when waited above) the grid never completes before the score grid
 }
 

@@ -1,29 +1,31 @@
 // select_passing kernels (1) qsum partials and (2) scores + max-pool + top-digit histogram;
 // kernel (3), select + gather, is in select_gather_kernel.cuh (its selection in select_block.cuh).
 //
-// Selection rule (DESIGN.md §1, tie rule included): keep the m = min(p, len) positions with the
-// largest smoothed score; among equal scores the lower position wins. Scores become
-// order-preserving uint32 keys; the exact m-th largest key is found by radix select (digit 1 =
-// key bits 31..21, its histogram built by all score CTAs of the item; digit 2 = bits 20..10;
-// then the few keys sharing both are ranked, or digit 3 = bits 9..0 counted: select_block.cuh)
-// and every larger key is kept plus the lowest positions equal to it. Every sum has a fixed
-// order and every count is an integer, so the result is deterministic: same input, same bytes.
+// Selection rule (docs/design.md "Selection", tie rule included): keep the m = min(p, len)
+// positions with the largest smoothed score; among equal scores the lower position wins. Scores
+// become order-preserving uint32 keys; the exact m-th largest key is found by radix select
+// (digit 1 = key bits 31..21, its histogram built by all score CTAs of the item; digit 2 = bits
+// 20..10; then the few keys sharing both are ranked, or digit 3 = bits 9..0 counted:
+// select_block.cuh) and every larger key is kept plus the lowest positions equal to it. Every
+// sum has a fixed order and every count is an integer, so the result is deterministic: same
+// input, same bytes.
 //
 // Protocol. Kernel 1 zeroes the per-item histograms. Each score CTA writes its rows' keys and
 // adds their top digits to the item's histogram. Every CTA of kernel 3 that holds kept rows of a
 // selecting chunk waits for the score grid, then repeats the item's select on its own (all of
 // them agree: same data, same arithmetic) and gathers its rows. With programmatic dependent
-// launch (sm_90+, launcher's choice) kernel 2 issues its K loads before pdl_wait() on kernel 1,
-// and kernel 3 is resident before kernel 2 ends. Every CTA of kernels 2 and 3 calls pdl_wait()
-// before it exits, so a grid never completes before its predecessor (kernel 3 reads kernel 2's
-// outputs, kernel 2 kernel 1's; without PDL the kernels run in plain stream order and pdl_wait()
-// returns at once).
+// launch (the launcher chains kernels 2 and 3 when their binaries are sm_90+) kernel 2 issues
+// its K loads before pdl_wait() on kernel 1, and kernel 3 is resident before kernel 2 ends.
+// Every CTA of kernels 2 and 3 calls pdl_wait() before it exits, so a grid never completes
+// before its predecessor (kernel 3 reads kernel 2's outputs, kernel 2 kernel 1's; without PDL
+// the kernels run in plain stream order and pdl_wait() returns at once).
 #pragma once
 
 #include <cstdint>
 
+#include "common/trace.cuh"
+#include "select_passing/config.h"
 #include "select_passing/select_passing.h"
-#include "select_passing/select_trace.cuh"
 #include "select_passing/select_utils.cuh"
 #include "spava/params.h"
 
@@ -63,13 +65,11 @@ __device__ __forceinline__ void count_bin(int* hist, bool counts, int bin) {
 // Thread = (row group, 8-column chunk) with kQsumLoads 16-byte loads in flight; the row groups
 // are then summed in a fixed order. The CTAs also zero hist for kernel 2 (their share of the
 // items (c, b, h), every chunk c).
-constexpr int kQsumThreads = 128;
-constexpr int kQsumLoads = 4;
 
 template <typename T>
 __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingParams p) {
   pdl_launch_dependents();  // kernel 2 loads its K rows meanwhile, then waits for this grid
-  sel_stamp(kSelTraceQsum, 0);
+  SPAVA_TRACE(sel_stamp(kSelTraceQsum, 0));
   __shared__ float part[kQsumThreads * 8];
   const int s = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
   const int G = p.heads_q / p.heads_kv, cpr = p.head_dim / 8;
@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
     for (int g = 0; g < groups; ++g) sum += part[(g * cpr + d / 8) * 8 + d % 8];
     out[d] = sum;
   }
-  sel_stamp(kSelTraceQsum, 1);
+  SPAVA_TRACE(sel_stamp(kSelTraceQsum, 1));
 }
 
 // ---------------------------------------------------------------------------- (2) scores
@@ -119,15 +119,7 @@ __global__ void __launch_bounds__(kQsumThreads) qsum_kernel(const SelectPassingP
 // goes to shared memory and the row sums follow in a fixed order. The max-pool of the raw scores
 // gives the keys of the CTA's rows (p.keys) and their top-digit counts (added to p.hist).
 // The launcher sizes a tile with its halo to one round of loads (64 KB) when it can.
-constexpr int kScoreThreads = 256;
-constexpr int kScoreLoads = 16;
-constexpr int kMinScoreRows = 32;
 constexpr int kRound = kScoreThreads * kScoreLoads;  // (row, chunk) pairs per round, at most
-
-// Rows of one round of loads (4096 / cpr when cpr divides 256; <= 4096).
-__host__ __device__ constexpr int score_round_rows(int cpr) {
-  return kScoreThreads / cpr * kScoreLoads;
-}
 
 // Shared-memory slot of pair f: one pad word per 32 keeps the row sums free of bank conflicts.
 __device__ __forceinline__ int padded(int f) { return f + (f >> 5); }
@@ -143,7 +135,7 @@ template <typename T>
 __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPassingParams p) {
   __shared__ ScoreShared sm;
   pdl_launch_dependents();  // kernel 3 becomes resident as CTAs retire, then waits for this grid
-  sel_stamp(kSelTraceScore, 0);
+  SPAVA_TRACE(sel_stamp(kSelTraceScore, 0));
   const int item = blockIdx.x / p.score_tiles, tile = blockIdx.x % p.score_tiles;
   const int h = item % p.heads_kv, b = (item / p.heads_kv) % p.batch;
   const int c = item / (p.heads_kv * p.batch);
@@ -171,7 +163,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
   load_round(0);  // K rows do not depend on kernel 1
   for (int i = tid; i < kRadixBins; i += kScoreThreads) sm.hist[i] = 0;
   pdl_wait();  // kernel 1 has completed: qsum partials and zeroed p.hist visible
-  sel_stamp(kSelTraceScore, 1);
+  SPAVA_TRACE(sel_stamp(kSelTraceScore, 1));
   for (int d = tid; d < p.head_dim; d += kScoreThreads) {  // all in flight, summed in order
     const float* part = p.qsum + (int64_t(b) * p.heads_kv + h) * p.head_dim + d;
     const int64_t split_stride = int64_t(p.batch) * p.heads_kv * p.head_dim;
@@ -186,7 +178,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     sm.qs[d] = sum;
   }
   __syncthreads();
-  sel_stamp(kSelTraceScore, 2);
+  SPAVA_TRACE(sel_stamp(kSelTraceScore, 2));
   float q8[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) q8[i] = sm.qs[cc * 8 + i];
@@ -208,7 +200,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     if (r0 >= hi - lo) break;
     load_round(r0);  // only when the halo or head_dim makes a tile exceed a round
   }
-  sel_stamp(kSelTraceScore, 3);
+  SPAVA_TRACE(sel_stamp(kSelTraceScore, 3));
   uint32_t* keys = p.keys + int64_t(item) * p.key_stride;
   const int row_end = min(len, row0 + p.score_rows);
   for (int j0 = row0; j0 < row_end; j0 += kScoreThreads) {  // warp-uniform trip count
@@ -230,7 +222,7 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     const int i = tid + u * kScoreThreads, count = sm.hist[i];
     global_add_if(count != 0, item_hist + i, count);
   }
-  sel_stamp(kSelTraceScore, 4);
+  SPAVA_TRACE(sel_stamp(kSelTraceScore, 4));
 }
 
 }  // namespace spava::select

@@ -23,7 +23,7 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 // if (p) *addr += v (shared / global memory), written as one predicated PTX reduction. Under a
 // plain `if` nvcc gives each atomic its own divergent region (BSSY / BSYNC); from this form
 // ptxas emits a short forward branch per atomic and one region for an unrolled group (the score
-// kernel's count and histogram flush: 1600 -> 1410 cycles, session 10's trace). For many
+// kernel's count and histogram flush: 1600 -> 1410 cycles in the trace). For many
 // atomics in a row a branch-free form is better still (count_digit in select_block.cuh).
 __device__ __forceinline__ void shared_add_if(bool p, int* addr, int v) {
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(addr));

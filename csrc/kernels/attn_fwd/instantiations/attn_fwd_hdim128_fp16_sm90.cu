@@ -5,8 +5,9 @@
 namespace spava {
 
 template <>
-void run_attn_fwd_sm90_<cutlass::half_t, 128>(const AttnFwdParams& params, cudaStream_t stream) {
-  launch_attn_fwd_sm90<cutlass::half_t, 128>(params, stream);
+void run_attn_fwd_sm90_<cutlass::half_t, 128>(const AttnFwdParams& params, cudaStream_t stream,
+    const char* trace_file) {
+  launch_attn_fwd_sm90<cutlass::half_t, 128>(params, stream, trace_file);
 }
 
 }  // namespace spava

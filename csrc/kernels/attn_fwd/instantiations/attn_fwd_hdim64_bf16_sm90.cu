@@ -5,8 +5,9 @@
 namespace spava {
 
 template <>
-void run_attn_fwd_sm90_<cutlass::bfloat16_t, 64>(const AttnFwdParams& params, cudaStream_t stream) {
-  launch_attn_fwd_sm90<cutlass::bfloat16_t, 64>(params, stream);
+void run_attn_fwd_sm90_<cutlass::bfloat16_t, 64>(const AttnFwdParams& params, cudaStream_t stream,
+    const char* trace_file) {
+  launch_attn_fwd_sm90<cutlass::bfloat16_t, 64>(params, stream, trace_file);
 }
 
 }  // namespace spava

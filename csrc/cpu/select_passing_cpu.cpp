@@ -3,8 +3,8 @@
 // For chunk c, batch b, kv head h (independent work items):
 //   qsum[d]   = sum over question rows t and the G heads of the group of q[b, t, h*G+g, d]  (fp32)
 //   score[j]  = sum_d k[b, start+j, h, d] * qsum[d]                                          (fp32)
-// (DESIGN.md scores with the mean; the sum is nq*G times it, so the selection is the same, and
-//  with small-integer inputs every implementation computes bit-identical scores.)
+// (docs/design.md scores with the mean; the sum is nq*G times it, so the selection is the same,
+//  and with small-integer inputs every implementation computes bit-identical scores.)
 //   smooth[j] = max of score over [j - pk/2, j + pk/2] clipped to the chunk
 //   keep the m = min(passing_len, len) largest smooth values; equal values: lower j first.
 // Outputs: indices[c, b, h, :m] = kept positions along k's dim 1, ascending, -1 after;
