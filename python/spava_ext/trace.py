@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Union
 
 import torch
 
-from . import _C  # noqa: F401  (loads the library and its schemas)
+from . import _C, envs  # noqa: F401  (_C loads the library and its schemas)
 
 __all__ = ["set_trace_file", "trace_to"]
 
@@ -33,3 +33,7 @@ def trace_to(path: Union[str, os.PathLike]) -> Iterator[None]:
         yield
     finally:
         set_trace_file(None)
+
+
+if envs.trace_file():  # SPAVA_TRACE_FILE: trace every launch of the process to that file
+    set_trace_file(envs.trace_file())
