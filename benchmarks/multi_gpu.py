@@ -117,7 +117,7 @@ def graph_replay(rank: int, world: int) -> None:
     assert torch.equal(captured, spava_ext.spava_attention(q2, k2, v2, layout))
 
 
-# (name, SMs left free by the attention launch (None: the default, comm.DEFAULT_RESERVE_SMS),
+# (name, SMs left free by the attention launch (None: the default, SPAVA_RESERVE_SMS or 4),
 # CTAs per NCCL kernel (None: the process group's, nccl_options' default = the reserve; 0:
 # NCCL's choice), microseconds a CTA polls a ready flag before it gives its unit back (None:
 # attn_fwd_group's default))
