@@ -18,6 +18,7 @@
 #include "cuda_params.h"
 #include "dtype_map.h"
 #include "ops.h"
+#include "trace.h"
 
 namespace spava {
 namespace {
@@ -129,7 +130,8 @@ void plan_and_run(const AttnFwdArgs& args, const at::Tensor& q0) {
     workspaces.push_back(at::zeros({kAttnSchedInts}, q0.options().dtype(at::kInt)));
     p.sched = workspaces.back().mutable_data_ptr<int>();
   }
-  run_attn_fwd(p, c10::cuda::getCurrentCUDAStream());
+  const std::string trace = trace_file();  // "": no trace (trace builds only)
+  run_attn_fwd(p, c10::cuda::getCurrentCUDAStream(), trace.c_str());
 }
 
 // The overlap options of attn_fwd_group in args: the grid's SM budget, the give-back
@@ -178,7 +180,7 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
   for (const auto& a : args) {
     if (!a.k.empty()) heads_kv = a.k[0].size(2);
   }
-  const double scale = softmax_scale.value_or(1.0 / std::sqrt(double(q[0].size(3))));
+  const double scale = resolve_softmax_scale(softmax_scale, q[0].size(3));
   AttnFwdArgs ga = group_args(q[0], heads_kv, scale);
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
