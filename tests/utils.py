@@ -107,3 +107,40 @@ def write_video(path, frames: int, seed: int = 0, size: int = 64, fps: int = 4) 
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+# ---------------------------------------------------------------------------------- models
+def reference_generate(model, inputs: dict, layout, max_new_tokens: int
+                       ) -> tuple[torch.Tensor, float]:
+    """What Spava generation must produce, from one process: ``model.generate`` (greedy) with
+    every decoder layer's prefill attention replaced by ``spava_ext.reference.spava_attention``
+    over the whole prompt (``layout``) and exact attention over the cache while decoding.
+    Returns the new token ids ``[B, max_new_tokens]`` and the smallest gap between the two best
+    logits of any step (a test's precondition: no near-ties)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from spava_ext import reference
+    from spava_ext.integrations.transformers import _parts
+
+    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        if query.shape[2] != layout.seq_len:  # a decode step: exact
+            return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                          scaling=scaling, **kwargs)
+        q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+        return reference.spava_attention(q, k, v, layout, softmax_scale=scaling), None
+
+    AttentionInterface.register("spava_test_reference", attention)
+    decoder = _parts(model).decoder
+    previous = decoder.config._attn_implementation
+    decoder.set_attn_implementation("spava_test_reference")
+    try:
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=None, output_scores=True,
+                                 return_dict_in_generate=True)
+    finally:
+        decoder.set_attn_implementation(previous)
+    top2 = torch.stack(out.scores).topk(2, dim=-1).values
+    gap = (top2[..., 0] - top2[..., 1]).min().item()
+    return out.sequences[:, inputs["input_ids"].shape[1]:], gap
