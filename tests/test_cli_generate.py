@@ -72,3 +72,40 @@ def test_generate_cli_missing_paths(tmp_path):
                           str(tmp_path / "nope"), "--video", "x.mp4", "--question", "q"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "model directory" in res.stderr and "not found" in res.stderr
+
+
+CLOSE_SCRIPT = """
+import os, sys
+from spava_ext.session import _Session
+
+def names():
+    out = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            out.append(open(f"/proc/self/task/{t}/comm").read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return out
+
+ses = _Session(sys.argv[1])
+during = [n for n in names() if "gloo" in n]
+ses.close()
+print(f"gloo threads: {len(during)} before close, {[n for n in names() if 'gloo' in n]} after")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads Linux's /proc")
+def test_close_ends_the_process_groups_threads(tiny_vl_dir, tmp_path):
+    """After close() no gloo thread is left, although loading the model imported
+    torch.distributed.nn: a left thread that releases a tensor during interpreter shutdown
+    aborts the process (the flaky exit of `spava generate`)."""
+    script = tmp_path / "close.py"
+    script.write_text(CLOSE_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()), str(script), str(tiny_vl_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("gloo threads:")]
+    assert len(lines) == 2 and all(line.endswith("before close, [] after") for line in lines)
+    assert all(not line.startswith("gloo threads: 0 ") for line in lines), lines
