@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny Qwen2.5-VL on disk (weights, tokenizer, processor)."""
+"""Shared fixtures (a tiny Qwen2.5-VL on disk: weights, tokenizer, processor) and the skipping of
+GPU-marked tests."""
 
 import pytest
 import torch
@@ -11,6 +12,16 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['
             "{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
             "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip without a CUDA GPU, ``multigpu`` ones without two."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for item in items:
+        if item.get_closest_marker("cuda") is not None and gpus < 1:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if item.get_closest_marker("multigpu") is not None and gpus < 2:
+            item.add_marker(pytest.mark.skip(reason=f"needs 2 CUDA GPUs, found {gpus}"))
 
 
 @pytest.fixture(scope="session")

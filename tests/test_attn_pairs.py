@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from spava_ext import ops, reference
-from utils import HAS_CUDA, assert_attn_close
+from utils import assert_attn_close
 
 FULL = ops.FULL
-pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+pytestmark = pytest.mark.cuda
 HEAD_DIMS = ops.build_info().get("attn_fwd_head_dims", [])
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from utils import _free_port, write_video
+from utils import _free_port, reference_generate, write_video
 
 transformers = pytest.importorskip("transformers")
 av = pytest.importorskip("av")
@@ -44,8 +44,27 @@ def test_generate_cli_spava_equals_dense(assets):
     two, out2 = run(common + ["--passing-len", "exact", "--anchor-len", "4"], nproc=2)
     assert two == dense, (two, dense)
     assert "2 rank(s)" in out2
-    approx, _ = run(common + ["--passing-len", "2"], nproc=2)  # approximate mode runs too
-    assert approx.startswith("answer:")
+    approx, out3 = run(common + ["--passing-len", "2"], nproc=2)
+    want, layout = _reference_answer(model_dir, video, passing_len=2, world=2)
+    assert f"layout: {layout!r}" in out3, out3
+    assert approx == want, (approx, want, dense)
+
+
+def _reference_answer(model_dir, video, passing_len, world):
+    """The answer `spava generate --passing-len P` must print on ``world`` ranks, from this
+    process (the CLI's device, dtype and prompt; reference Spava attention in the prefill)."""
+    from spava_ext.integrations.qwen_vl import default_query_len
+    from spava_ext.layout import SpavaLayout
+    from spava_ext.session import _Session
+
+    ses = _Session(str(model_dir))
+    inputs, _, _ = ses.inputs(str(video), "what is in the video ?", 4.0, 64)
+    ids = inputs["input_ids"]
+    auto = SpavaLayout.auto(ids.shape[1], default_query_len(ses.model.model, ids), world)
+    layout = SpavaLayout(auto.seq_len, auto.anchor_len, auto.query_len, world, passing_len)
+    tokens, gap = reference_generate(ses.model, dict(inputs), layout, 6)
+    assert gap > 1e-2  # precondition: no near-ties
+    return "answer: " + ses.processor.batch_decode(tokens, skip_special_tokens=True)[0], layout
 
 
 def test_generate_cli_missing_paths(tmp_path):
@@ -53,3 +72,40 @@ def test_generate_cli_missing_paths(tmp_path):
                           str(tmp_path / "nope"), "--video", "x.mp4", "--question", "q"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "model directory" in res.stderr and "not found" in res.stderr
+
+
+CLOSE_SCRIPT = """
+import os, sys
+from spava_ext.session import _Session
+
+def names():
+    out = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            out.append(open(f"/proc/self/task/{t}/comm").read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return out
+
+ses = _Session(sys.argv[1])
+during = [n for n in names() if "gloo" in n]
+ses.close()
+print(f"gloo threads: {len(during)} before close, {[n for n in names() if 'gloo' in n]} after")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads Linux's /proc")
+def test_close_ends_the_process_groups_threads(tiny_vl_dir, tmp_path):
+    """After close() no gloo thread is left, although loading the model imported
+    torch.distributed.nn: a left thread that releases a tensor during interpreter shutdown
+    aborts the process (the flaky exit of `spava generate`)."""
+    script = tmp_path / "close.py"
+    script.write_text(CLOSE_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()), str(script), str(tiny_vl_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("gloo threads:")]
+    assert len(lines) == 2 and all(line.endswith("before close, [] after") for line in lines)
+    assert all(not line.startswith("gloo threads: 0 ") for line in lines), lines

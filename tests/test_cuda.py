@@ -6,9 +6,9 @@ import torch
 
 import spava_ext
 from spava_ext import SpavaLayout, ops, reference
-from utils import HAS_CUDA, assert_attn_close, grid_inputs
+from utils import assert_attn_close, grid_inputs
 
-pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+pytestmark = pytest.mark.cuda
 
 FULL = ops.FULL
 HEAD_DIMS = ops.build_info().get("attn_fwd_head_dims", [])

@@ -84,3 +84,57 @@ def test_shard_errors():
         lay.shard(torch.zeros(1, 20), 2)
     with pytest.raises(ValueError, match="parts"):
         lay.unshard([torch.zeros(1, lay.local_len(0))])
+
+
+def test_numpy_and_torch_integers_are_ints():
+    np = pytest.importorskip("numpy")
+    lay = SpavaLayout(np.int64(100), np.int32(10), torch.tensor(3),
+                      torch.tensor(2, dtype=torch.int8), np.uint16(4), pool_kernel=np.int64(3))
+    assert lay == SpavaLayout(100, 10, 3, 2, 4, pool_kernel=3)
+    assert all(type(x) is int for x in (lay.seq_len, lay.anchor_len, lay.query_len,
+                                        lay.world_size, lay.passing_len, lay.pool_kernel))
+    assert lay.local_len(np.int64(1)) == lay.local_len(1)
+    assert lay.chunk_bounds(torch.tensor(3)) == lay.chunk_bounds(3)
+    assert torch.equal(lay.shard(torch.arange(100)[None], np.int32(1)),
+                       lay.shard(torch.arange(100)[None], 1))
+    assert SpavaLayout.auto(np.int64(1000), torch.tensor(10), np.int64(2)) == \
+        SpavaLayout.auto(1000, 10, 2)
+
+
+@pytest.mark.parametrize("value", [True, 3.0, torch.tensor(3.0), torch.tensor([3]),
+                                   torch.tensor(True), "3", None])
+def test_non_integers_are_rejected(value):
+    with pytest.raises(ValueError, match=r"SpavaLayout: seq_len must be an integer, got "):
+        SpavaLayout(value, 0, 1, 1, 2)
+
+
+def test_sizes_that_do_not_fit_name_the_field():
+    from spava_ext.layout import MAX_WORLD_SIZE
+
+    with pytest.raises(ValueError, match=rf"world_size = {10**9} exceeds the supported maximum "
+                                         rf"{MAX_WORLD_SIZE}"):
+        SpavaLayout(100, 0, 1, 10**9, 2)
+    assert SpavaLayout(100, 0, 1, MAX_WORLD_SIZE, 2).num_chunks == 2 * MAX_WORLD_SIZE
+    with pytest.raises(ValueError, match=rf"seq_len = {2**63} does not fit in int64"):
+        SpavaLayout(2**63, 0, 1, 1, 2)
+    with pytest.raises(ValueError, match=rf"passing_len = {2**64} does not fit in int64"):
+        SpavaLayout(100, 0, 1, 1, 2**64)
+    with pytest.raises(ValueError, match=r"SpavaLayout: rank tensor\(2\) not in \[0, 2\)"):
+        SpavaLayout(100, 0, 1, 2, 2).local_len(torch.tensor(2))
+    with pytest.raises(ValueError, match=r"chunk_bounds: chunk must be >= 0, got -1"):
+        SpavaLayout(100, 0, 1, 2, 2).chunk_bounds(-1)
+
+
+@pytest.mark.parametrize("heads,message", [
+    ((4, 0, 8), "Hkv \\(kv heads\\) must be >= 1, got 0"),
+    ((0, 2, 8), "Hq \\(query heads\\) must be >= 1, got 0"),
+    ((4, 2, 0), "D \\(head dim\\) must be >= 1, got 0"),
+    ((6, 4, 8), "Hq = 6 query heads is not a multiple of Hkv = 4 kv heads"),
+    ((4.0, 2, 8), "Hq \\(query heads\\) must be an integer, got 4.0"),
+])
+def test_check_heads(heads, message):
+    from spava_ext.layout import check_heads
+
+    assert check_heads("call", 28, 4, 128) == (28, 4, 128) and check_heads("c", 8, 8) == (8, 8)
+    with pytest.raises(ValueError, match="^call: " + message):
+        check_heads("call", *heads)

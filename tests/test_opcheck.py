@@ -4,9 +4,7 @@ import pytest
 import torch
 
 from spava_ext import ops
-from utils import HAS_CUDA, randn_inputs
-
-DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+from utils import DEVICES, randn_inputs
 
 
 def op_args(name: str, device: str):

@@ -15,7 +15,7 @@ def test_hold_from_host_times():
     assert timing._hold_s([]) == 0.0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_pipelined_sample_excludes_the_first_calls_host_time():
     """Two functions queue the same ~3 ms spin kernel; one spends 2 ms on the host first. With
     2 calls per sample the second call's host time overlaps the first kernel, and the first
@@ -34,7 +34,7 @@ def test_pipelined_sample_excludes_the_first_calls_host_time():
     assert abs(slow - fast) < 0.05 * fast, (slow, fast)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_sustained_time_is_the_time_per_call():
     """sustained_time's windows of back-to-back calls give ms per call: a ~1 ms spin kernel
     measures ~1 ms (not the window, not a sample of 4), like gpu_time's pipelined samples."""

@@ -9,11 +9,14 @@ import tempfile
 import traceback
 from typing import Callable, Optional
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 HAS_CUDA = torch.cuda.is_available()
+#: ``device`` parameters: the CUDA case carries the ``cuda`` marker (skipped without a GPU).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def grid_inputs(B: int, L: int, Hq: int, Hkv: int, D: int, dtype=torch.float32, seed: int = 0,
@@ -49,6 +52,28 @@ def assert_attn_close(name: str, out: torch.Tensor, ref: torch.Tensor,
         where = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
         raise AssertionError(f"{name}: max error {err.max().item():.3g} at {where} > tolerance "
                              f"{tol:.3g} (lowprec baseline {base:.3g})")
+
+
+def assert_lse_close(name: str, lse: torch.Tensor, ref: torch.Tensor,
+                     ref_lowprec: Optional[torch.Tensor] = None) -> None:
+    """Log-sum-exps against the fp32 reference: the same -inf rows (rows that see no key), no NaN,
+    and elsewhere max|lse - ref| <= 2 * max|ref_lowprec - ref| + 8 * eps(fp32) * max(1, max|ref|):
+    the rounding of an fp32 log-sum-exp of that size (measured on CPU in fp32: up to 1.3 eps times
+    |ref|), plus the FlashAttention rule when ``ref_lowprec`` (the same math in the tested dtype)
+    is given."""
+    lse, ref = lse.float().cpu(), ref.float().cpu()
+    assert lse.shape == ref.shape, f"{name}: lse shape {tuple(lse.shape)} != {tuple(ref.shape)}"
+    assert not torch.isnan(lse).any(), f"{name}: NaN in lse"
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(ref)), f"{name}: -inf rows differ"
+    fin = torch.isfinite(ref)
+    if not fin.any():
+        return
+    base = 0.0
+    if ref_lowprec is not None:
+        base = (ref_lowprec.float().cpu()[fin] - ref[fin]).abs().max().item()
+    tol = 2 * base + 8 * torch.finfo(torch.float32).eps * max(1.0, ref[fin].abs().max().item())
+    err = (lse[fin] - ref[fin]).abs().max().item()
+    assert err <= tol, f"{name}: lse max error {err:.3g} > tolerance {tol:.3g} (base {base:.3g})"
 
 
 # ---------------------------------------------------------------------------------- ranks
@@ -107,3 +132,40 @@ def write_video(path, frames: int, seed: int = 0, size: int = 64, fps: int = 4) 
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+# ---------------------------------------------------------------------------------- models
+def reference_generate(model, inputs: dict, layout, max_new_tokens: int
+                       ) -> tuple[torch.Tensor, float]:
+    """What Spava generation must produce, from one process: ``model.generate`` (greedy) with
+    every decoder layer's prefill attention replaced by ``spava_ext.reference.spava_attention``
+    over the whole prompt (``layout``) and exact attention over the cache while decoding.
+    Returns the new token ids ``[B, max_new_tokens]`` and the smallest gap between the two best
+    logits of any step (a test's precondition: no near-ties)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from spava_ext import reference
+    from spava_ext.integrations.transformers import _parts
+
+    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        if query.shape[2] != layout.seq_len:  # a decode step: exact
+            return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                          scaling=scaling, **kwargs)
+        q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+        return reference.spava_attention(q, k, v, layout, softmax_scale=scaling), None
+
+    AttentionInterface.register("spava_test_reference", attention)
+    decoder = _parts(model).decoder
+    previous = decoder.config._attn_implementation
+    decoder.set_attn_implementation("spava_test_reference")
+    try:
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=None, output_scores=True,
+                                 return_dict_in_generate=True)
+    finally:
+        decoder.set_attn_implementation(previous)
+    top2 = torch.stack(out.scores).topk(2, dim=-1).values
+    gap = (top2[..., 0] - top2[..., 1]).min().item()
+    return out.sequences[:, inputs["input_ids"].shape[1]:], gap

@@ -1,4 +1,4 @@
-"""The ``spava`` command (also ``python -m spava_ext``).
+"""The spava command (also: python -m spava_ext).
 
     spava demo [--world-size W] [--frames F] ...   Spava attention on a synthetic video layer
                                                    over W ranks vs dense attention
@@ -8,11 +8,16 @@
     torchrun --nproc-per-node N -m spava_ext generate --model DIR --video FILE --question TEXT
                                                    answer a question about a video (Qwen2.5-VL,
                                                    Qwen3-VL, InternVL3, LLaVA-OneVision ...)
+    torchrun --nproc-per-node N -m spava_ext eval --bench NAME --data DIR --model DIR
+                                                   LongVideoBench / VNBench accuracy
+
+Every argument is checked before a model, a video or a rank process is loaded or started.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import torch
@@ -20,7 +25,69 @@ import torch
 __all__ = ["main"]
 
 
-# ---------------------------------------------------------------------------------- bench
+# ---------------------------------------------------------------------------------- argument types
+def int_at_least(minimum: int):
+    """argparse ``type``: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def int_or_words(minimum: int, *words: str):
+    """argparse ``type``: one of ``words`` or an integer >= ``minimum``."""
+    as_int = int_at_least(minimum)
+
+    def parse(text: str):
+        if text in words:
+            return text
+        try:
+            return as_int(text)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(
+                f"expected {', '.join(repr(w) for w in words)} or an integer >= {minimum}, "
+                f"got {text!r}") from e
+
+    return parse
+
+
+def heads_pair(text: str) -> tuple[int, int]:
+    """argparse ``type``: query/kv heads such as ``28/4`` (Hq a multiple of Hkv)."""
+    from .layout import check_heads
+
+    try:
+        hq, hkv = (int(x) for x in text.split("/"))
+        return check_heads("--heads", hq, hkv)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected query/kv heads like 28/4 (Hq a multiple of Hkv), got {text!r}") from e
+
+
+def bandwidths(text: str) -> list[float]:
+    """argparse ``type``: a comma list of link bandwidths in GB/s, each > 0."""
+    return [positive_float(x) for x in text.split(",")]
+
+
+# ---------------------------------------------------------------------------------- commands
 def cmd_bench(args) -> int:
     import datetime
     import json
@@ -32,16 +99,11 @@ def cmd_bench(args) -> int:
         print("spava bench: --simulate-world-size runs the ranks' work on a CUDA GPU; none found",
               file=sys.stderr)
         return 2
-    try:
-        hq, hkv = (int(x) for x in args.heads.split("/"))
-    except ValueError:
-        print(f"spava bench: --heads must look like 28/4, got {args.heads!r}", file=sys.stderr)
-        return 2
+    hq, hkv = args.heads
     cfg = SimConfig(context=args.context, question=args.question,
                     world=args.simulate_world_size, heads_q=hq, heads_kv=hkv,
                     head_dim=args.head_dim, anchor=args.anchor, passing=args.passing,
-                    bandwidths_gbs=[float(b) for b in args.bandwidth.split(",")],
-                    repeats=args.repeats, dense=not args.no_dense)
+                    bandwidths_gbs=args.bandwidth, repeats=args.repeats, dense=not args.no_dense)
     res = simulate(cfg)
     res["card"] = torch.cuda.get_device_name()
     res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -61,10 +123,23 @@ def cmd_demo(args) -> int:
     return run(args)
 
 
+def check_demo(args) -> None:
+    from .demo import check_demo_args
+
+    check_demo_args(args)
+
+
 def cmd_generate(args) -> int:
     from .session import cmd_generate as run
 
     return run(args)
+
+
+def check_eval(args) -> None:
+    """The annotation file and the selected items' videos, before any model is loaded."""
+    from .evaluation import load_items
+
+    load_items(args.bench, args.data, args.annotations, args.limit)
 
 
 def cmd_eval(args) -> int:
@@ -74,43 +149,82 @@ def cmd_eval(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- main
+def _add_demo(sub) -> None:
+    demo = sub.add_parser("demo", help="Spava attention on a synthetic video layer vs dense")
+    demo.add_argument("--world-size", type=int_at_least(1), default=4,
+                      help="CPU rank processes (gloo)")
+    demo.add_argument("--frames", type=int_at_least(1), default=64)
+    demo.add_argument("--tokens-per-frame", type=int_at_least(1), default=96)
+    demo.add_argument("--prefix", type=int_at_least(0), default=32, help="system-prompt tokens")
+    demo.add_argument("--question", type=int_at_least(1), default=32, help="question tokens")
+    demo.add_argument("--heads-q", type=int_at_least(1), default=16,
+                      help="query heads, a multiple of --heads-kv")
+    demo.add_argument("--heads-kv", type=int_at_least(1), default=2)
+    demo.add_argument("--head-dim", type=int_at_least(1), default=64)
+    demo.add_argument("--anchor", type=int_at_least(0), default=None,
+                      help="anchor tokens (default: the paper's)")
+    demo.add_argument("--passing", type=int_at_least(1), default=None,
+                      help="passing tokens per chunk (default: the paper's)")
+    demo.add_argument("--repeats", type=int_at_least(1), default=3,
+                      help="timed calls per layout (the median is shown)")
+    demo.add_argument("--seed", type=int_at_least(0), default=0)
+    demo.set_defaults(func=cmd_demo, check=check_demo)
+
+
+def _add_bench(sub) -> None:
+    bench = sub.add_parser("bench", help="single-GPU simulation of a W-rank Spava layer")
+    bench.add_argument("--simulate-world-size", type=int_at_least(1), required=True, metavar="W")
+    bench.add_argument("--context", type=int_at_least(1), default=131072,
+                       help="context tokens (anchor incl.)")
+    bench.add_argument("--question", type=int_at_least(1), default=64)
+    bench.add_argument("--heads", type=heads_pair, default=(28, 4),
+                       help="query/kv heads (default 28/4, Qwen2.5-VL-7B)")
+    bench.add_argument("--head-dim", type=int_at_least(1), default=128)
+    bench.add_argument("--anchor", type=int_at_least(0), default=None,
+                       help="default: the paper's")
+    bench.add_argument("--passing", type=int_at_least(1), default=None,
+                       help="default: the paper's")
+    bench.add_argument("--bandwidth", type=bandwidths, default=[450.0, 50.0],
+                       help="link GB/s per direction, comma list (default 450,50)")
+    bench.add_argument("--repeats", type=int_at_least(1), default=10)
+    bench.add_argument("--no-dense", action="store_true", help="skip the dense SDPA baselines")
+    bench.add_argument("--json", default=None, help="write the full result here")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _add_model_args(parser, max_new_tokens: int) -> None:
+    """Arguments shared by generate and eval."""
+    parser.add_argument("--model", required=True,
+                        help="local model directory; its config's model_type picks the family "
+                             "(docs/models.md)")
+    parser.add_argument("--fps", type=positive_float, default=1.0,
+                        help="frames sampled per second of video (default 1)")
+    parser.add_argument("--max-frames", type=int_at_least(2), default=64,
+                        help="at most this many frames, spread over the whole video and rounded "
+                             "down to an even count (the model takes frames in pairs; default 64)")
+    parser.add_argument("--max-new-tokens", type=int_at_least(1), default=max_new_tokens,
+                        help=f"answer tokens at most (default {max_new_tokens})")
+    parser.add_argument("--attention", choices=["spava", "dense"], default="spava",
+                        help="spava: Spava prefill over the torchrun ranks and exact distributed "
+                             "decode; dense: the model's own attention on rank 0 (the baseline)")
+    parser.add_argument("--passing-len", type=int_or_words(1, "auto", "exact"), default="auto",
+                        help="keys each context chunk passes on: an integer >= 1, 'auto' (the "
+                             "paper's) or 'exact' (all: equals dense attention)")
+    parser.add_argument("--anchor-len", type=int_or_words(0, "auto"), default="auto",
+                        help="anchor tokens at the start of the prompt: an integer >= 0 or "
+                             "'auto' (the paper's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spava", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="Spava attention on a synthetic video layer vs dense")
-    demo.add_argument("--world-size", type=int, default=4)
-    demo.add_argument("--frames", type=int, default=64)
-    demo.add_argument("--tokens-per-frame", type=int, default=96)
-    demo.add_argument("--prefix", type=int, default=32, help="system-prompt tokens")
-    demo.add_argument("--question", type=int, default=32, help="question tokens")
-    demo.add_argument("--heads-q", type=int, default=16)
-    demo.add_argument("--heads-kv", type=int, default=2)
-    demo.add_argument("--head-dim", type=int, default=64)
-    demo.add_argument("--anchor", type=int, default=None, help="default: the paper's")
-    demo.add_argument("--passing", type=int, default=None, help="default: the paper's")
-    demo.add_argument("--repeats", type=int, default=3)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=cmd_demo)
-    bench = sub.add_parser("bench", help="single-GPU simulation of a W-rank Spava layer")
-    bench.add_argument("--simulate-world-size", type=int, required=True, metavar="W")
-    bench.add_argument("--context", type=int, default=131072, help="context tokens (anchor incl.)")
-    bench.add_argument("--question", type=int, default=64)
-    bench.add_argument("--heads", default="28/4", help="query/kv heads (Qwen2.5-VL-7B: 28/4)")
-    bench.add_argument("--head-dim", type=int, default=128)
-    bench.add_argument("--anchor", type=int, default=None, help="default: the paper's")
-    bench.add_argument("--passing", type=int, default=None, help="default: the paper's")
-    bench.add_argument("--bandwidth", default="450,50", help="link GB/s per direction, comma list")
-    bench.add_argument("--repeats", type=int, default=10)
-    bench.add_argument("--no-dense", action="store_true", help="skip the dense SDPA baselines")
-    bench.add_argument("--json", default=None, help="write the full result here")
-    bench.set_defaults(func=cmd_bench)
+    _add_demo(sub)
+    _add_bench(sub)
     gen = sub.add_parser("generate", help="answer a question about a video (run with torchrun)")
-    gen.add_argument("--model", required=True,
-                     help="local model directory; its config's model_type picks the family "
-                          "(docs/models.md)")
-    gen.add_argument("--video", required=True)
+    gen.add_argument("--video", required=True, help="local video file (decoded with PyAV)")
     gen.add_argument("--question", required=True)
+    _add_model_args(gen, max_new_tokens=128)
     gen.set_defaults(func=cmd_generate)
     ev = sub.add_parser("eval", help="LongVideoBench / VNBench accuracy (run with torchrun)")
     ev.add_argument("--bench", choices=["longvideobench", "vnbench"], required=True)
@@ -118,23 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--annotations", default=None,
                     help="annotation file in --data (default lvb_val.json / "
                          "VNBench-main-4try.json)")
-    ev.add_argument("--model", required=True, help="local model directory (Qwen2.5-VL)")
-    ev.add_argument("--limit", type=int, default=0, help="first N items only")
+    ev.add_argument("--limit", type=int_at_least(0), default=0,
+                    help="first N items only (default 0: all)")
     ev.add_argument("--out", default=None, help="results .jsonl (default <bench>_<attn>_...)")
-    for a in (gen, ev):
-        a.add_argument("--max-frames", type=int, default=64)
-        a.add_argument("--fps", type=float, default=1.0)
-        a.add_argument("--max-new-tokens", type=int, default=128 if a is gen else 8)
-        a.add_argument("--attention", choices=["spava", "dense"], default="spava")
-        a.add_argument("--passing-len", default="auto", help="an int, 'auto' or 'exact'")
-        a.add_argument("--anchor-len", default="auto", help="an int or 'auto'")
-    ev.set_defaults(func=cmd_eval)
+    _add_model_args(ev, max_new_tokens=8)
+    ev.set_defaults(func=cmd_eval, check=check_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "world_size", 1) < 1 or getattr(args, "simulate_world_size", 1) < 1:
-        print("spava: the world size must be >= 1", file=sys.stderr)
-        return 2
+    """Parse and check every argument (exit status 2 with a one-line error), then run."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    if check is not None:
+        try:
+            check(args)
+        except ValueError as e:
+            print(f"spava {args.command}: error: {e}", file=sys.stderr)
+            return 2
     return args.func(args)

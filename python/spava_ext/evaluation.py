@@ -10,7 +10,8 @@ Datasets (as their authors release them):
   scoring), accuracy averaged over task types.
 
 ``run_benchmark`` asks the model every item (with Spava or dense attention) and writes one JSON
-line per item; ``score`` turns such lines into accuracies.
+line per item; ``score`` turns such lines into accuracies. A missing or malformed annotation file
+or item raises :class:`DatasetError` naming the file, the item and the field.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Optional
 
-__all__ = ["Item", "load_longvideobench", "load_vnbench", "parse_choice", "score",
-           "run_benchmark"]
+__all__ = ["Item", "DatasetError", "load_longvideobench", "load_vnbench", "load_items",
+           "parse_choice", "score", "run_benchmark"]
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
@@ -42,36 +43,100 @@ def _letters(options: list[str]) -> str:
     return "\n".join(f"{chr(ord('A') + i)}. {o}" for i, o in enumerate(options))
 
 
+class DatasetError(ValueError):
+    """A dataset that cannot be used as given: the message names the file, item and field."""
+
+
 def _read(path: str) -> list[dict]:
+    """The items of a JSON list or JSON-lines file."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"annotation file '{path}' not found")
     with open(path) as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return json.load(f)
+        try:
+            if path.endswith(".jsonl"):
+                items = [json.loads(line) for line in f if line.strip()]
+            else:
+                items = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"annotation file '{path}' is not valid JSON: {e}") from None
+    if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
+        raise DatasetError(f"annotation file '{path}' must hold a list of objects (one per item)")
+    return items
+
+
+def _field(d: dict, key: str, what: str):
+    if key not in d:
+        raise DatasetError(f"{what} has no field '{key}'")
+    return d[key]
+
+
+def _options(d: dict, key: str, what: str) -> list[str]:
+    options = _field(d, key, what)
+    if not isinstance(options, list) or not 2 <= len(options) <= 26:
+        raise DatasetError(f"{what}: '{key}' must be a list of 2 to 26 options, got {options!r}")
+    return [str(o) for o in options]
 
 
 def load_longvideobench(root: str, annotations: str = "lvb_val.json") -> list[Item]:
+    path = os.path.join(root, annotations)
     items = []
-    for d in _read(os.path.join(root, annotations)):
+    for i, d in enumerate(_read(path)):
+        what = f"LongVideoBench item {d.get('id', i)} in '{path}'"
         if "correct_choice" not in d:
-            raise ValueError(f"LongVideoBench item {d.get('id')} has no correct_choice "
-                             "(the test split has no answers)")
-        items.append(Item(str(d["id"]), os.path.join(root, "videos", d["video_path"]),
-                          f"Question: {d['question']}\n{_letters(d['candidates'])}\n{INSTRUCTION}",
-                          chr(ord("A") + int(d["correct_choice"])),
-                          str(d.get("duration_group", "all")), str(d["id"])))
+            raise DatasetError(f"{what} has no correct_choice (the test split has no answers)")
+        options = _options(d, "candidates", what)
+        choice = d["correct_choice"]
+        if isinstance(choice, bool) or not isinstance(choice, int) or not (
+                0 <= choice < len(options)):
+            raise DatasetError(f"{what}: correct_choice {choice!r} is not an option index "
+                               f"in [0, {len(options)})")
+        items.append(Item(str(_field(d, "id", what)),
+                          os.path.join(root, "videos", str(_field(d, "video_path", what))),
+                          f"Question: {_field(d, 'question', what)}\n{_letters(options)}\n"
+                          f"{INSTRUCTION}",
+                          chr(ord("A") + choice), str(d.get("duration_group", "all")),
+                          str(d["id"])))
     return items
 
 
 def load_vnbench(root: str, annotations: str) -> list[Item]:
+    path = os.path.join(root, annotations)
     items = []
-    for i, d in enumerate(_read(os.path.join(root, annotations))):
-        video = d["video"] if os.path.isabs(d["video"]) else os.path.join(root, d["video"])
-        options = list(d["options"])
-        key = str(d["question_id"])[:-2] if "question_id" in d else f"{d['video']}|{d['question']}"
+    for i, d in enumerate(_read(path)):
+        what = f"VNBench item {d.get('question_id', i)} in '{path}'"
+        video = str(_field(d, "video", what))
+        video = video if os.path.isabs(video) else os.path.join(root, video)
+        options = _options(d, "options", what)
+        gt = str(_field(d, "gt", what))
+        if gt not in options:
+            raise DatasetError(f"{what}: the answer gt = {gt!r} is not among the options "
+                               f"{options}")
+        question = _field(d, "question", what)
+        key = str(d["question_id"])[:-2] if "question_id" in d else f"{d['video']}|{question}"
         items.append(Item(str(d.get("question_id", i)), video,
-                          f"{d['question']}\n{_letters(options)}\n{INSTRUCTION}",
-                          chr(ord("A") + options.index(d["gt"])), str(d.get("type", "all")),
-                          key))
+                          f"{question}\n{_letters(options)}\n{INSTRUCTION}",
+                          chr(ord("A") + options.index(gt)), str(d.get("type", "all")), key))
+    return items
+
+
+def load_items(bench: str, root: str, annotations: Optional[str] = None,
+               limit: int = 0) -> list[Item]:
+    """The first ``limit`` items (0: all) of a benchmark, with their video files checked."""
+    if limit < 0:
+        raise DatasetError(f"limit must be >= 0 (0: all items), got {limit}")
+    if not os.path.isdir(root):
+        raise DatasetError(f"dataset directory '{root}' not found")
+    if bench == "longvideobench":
+        items = load_longvideobench(root, annotations or "lvb_val.json")
+    elif bench == "vnbench":
+        items = load_vnbench(root, annotations or "VNBench-main-4try.json")
+    else:
+        raise DatasetError(f"unknown benchmark {bench!r} (longvideobench or vnbench)")
+    items = items[:limit] if limit else items
+    missing = [item for item in items if not os.path.isfile(item.video)]
+    if missing:
+        raise DatasetError(f"{len(missing)} of {len(items)} items' videos not found, the first: "
+                           f"item {missing[0].id}, '{missing[0].video}'")
     return items
 
 

@@ -16,12 +16,19 @@ collective of equal-sized parts moves them.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["SpavaLayout", "LocalSegments", "balanced_split"]
+__all__ = ["SpavaLayout", "LocalSegments", "balanced_split", "check_heads", "MAX_WORLD_SIZE"]
+
+#: The largest world size a layout accepts: a layout keeps lists of 2W chunk sizes, starts and
+#: passing sizes, and no job runs anywhere near this many ranks.
+MAX_WORLD_SIZE = 1 << 16
+#: Lengths and offsets reach the ops as int64.
+_INT64_MAX = (1 << 63) - 1
 
 
 def balanced_split(n: int, parts: int) -> list[int]:
@@ -30,12 +37,38 @@ def balanced_split(n: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"SpavaLayout: {name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"SpavaLayout: {name} must be >= {minimum}, got {value}")
-    return value
+def _check_int(name: str, value, minimum: int, maximum: int = _INT64_MAX,
+               call: str = "SpavaLayout") -> int:
+    """``value`` as a Python int (Python, numpy or 0-d torch integers) in [minimum, maximum]."""
+    tensor = isinstance(value, torch.Tensor)
+    if isinstance(value, bool) or tensor and (value.dtype == torch.bool or value.dim() != 0):
+        number = None  # operator.index would take True and one-element tensors
+    else:
+        try:
+            number = operator.index(value)
+        except TypeError:
+            number = None
+    if number is None:
+        raise ValueError(f"{call}: {name} must be an integer, got {value!r}")
+    if number < minimum:
+        raise ValueError(f"{call}: {name} must be >= {minimum}, got {number}")
+    if number > maximum:
+        limit = ("does not fit in int64 (the ops' index type)" if maximum == _INT64_MAX
+                 else f"exceeds the supported maximum {maximum}")
+        raise ValueError(f"{call}: {name} = {number} {limit}")
+    return number
+
+
+def check_heads(call: str, heads_q, heads_kv, head_dim=None) -> tuple[int, ...]:
+    """``(Hq, Hkv)``, or ``(Hq, Hkv, D)`` with ``head_dim``, as ints; a ValueError naming ``call``
+    and the value unless Hkv >= 1, Hq is a multiple of Hkv (grouped-query attention) and D >= 1."""
+    hkv = _check_int("Hkv (kv heads)", heads_kv, 1, call=call)
+    hq = _check_int("Hq (query heads)", heads_q, 1, call=call)
+    if hq % hkv != 0:
+        raise ValueError(f"{call}: Hq = {hq} query heads is not a multiple of Hkv = {hkv} kv heads")
+    if head_dim is None:
+        return hq, hkv
+    return hq, hkv, _check_int("D (head dim)", head_dim, 1, call=call)
 
 
 @dataclass(frozen=True)
@@ -89,14 +122,14 @@ class SpavaLayout:
         passing_len: Optional[int],
         pool_kernel: int = 5,
     ) -> None:
-        self.seq_len = _check_int("seq_len", seq_len, 1)
-        self.anchor_len = _check_int("anchor_len", anchor_len, 0)
-        self.query_len = _check_int("query_len", query_len, 1)
-        self.world_size = _check_int("world_size", world_size, 1)
+        seq_len = self.seq_len = _check_int("seq_len", seq_len, 1)
+        anchor_len = self.anchor_len = _check_int("anchor_len", anchor_len, 0)
+        query_len = self.query_len = _check_int("query_len", query_len, 1)
+        world_size = self.world_size = _check_int("world_size", world_size, 1, MAX_WORLD_SIZE)
         if passing_len is not None:
-            _check_int("passing_len", passing_len, 1)
+            passing_len = _check_int("passing_len", passing_len, 1)
         self.passing_len = passing_len
-        _check_int("pool_kernel", pool_kernel, 1)
+        pool_kernel = _check_int("pool_kernel", pool_kernel, 1)
         if pool_kernel % 2 != 1:
             raise ValueError(f"SpavaLayout: pool_kernel must be odd, got {pool_kernel}")
         self.pool_kernel = pool_kernel
@@ -126,8 +159,8 @@ class SpavaLayout:
         """The paper's defaults for n = seq_len - query_len context tokens (anchor included):
         ``a = 128 * ceil((n // 64) / 128)`` (at most n) and ``p = 128 * ceil((n // 128) / 128)``
         (at least 128)."""
-        _check_int("seq_len", seq_len, 1)
-        _check_int("query_len", query_len, 1)
+        seq_len = _check_int("seq_len", seq_len, 1, call="SpavaLayout.auto")
+        query_len = _check_int("query_len", query_len, 1, call="SpavaLayout.auto")
         n = seq_len - query_len
         if n < 0:
             raise ValueError(
@@ -149,19 +182,18 @@ class SpavaLayout:
 
     def chunk_bounds(self, i: int) -> tuple[int, int]:
         """Global ``[start, end)`` of chunk ``C_i``."""
-        if not 0 <= i < self.num_chunks:
-            raise ValueError(f"SpavaLayout.chunk_bounds: chunk {i} not in [0, {self.num_chunks})")
+        i = _check_int("chunk", i, 0, self.num_chunks - 1, call="SpavaLayout.chunk_bounds")
         return self.chunk_starts[i], self.chunk_starts[i] + self.chunk_sizes[i]
 
     def rank_chunks(self, rank: int) -> tuple[int, int]:
         """The two chunk indices held by ``rank``: ``(r, 2W-1-r)``."""
-        self._check_rank(rank)
+        rank = self._check_rank(rank)
         return rank, self.num_chunks - 1 - rank
 
     def anchor_slice(self, rank: int) -> tuple[int, int]:
         """``[start, end)`` of the anchor share whose keys ``rank`` counts in the question partial
         (the anchor is split W ways so each anchor key is counted once)."""
-        self._check_rank(rank)
+        rank = self._check_rank(rank)
         sizes = balanced_split(self.anchor_len, self.world_size)
         start = sum(sizes[:rank])
         return start, start + sizes[rank]
@@ -220,9 +252,11 @@ class SpavaLayout:
         return torch.cat(pieces, dim)
 
     # ------------------------------------------------------------------ misc
-    def _check_rank(self, rank: int) -> None:
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < self.world_size:
-            raise ValueError(f"SpavaLayout: rank {rank!r} not in [0, {self.world_size})")
+    def _check_rank(self, rank: int) -> int:
+        try:
+            return _check_int("rank", rank, 0, self.world_size - 1)
+        except ValueError:
+            raise ValueError(f"SpavaLayout: rank {rank!r} not in [0, {self.world_size})") from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SpavaLayout) and self._key() == other._key()

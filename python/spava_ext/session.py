@@ -28,6 +28,18 @@ class _FirstTokenClock:
         pass
 
 
+def _import_group_default_modules() -> None:
+    """Import, before the process group exists, the torch modules whose functions take
+    ``group=group.WORLD`` as a default argument (evaluated at import). Imported later (transformers
+    imports torch.distributed.nn while loading a model) they would hold the default group, so
+    ``destroy_process_group()`` could not free it: its gloo threads would outlive ``close()`` into
+    interpreter shutdown, where one still releasing a finished collective's tensor needs the GIL,
+    is made to exit, and aborts the process ("terminate called without an active exception")."""
+    import torch.distributed.fsdp.sharded_grad_scaler  # noqa: F401
+    import torch.distributed.nn  # noqa: F401
+    import torch.distributed.optim  # noqa: F401
+
+
 class _Session:
     """One process of a (torchrun) job: device, process group, model, processor."""
 
@@ -44,6 +56,7 @@ class _Session:
         if cuda:
             torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
+            _import_group_default_modules()
             dist.init_process_group("nccl" if cuda else "gloo",
                                     device_id=self.device if cuda else None,
                                     pg_options=comm.nccl_options() if cuda else None)
