@@ -8,6 +8,8 @@ through benchmarks/bench_utils.py.
     python benchmarks/bench.py --routine kernels --unit-overhead
     python benchmarks/bench.py --routine layer                 # simulated W = 2, 4, 8 sweep
     python benchmarks/bench.py --routine e2e                   # Qwen2.5-VL-7B LM prefill
+    python benchmarks/bench.py --routine e2e --model qwen3-vl-8b
+    python benchmarks/bench.py --routine ttft                  # vision + prefill, both models
     torchrun --nproc-per-node W benchmarks/bench.py --routine multi-gpu
     python benchmarks/bench.py --routine fidelity [--device cpu]
 """
@@ -20,7 +22,7 @@ import sys
 
 # routine -> the module (in benchmarks/) with its add_arguments(parser) and run(args)
 ROUTINES = {"kernels": "bench_kernels", "layer": "bench_layer", "e2e": "bench_e2e",
-            "multi-gpu": "multi_gpu", "fidelity": "fidelity"}
+            "multi-gpu": "multi_gpu", "fidelity": "fidelity", "ttft": "bench_ttft"}
 
 
 def parser_for(argv: list[str] | None) -> tuple[argparse.ArgumentParser, object]:
