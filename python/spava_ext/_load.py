@@ -17,9 +17,9 @@ import torch
 REBUILD = ("rebuild spava_ext for the running torch from a source checkout: "
            "`pip install --no-build-isolation --force-reinstall --no-deps .` (or `make install`)")
 
-NOT_BUILT = ("spava_ext: the compiled extension spava_ext._C is not built. Install the package with "
-             "`pip install .` (or `make install`) from a source checkout; for development in place, "
-             "`python setup.py build_ext --inplace`.")
+NOT_BUILT = ("spava_ext: the compiled extension spava_ext._C is not built. Install the package "
+             "with `pip install .` (or `make install`) from a source checkout; for development "
+             "in place, `python setup.py build_ext --inplace`.")
 
 
 def _minor(version: str) -> str:
@@ -44,8 +44,8 @@ def mismatch(built_torch: str, built_cuda: str, with_cuda: bool, torch_version: 
         return (f"{head}, and its CUDA kernels need a CUDA build of torch: install one, e.g. "
                 f"`pip install torch=={built_torch.split('+')[0]}` from PyPI, or {REBUILD}")
     if with_cuda and built_cuda.split(".")[0] != torch_cuda.split(".")[0]:
-        return (f"{head}: its CUDA kernels need a torch built for CUDA {built_cuda.split('.')[0]}.x, "
-                f"or {REBUILD}")
+        return (f"{head}: its CUDA kernels need a torch built for CUDA "
+                f"{built_cuda.split('.')[0]}.x, or {REBUILD}")
     return None
 
 
