@@ -7,8 +7,10 @@ isolated build (`pip install .`, `pip wheel .`, `pip install <sdist>`, `python -
   extension is compiled against torch's C++ API and loads only under the torch minor release it
   was built with), or, where that has no torch, to the tested release of requirements-torch.txt.
   SPAVA_BUILD_TORCH (a requirement, e.g. "torch==2.15.0") overrides both.
-* nvidia-cutlass, for the CUTLASS / CuTe headers of the CUDA kernels, when the build compiles
-  them (see cuda_requested), unless SPAVA_CUTLASS_INCLUDE_DIR names the headers.
+* nvidia-cutlass, for the CUTLASS / CuTe headers of the CUDA kernels, when the build may compile
+  them (nvcc under CUDA_HOME or /usr/local/cuda, or SPAVA_WITH_CUDA=1; never with
+  SPAVA_WITH_CUDA=0), unless SPAVA_CUTLASS_INCLUDE_DIR names the headers. Its own requirements
+  (numpy, scipy, cuda-python, networkx, pydot, treelib) land in the temporary build environment.
 
 With --no-build-isolation none of this runs: the build uses the environment as it is.
 """

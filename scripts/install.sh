@@ -34,7 +34,7 @@ fi
 echo "spava: [3/3] building the extension (first build: several minutes with CUDA kernels)"
 log="$VENV/spava-build.log"
 if ! "$PY" -m pip install -v --no-build-isolation --no-deps -e . 2>&1 | tee "$log" \
-    | awk '/^ *(spava:|-- spava|\[[0-9]+\/[0-9]+\] )/ { print; fflush() }'; then
+    | sed -unE '/^ *(spava:|-- spava|\[[0-9]+\/[0-9]+\] )/p'; then  # -u: line by line
   echo "spava: the build failed; the end of $log:" >&2
   tail -n 40 "$log" >&2
   exit 1
