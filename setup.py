@@ -1,6 +1,11 @@
 """Build driver: setuptools packages python/spava_ext and runs CMake for spava_ext._C.
 
-    pip install --no-build-isolation -e .      (or without -e)
+    pip install .                               isolated build (build_backend/spava_build.py adds
+                                                torch and the CUTLASS headers to its requirements)
+    pip install --no-build-isolation -e .       development: builds against this environment's
+                                                torch, cmake, ninja and nvidia-cutlass
+
+Metadata lives in pyproject.toml; the torch requirement is set here (torch_requirement).
 
 Environment (all optional, read here only):
     SPAVA_WITH_CUDA=0|1          force the CUDA kernels off/on (default: on when torch is a CUDA
@@ -14,30 +19,73 @@ Environment (all optional, read here only):
     MAX_JOBS                     parallel compile jobs (default: number of CPUs, at most 8)
 """
 
+import importlib.metadata
+import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "build_backend"))
+from spava_build import cuda_home, cuda_requested, nvcc_found  # noqa: E402
+
+#: The oldest torch the sources build against (the C++17 branch of cmake/torch.cmake).
+OLDEST_TORCH = (2, 11)
 
 
-def cuda_home() -> Path | None:
-    home = os.environ.get("CUDA_HOME") or ("/usr/local/cuda" if Path("/usr/local/cuda").exists() else None)
-    return Path(home) if home else None
+def torch_minor(version: str) -> tuple[int, int]:
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
 
 
-def want_cuda() -> bool:
-    flag = os.environ.get("SPAVA_WITH_CUDA")
-    if flag is not None:
-        return flag not in ("0", "", "false", "OFF")
-    import torch
+def torch_requirement() -> str:
+    """Requires-Dist for torch. _C uses torch's C++ API, whose ABI changes between minor releases,
+    so a wheel needs the minor release it was built with; with no torch at hand (building an
+    sdist), the releases the sources build against."""
+    try:
+        major, minor = torch_minor(importlib.metadata.version("torch"))
+    except importlib.metadata.PackageNotFoundError:
+        return "torch>={}.{}".format(*OLDEST_TORCH)
+    return f"torch>={major}.{minor},<{major}.{minor + 1}"
 
-    home = cuda_home()
-    return bool(torch.version.cuda) and home is not None and (home / "bin" / "nvcc").exists()
+
+def tool(name: str) -> str:
+    """cmake / ninja: from PATH (an isolated build's environment puts its own first), else from
+    this interpreter's scripts dir (a venv that is not activated)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), sysconfig.get_path("scripts")])
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise RuntimeError(f"spava: {name} not found on PATH: pip install {name}")
+    return found
+
+
+def want_cuda(torch) -> bool:
+    flag = cuda_requested()
+    return flag if flag is not None else bool(torch.version.cuda) and nvcc_found()
+
+
+def build_dir(torch) -> Path:
+    """build/cmake-pyXY, emptied first when the tools, compilers or torch it was configured with
+    have changed: an isolated build's environment is deleted after it, and a CMake cache naming
+    its ninja or torch would fail the next build."""
+    env = {"python": sys.executable, "cmake": tool("cmake"), "ninja": tool("ninja"),
+           "torch": torch.__file__, "torch_version": torch.__version__,
+           "cuda_home": str(cuda_home()),
+           **{key: os.environ.get(key) for key in ("CC", "CXX", "CUDAHOSTCXX")}}
+    path = ROOT / "build" / f"cmake-py{sys.version_info.major}{sys.version_info.minor}"
+    stamp, text = path / "spava-build-env.json", json.dumps(env, indent=1)
+    if path.exists() and (not stamp.exists() or stamp.read_text() != text):
+        print(f"spava: new build environment, emptying {path}", flush=True)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(text)
+    return path
 
 
 class CMakeExtension(Extension):
@@ -47,11 +95,15 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
+        import torch
+
+        if torch_minor(torch.__version__) < OLDEST_TORCH:
+            raise RuntimeError("spava_ext builds against torch >= {}.{}, found {}".format(
+                *OLDEST_TORCH, torch.__version__))
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
-        build_dir = ROOT / "build" / f"cmake-py{sys.version_info.major}{sys.version_info.minor}"
-        build_dir.mkdir(parents=True, exist_ok=True)
-        cuda = want_cuda()
+        cuda = want_cuda(torch)
         args = [
+            f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
             "-DCMAKE_BUILD_TYPE=Release",
@@ -66,21 +118,25 @@ class CMakeBuild(build_ext):
                 if os.environ.get(key):
                     args.append(f"-D{key}={os.environ[key]}")
         jobs = os.environ.get("MAX_JOBS") or str(min(8, os.cpu_count() or 1))
-        print(f"spava: building _C with CUDA {'on' if cuda else 'off'}, {jobs} jobs", flush=True)
-        subprocess.check_call(["cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", *args])
-        subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
+        print(f"spava: building _C against torch {torch.__version__} with CUDA "
+              f"{'on' if cuda else 'off'}, {jobs} jobs", flush=True)
+        build = build_dir(torch)
+        cmake = tool("cmake")
+        subprocess.check_call([cmake, "-S", str(ROOT), "-B", str(build), "-G", "Ninja", *args])
+        subprocess.check_call([cmake, "--build", str(build), "-j", jobs])
+
+    def copy_extensions_to_source(self) -> None:
+        """--inplace and editable builds: _C, then the _build_config.py CMake wrote beside it."""
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            package = ext.name.rpartition(".")[0]
+            built = Path(self.build_lib, *package.split("."), "_build_config.py")
+            self.copy_file(str(built), str(Path(build_py.get_package_dir(package), built.name)))
 
 
 setup(
-    name="spava_ext",
-    version="0.1.0",
-    description="Sequence-parallel approximate attention (Spava) for long-video LMMs: "
-    "PyTorch C++/CUDA extension",
-    package_dir={"": "python"},
-    packages=find_packages("python"),
+    install_requires=[torch_requirement()],
     ext_modules=[CMakeExtension("spava_ext._C")],
     cmdclass={"build_ext": CMakeBuild},
-    python_requires=">=3.10",
-    entry_points={"console_scripts": ["spava=spava_ext.cli:main"]},
-    zip_safe=False,
 )

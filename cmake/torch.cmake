@@ -3,7 +3,7 @@
 # CUDA; what an extension needs is only torch's headers, its libraries and its C++ ABI flag.)
 execute_process(
   COMMAND "${Python_EXECUTABLE}" -c
-    "import os, torch, torch.utils.cpp_extension as c; print(','.join(c.include_paths())); print(os.path.join(os.path.dirname(torch.__file__), 'lib')); print(int(torch._C._GLIBCXX_USE_CXX11_ABI)); print(torch.__version__.split('+')[0]); print(torch.version.cuda or '')"
+    "import os, torch, torch.utils.cpp_extension as c; print(','.join(c.include_paths())); print(os.path.join(os.path.dirname(torch.__file__), 'lib')); print(int(torch._C._GLIBCXX_USE_CXX11_ABI)); print(torch.__version__); print(torch.version.cuda or '')"
   OUTPUT_VARIABLE _spava_torch_out
   RESULT_VARIABLE _spava_torch_rc
   OUTPUT_STRIP_TRAILING_WHITESPACE)
@@ -14,14 +14,15 @@ string(REPLACE "\n" ";" _spava_torch_lines "${_spava_torch_out}")
 list(GET _spava_torch_lines 0 _inc)
 list(GET _spava_torch_lines 1 SPAVA_TORCH_LIB_DIR)
 list(GET _spava_torch_lines 2 SPAVA_TORCH_CXX11_ABI)
-list(GET _spava_torch_lines 3 SPAVA_TORCH_VERSION)
+list(GET _spava_torch_lines 3 SPAVA_TORCH_FULL_VERSION)  # e.g. 2.14.1+cpu
+string(REGEX REPLACE "\\+.*" "" SPAVA_TORCH_VERSION "${SPAVA_TORCH_FULL_VERSION}")
 list(LENGTH _spava_torch_lines _n)
 set(SPAVA_TORCH_CUDA "")
 if(_n GREATER 4)
   list(GET _spava_torch_lines 4 SPAVA_TORCH_CUDA)
 endif()
 string(REPLACE "," ";" SPAVA_TORCH_INCLUDE_DIRS "${_inc}")
-message(STATUS "spava: torch ${SPAVA_TORCH_VERSION} (cuda '${SPAVA_TORCH_CUDA}') at ${SPAVA_TORCH_LIB_DIR}")
+message(STATUS "spava: torch ${SPAVA_TORCH_FULL_VERSION} (cuda '${SPAVA_TORCH_CUDA}') at ${SPAVA_TORCH_LIB_DIR}")
 
 set(_libs c10 torch torch_cpu torch_python)
 if(SPAVA_WITH_CUDA)

@@ -11,13 +11,15 @@ Public API::
 
 import torch  # noqa: F401  (loads libtorch before our extension)
 
+from . import _load  # noqa: F401  (loads _C; a clear ImportError when it is missing or mismatched)
 from . import ops, reference, trace  # noqa: F401  (trace: applies SPAVA_TRACE_FILE)
+from ._version import __version__
 from .attention import spava_attention
 from .decode import SpavaKVCache, decode_attention
 from .layout import SpavaLayout
 
 __all__ = ["SpavaLayout", "spava_attention", "SpavaKVCache", "decode_attention", "reference",
-           "ops", "generate"]
+           "ops", "generate", "__version__"]
 
 
 def generate(model, inputs, **kwargs):
@@ -26,4 +28,3 @@ def generate(model, inputs, **kwargs):
     from .integrations.transformers import generate as _generate
 
     return _generate(model, inputs, **kwargs)
-__version__ = "0.1.0"
