@@ -12,6 +12,7 @@ Public API::
 import torch  # noqa: F401  (loads libtorch before our extension)
 
 from . import ops, reference, trace  # noqa: F401  (trace: applies SPAVA_TRACE_FILE)
+from . import attention_op  # noqa: F401  (registers torch.ops.spava.attention)
 from .attention import spava_attention
 from .decode import SpavaKVCache, decode_attention
 from .layout import SpavaLayout
