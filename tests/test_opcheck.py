@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from spava_ext import SpavaLayout, attention_op, ops, spava_attention
+from spava_ext.comm import GroupComm
 from utils import DEVICES, randn_inputs
 
 
@@ -98,3 +100,26 @@ def test_attention_op_is_inference_only():
 def test_attention_op_unknown_group():
     with pytest.raises(ValueError, match="group_name 'tp' given but torch.distributed"):
         torch.ops.spava.attention(*attention_args("cpu")[:-1], "tp")
+
+
+class _OpsSeen(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_attention_comm_uses_the_op_on_a_shared_group_comm(shared):
+    """attention_comm goes through the op exactly when the op would run on the same
+    communicator (GroupComm.of(group)); a communicator of its own takes the direct path."""
+    q, k, v, *layout_args, scale, _ = attention_args("cpu")
+    layout = SpavaLayout(*layout_args)
+    comm = GroupComm.of(None) if shared else GroupComm(None)
+    with _OpsSeen() as mode:
+        got = attention_op.attention_comm(q, k, v, layout, comm)
+    assert (torch.ops.spava.attention.default in mode.seen) == shared
+    assert torch.equal(got, spava_attention(q, k, v, layout))

@@ -22,7 +22,7 @@ from .attention import spava_attention_rank
 from .comm import GroupComm
 from .layout import SpavaLayout
 
-__all__ = ["attention", "group_name"]
+__all__ = ["attention", "attention_comm", "group_name"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -72,3 +72,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SpavaLa
     return torch.ops.spava.attention(q, k, v, layout.seq_len, layout.anchor_len,
                                      layout.query_len, layout.world_size, layout.passing_len,
                                      layout.pool_kernel, softmax_scale, group_name(group))
+
+
+def attention_comm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SpavaLayout,
+                   comm, softmax_scale: Optional[float] = None) -> torch.Tensor:
+    """:func:`~spava_ext.attention.spava_attention_rank` on ``comm``, through the op when the op
+    would run on this very communicator (the shared :class:`GroupComm` of its group, default
+    timeout); directly otherwise (simulated or emulated ranks, a communicator of its own), which
+    the op, taking a group name, cannot express."""
+    if type(comm) is GroupComm and GroupComm.of(comm.group) is comm:
+        return attention(q, k, v, layout, comm.group, softmax_scale)
+    return spava_attention_rank(q, k, v, layout, comm, softmax_scale)
