@@ -10,7 +10,7 @@ from torch import nn
 
 from spava_ext import SpavaLayout, reference
 from spava_ext.attention_op import group_name
-from utils import HAS_CUDA, assert_attn_close, run_ranks
+from utils import assert_attn_close, run_ranks
 
 HIDDEN, HQ, HKV = 32, 4, 2
 
@@ -108,7 +108,6 @@ def test_compiled_layer_gloo_ranks():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @torch.no_grad()
 def test_compiled_and_cuda_graph_layer_w1():
     layout = SpavaLayout(1000, 64, 40, 1, 96, 5)
