@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from spava_ext import ops
+from spava_ext import SpavaLayout, attention_op, ops, spava_attention
+from spava_ext.comm import GroupComm
 from utils import DEVICES, randn_inputs
 
 
@@ -63,3 +65,61 @@ def test_compile_fullgraph_matches_eager(name, device):
     want = [t for t in eager if isinstance(t, torch.Tensor) and t.dtype != torch.long][-2:]
     for g, w in zip(got, want):
         assert torch.equal(g, w)
+
+
+def attention_args(device: str, requires_grad: bool = False):
+    """Arguments of spava.attention at W = 1 (a single process, group "")."""
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    D = 16 if device == "cpu" else 64
+    q, k, v = randn_inputs(2, 45, 4, 2, D, dtype=dtype, device=device)
+    q, k, v = (t.requires_grad_(requires_grad) for t in (q, k, v))
+    return (q, k, v, 45, 6, 5, 1, 4, 3, None, "")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_attention(device):
+    """Inference-only: no input requires grad (a backward through the op raises, see below)."""
+    torch.library.opcheck(torch.ops.spava.attention.default, attention_args(device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_op_is_spava_attention(device):
+    q, k, v, *layout_args, scale, group = attention_args(device)
+    layout = SpavaLayout(*layout_args)
+    got = torch.ops.spava.attention(q, k, v, *layout_args, scale, group)
+    assert torch.equal(got, spava_attention(q, k, v, layout))
+    assert torch.equal(attention_op.attention(q, k, v, layout), got)
+
+
+def test_attention_op_is_inference_only():
+    out = torch.ops.spava.attention(*attention_args("cpu", requires_grad=True))
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        out.sum().backward()
+
+
+def test_attention_op_unknown_group():
+    with pytest.raises(ValueError, match="group_name 'tp' given but torch.distributed"):
+        torch.ops.spava.attention(*attention_args("cpu")[:-1], "tp")
+
+
+class _OpsSeen(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_attention_comm_uses_the_op_on_a_shared_group_comm(shared):
+    """attention_comm goes through the op exactly when the op would run on the same
+    communicator (GroupComm.of(group)); a communicator of its own takes the direct path."""
+    q, k, v, *layout_args, scale, _ = attention_args("cpu")
+    layout = SpavaLayout(*layout_args)
+    comm = GroupComm.of(None) if shared else GroupComm(None)
+    with _OpsSeen() as mode:
+        got = attention_op.attention_comm(q, k, v, layout, comm)
+    assert (torch.ops.spava.attention.default in mode.seen) == shared
+    assert torch.equal(got, spava_attention(q, k, v, layout))

@@ -13,6 +13,7 @@ import torch  # noqa: F401  (loads libtorch before our extension)
 
 from . import _load  # noqa: F401  (loads _C; a clear ImportError when it is missing or mismatched)
 from . import ops, reference, trace  # noqa: F401  (trace: applies SPAVA_TRACE_FILE)
+from . import attention_op  # noqa: F401  (registers torch.ops.spava.attention)
 from ._version import __version__
 from .attention import spava_attention
 from .decode import SpavaKVCache, decode_attention

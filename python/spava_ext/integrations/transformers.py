@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from transformers import AttentionInterface
 
-from ..attention import spava_attention_rank
+from ..attention_op import attention_comm
 from ..comm import GroupComm, rank_and_world
 from ..decode import SpavaKVCache, decode_attention_comm
 from ..layout import SpavaLayout
@@ -69,7 +69,7 @@ def _spava_attention_interface(module, query, key, value, attention_mask, scalin
         if run.layer_attention is not None:
             out = run.layer_attention(q, k, v, run.layout, run.comm, scaling, layer)
         else:
-            out = spava_attention_rank(q, k, v, run.layout, run.comm, scaling)
+            out = attention_comm(q, k, v, run.layout, run.comm, scaling)
         if run.cache is not None:
             run.cache.store_prefill(layer, k, v)
         if run.capture is not None:
