@@ -2,9 +2,15 @@
 
     compute-sanitizer --tool memcheck python3 scripts/sanitize_case.py all
     compute-sanitizer --tool racecheck python3 scripts/sanitize_case.py attn
+    compute-sanitizer --tool memcheck --error-exitcode 1 python3 scripts/sanitize_case.py fuzz
+
+``fuzz`` (not part of ``all``) replays a seeded corpus of tests/fuzz_cases.py on CUDA: bad
+arguments (int64 extremes, negatives, empty and mismatched sizes, strided views) of every op,
+each an error naming the op or the reference's result.
 """
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -59,9 +65,26 @@ def layer() -> None:
     torch.cuda.synchronize()
 
 
+def fuzz(cases_per_op: int = 200) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from fuzz_cases import CASES, RandomPick
+
+    for op, case in CASES.items():
+        for seed in range(cases_per_op):
+            torch.manual_seed(seed)
+            try:
+                case(RandomPick(seed), "cuda")
+            except AssertionError as e:
+                raise AssertionError(f"fuzz case {op} seed {seed}: {e}") from e
+        torch.cuda.synchronize()
+        print(f"fuzz {op}: {cases_per_op} cases ok")
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
     for name, fn in (("attn", attn), ("select", select), ("merge", merge), ("layer", layer)):
         if which in (name, "all"):
             fn()
             print(f"{name}: ok")
+    if which == "fuzz":
+        fuzz()

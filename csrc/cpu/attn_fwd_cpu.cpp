@@ -59,16 +59,16 @@ void attn_fwd_aten(const at::Tensor& q, const std::vector<at::Tensor>& k,
     std::vector<at::Tensor> ks, vs;
     std::vector<int64_t> lens;
     std::vector<int64_t> rb, dg;
-    for (size_t s = 0; s < k.size(); ++s) {
-      const int64_t n = last < row_begin[s] ? 0
-                                            : std::clamp<int64_t>(last + diag[s] + 1, 0,
-                                                                  d.seg_lens[s]);
+    for (size_t s = 0; s < k.size(); ++s) {  // d.row_begin, d.diag: clamped, no overflow
+      const int64_t n = last < d.row_begin[s] ? 0
+                                              : std::clamp<int64_t>(last + d.diag[s] + 1, 0,
+                                                                    d.seg_lens[s]);
       if (n == 0) continue;
       ks.push_back(kf[s].narrow(3, 0, n));
       vs.push_back(vf[s].narrow(3, 0, n));
       lens.push_back(n);
-      rb.push_back(row_begin[s]);
-      dg.push_back(diag[s]);
+      rb.push_back(d.row_begin[s]);
+      dg.push_back(d.diag[s]);
     }
     auto out_tile = out.narrow(1, r0, T);
     if (ks.empty()) {  // no row of the tile sees any key

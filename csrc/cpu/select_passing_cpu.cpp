@@ -7,6 +7,8 @@
 //  and with small-integer inputs every implementation computes bit-identical scores.)
 //   smooth[j] = max of score over [j - pk/2, j + pk/2] clipped to the chunk
 //   keep the m = min(passing_len, len) largest smooth values; equal values: lower j first.
+// NaN (docs/design.md "Non-finite inputs"): a window holding a NaN score pools to NaN, and NaN
+// ranks above every number (as in torch.sort / topk); NaNs rank among themselves by position.
 // Outputs: indices[c, b, h, :m] = kept positions along k's dim 1, ascending, -1 after;
 //          kv[c, i, 0/1, b, h, :] = k/v row of the i-th kept position, zeros after.
 #include <ATen/ATen.h>
@@ -14,6 +16,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "checks.h"
@@ -21,6 +24,9 @@
 
 namespace spava {
 namespace {
+
+// The selection's order on scores: a strict weak order in which NaN ranks above every number.
+bool ranks_below(float a, float b) { return std::isnan(b) ? !std::isnan(a) : a < b; }
 
 template <typename T>
 void select_one(const SelectPassingDims& d, const T* q, at::IntArrayRef qs, const T* k,
@@ -48,11 +54,11 @@ void select_one(const SelectPassingDims& d, const T* q, at::IntArrayRef qs, cons
     const int64_t half = pool_kernel / 2;
     for (int64_t j = 0; j < len; ++j) {
       const int64_t lo = std::max<int64_t>(0, j - half), hi = std::min(len - 1, j + half);
-      smooth[j] = *std::max_element(score.begin() + lo, score.begin() + hi + 1);
+      smooth[j] = *std::max_element(score.begin() + lo, score.begin() + hi + 1, ranks_below);
     }
     // Stable descending sort on smooth: equal values keep position order (lower first).
     std::stable_sort(keep.begin(), keep.end(),
-                     [&](int64_t a, int64_t b2) { return smooth[a] > smooth[b2]; });
+                     [&](int64_t a, int64_t b2) { return ranks_below(smooth[b2], smooth[a]); });
     keep.resize(m);
     std::sort(keep.begin(), keep.end());
   }

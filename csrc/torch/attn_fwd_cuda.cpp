@@ -69,8 +69,8 @@ void add_problem(AttnFwdArgs& p, const at::Tensor& q, const std::vector<at::Tens
     if (len == 0) continue;  // empty segments contribute nothing
     SPAVA_CHECK_VALUE(p.num_segments < kMaxKvSegments, "attn_fwd", "more than ", kMaxKvSegments,
                       " non-empty key segments in one launch");
-    SPAVA_CHECK_VALUE(len < kDiagClamp && std::abs(row_begin[s]) < kDiagClamp, "attn_fwd", "segment ", s,
-                      " length/row_begin out of range");
+    SPAVA_CHECK_VALUE(len < kDiagClamp, "attn_fwd", "segment ", s, " has ", len,
+                      " keys, more than the kernels take");
     check_rows_aligned("attn_fwd", "k", k[s]);
     check_rows_aligned("attn_fwd", "v", v[s]);
     KvSegment& seg = p.segments[p.num_segments++];
@@ -83,7 +83,8 @@ void add_problem(AttnFwdArgs& p, const at::Tensor& q, const std::vector<at::Tens
     seg.v_row_stride = v[s].stride(1);
     seg.v_head_stride = v[s].stride(2);
     seg.len = int(len);
-    seg.row_begin = int(row_begin[s]);
+    // Saturating: q_len, len < kDiagClamp, so the clamped values mean the same visibility.
+    seg.row_begin = int(std::clamp<int64_t>(row_begin[s], -kDiagClamp, kDiagClamp));
     seg.diag = int(std::clamp<int64_t>(diag[s], -kDiagClamp, kDiagClamp));
   }
   pr.num_segments = p.num_segments - pr.seg_begin;

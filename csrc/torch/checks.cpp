@@ -4,7 +4,9 @@
 #include "spava/attn_params.h"
 
 #include <c10/util/irange.h>
+#include <c10/util/safe_numerics.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -45,7 +47,8 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
   SPAVA_CHECK_VALUE(v.size() == S && row_begin.size() == S && diag.size() == S, "attn_fwd",
                     "k, v, row_begin and diag must have one entry per segment, got ", S, ", ",
                     v.size(), ", ", row_begin.size(), ", ", diag.size());
-  AttnFwdDims d{q.size(0), q.size(1), q.size(2), q.size(2), q.size(3), 0.0, {}};
+  AttnFwdDims d{q.size(0), q.size(1), q.size(2), q.size(2), q.size(3), 0.0, {}, {}, {}};
+  SPAVA_CHECK_VALUE(d.head_dim >= 1, "attn_fwd", "head dim D must be >= 1, got ", d.head_dim);
   for (const auto s : c10::irange(S)) {
     const at::Tensor& ks = k[s];
     const at::Tensor& vs = v[s];
@@ -66,8 +69,12 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
     SPAVA_CHECK_VALUE(ks.stride(3) == 1 && vs.stride(3) == 1, "attn_fwd", "k[", s, "]/v[", s,
                       "] last dim must be contiguous");
     d.seg_lens.push_back(ks.size(1));
+    d.row_begin.push_back(std::clamp<int64_t>(row_begin[s], 0, d.q_len));
+    d.diag.push_back(std::clamp<int64_t>(diag[s], -d.q_len, ks.size(1)));
   }
-  SPAVA_CHECK_VALUE(d.heads_kv > 0 && d.heads_q % d.heads_kv == 0, "attn_fwd", "Hq = ",
+  SPAVA_CHECK_VALUE(d.heads_kv >= 1, "attn_fwd", "Hkv (k's dim 2) must be >= 1, got ",
+                    d.heads_kv);
+  SPAVA_CHECK_VALUE(d.heads_q % d.heads_kv == 0, "attn_fwd", "Hq = ",
                     d.heads_q, " is not a multiple of Hkv = ", d.heads_kv);
   SPAVA_CHECK_VALUE(out.dim() == 4 && out.size(0) == d.batch && out.size(1) == d.q_len &&
                         out.size(2) == d.heads_q && out.size(3) == d.head_dim,
@@ -138,6 +145,22 @@ void check_group_overlap(const AttnFwdGroupOverlap& ov, size_t P, const at::Devi
   }
 }
 
+// check() of problem i, its errors (attn_fwd's checks) restated as attn_fwd_group's.
+template <typename F>
+AttnFwdDims as_group_error(size_t i, F&& check) {
+  const auto reason = [](const c10::Error& e) {
+    const std::string prefix = "spava::attn_fwd: ", m = e.msg();
+    return m.rfind(prefix, 0) == 0 ? m.substr(prefix.size()) : m;
+  };
+  try {
+    return check();
+  } catch (const c10::TypeError& e) {
+    TORCH_CHECK_TYPE(false, "spava::attn_fwd_group: problem ", i, ": ", reason(e));
+  } catch (const c10::ValueError& e) {
+    TORCH_CHECK_VALUE(false, "spava::attn_fwd_group: problem ", i, ": ", reason(e));
+  }
+}
+
 }  // namespace
 
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
@@ -156,7 +179,8 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
   int64_t total = 0;
   for (const auto n : num_segments) {
     SPAVA_CHECK_VALUE(n >= 0, "attn_fwd_group", "num_segments entries must be >= 0, got ", n);
-    total += n;
+    SPAVA_CHECK_VALUE(!c10::add_overflows(total, n, &total), "attn_fwd_group",
+                      "sum(num_segments) overflows int64: ", num_segments);
   }
   SPAVA_CHECK_VALUE(k.size() == size_t(total) && v.size() == size_t(total) &&
                         row_begin.size() == size_t(total) && diag.size() == size_t(total),
@@ -173,8 +197,9 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     a.diag.assign(diag.begin() + s0, diag.begin() + s0 + n);
     s0 += n;
     if (lse[i].numel() > 0 || lse[i].dim() == 3) a.lse = lse[i];
-    const AttnFwdDims d = check_attn_fwd(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale,
-                                         out[i], a.lse);
+    const AttnFwdDims d = as_group_error(i, [&] {
+      return check_attn_fwd(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
+    });
     SPAVA_CHECK_VALUE(q[i].scalar_type() == q[0].scalar_type() && q[i].device() == q[0].device() &&
                           q[i].size(0) == q[0].size(0) && q[i].size(2) == q[0].size(2) &&
                           q[i].size(3) == q[0].size(3),
@@ -225,7 +250,11 @@ SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
                       int64_t(chunk_starts.size()), 0};
   SPAVA_CHECK_VALUE(k.size(0) == d.batch && k.size(3) == d.head_dim, "select_passing", "k shape ",
                     shape_str(k), " does not match q shape ", shape_str(q));
-  SPAVA_CHECK_VALUE(d.heads_kv > 0 && d.heads_q % d.heads_kv == 0, "select_passing", "Hq = ",
+  SPAVA_CHECK_VALUE(d.heads_kv >= 1, "select_passing", "Hkv (k's dim 2) must be >= 1, got ",
+                    d.heads_kv);
+  SPAVA_CHECK_VALUE(d.head_dim >= 1, "select_passing", "head dim D must be >= 1, got ",
+                    d.head_dim);
+  SPAVA_CHECK_VALUE(d.heads_q % d.heads_kv == 0, "select_passing", "Hq = ",
                     d.heads_q, " is not a multiple of Hkv = ", d.heads_kv);
   SPAVA_CHECK_VALUE(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1, "select_passing",
                     "q, k, v must have a contiguous last dim");
@@ -238,10 +267,11 @@ SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
                     "pool_kernel must be odd and >= 1, got ", pool_kernel);
   int64_t need = 0;
   for (const auto c : c10::irange(d.num_chunks)) {
+    // start + len may overflow: compare len with the room left after start instead.
     SPAVA_CHECK_VALUE(chunk_starts[c] >= 0 && chunk_lens[c] >= 0 &&
-                          chunk_starts[c] + chunk_lens[c] <= d.kv_len,
-                      "select_passing", "chunk ", c, " = [", chunk_starts[c], ", ",
-                      chunk_starts[c] + chunk_lens[c], ") does not fit in Lk = ", d.kv_len);
+                          chunk_starts[c] <= d.kv_len && chunk_lens[c] <= d.kv_len - chunk_starts[c],
+                      "select_passing", "chunk ", c, " (start ", chunk_starts[c], ", length ",
+                      chunk_lens[c], ") does not fit in Lk = ", d.kv_len);
     need = std::max(need, std::min(passing_len, chunk_lens[c]));
   }
   SPAVA_CHECK_VALUE(indices.dim() == 4 && indices.size(0) == d.num_chunks &&

@@ -17,11 +17,13 @@ namespace spava {
 // (docs/design.md "Defaults"). The only C++ definition of the default.
 double resolve_softmax_scale(std::optional<double> softmax_scale, int64_t head_dim);
 
-// Problem sizes of attn_fwd after validation (softmax_scale resolved).
+// Problem sizes of attn_fwd after validation (softmax_scale resolved). row_begin / diag are
+// the arguments clamped to [0, q_len] / [-q_len, seg_len]: the same visible keys (row i >=
+// row_begin sees key j <= i + diag, i < q_len, j < seg_len), and i + diag cannot overflow.
 struct AttnFwdDims {
   int64_t batch, q_len, heads_q, heads_kv, head_dim;
   double softmax_scale;
-  std::vector<int64_t> seg_lens;
+  std::vector<int64_t> seg_lens, row_begin, diag;
 };
 AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k,
                            const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,

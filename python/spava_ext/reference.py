@@ -90,6 +90,7 @@ def segment_mask(
     rows = torch.arange(lq, device=device).unsqueeze(1)
     parts = []
     for n, rb, d in zip(seg_lens, row_begin, diag):
+        d = min(max(d, -lq), n)  # the same mask for rows < lq, keys < n; rows + d cannot overflow
         cols = torch.arange(n, device=device).unsqueeze(0)
         parts.append((rows >= rb) & (cols <= rows + d))
     if not parts:
@@ -165,7 +166,9 @@ def select_passing(
 
     For chunk c (``k[:, chunk_starts[c] : + chunk_lens[c]]``), batch b and kv head h, keep the
     ``m_c = min(passing_len, chunk_lens[c])`` positions with the largest smoothed score; ties go to
-    the lower position. Returns
+    the lower position. NaN (docs/design.md "Non-finite inputs"): a pooling window holding a NaN
+    score is NaN (``max_pool1d`` propagates it) and NaN ranks above every number, NaNs among
+    themselves by position (``torch.sort`` orders NaN above +inf, stably). Returns
 
     * indices int64 [C, B, Hkv, cap]: kept positions along k's dim 1, ascending; -1 past m_c;
     * kv [C, cap, 2, B, Hkv, D] in k's dtype: kv[c, i, 0] = k rows, kv[c, i, 1] = v rows; 0 past m_c.

@@ -13,8 +13,9 @@
 //  * the compaction counts first (two compares per key) and only the few threads whose kept
 //    keys fall in this CTA's range walk their keys again;
 //  * block scans have one barrier and ~15 instructions per warp.
-// Keys past the chunk's end read as 0 (load_tile): no real key is 0 (order_key of a non-NaN
-// score is >= 0x007FFFFF), and every threshold below has prefix >= 3 << 21, so 0 is never kept.
+// Keys past the chunk's end read as 0 (load_tile): no real key is 0 (order_key of any score,
+// NaN included, is >= 0x007FFFFF), and every threshold below has prefix >= 3 << 21, so 0 is
+// never kept.
 #pragma once
 
 #include <cstdint>

@@ -207,10 +207,10 @@ __global__ void __launch_bounds__(kScoreThreads, 2) score_kernel(const SelectPas
     const int j = j0 + tid;
     uint32_t key = 0;
     if (j < row_end) {
-      float mx = -INFINITY;
+      // The max-pool on keys (order_key is monotone): a NaN in the window pools to NaN's key,
+      // where fmaxf would drop it. The window holds j, so key ends as a real key, never 0.
       for (int i = max(lo, j - half); i <= min(hi - 1, j + half); ++i)
-        mx = fmaxf(mx, sm.raw[i - lo]);
-      key = order_key(mx);
+        key = max(key, order_key(sm.raw[i - lo]));
       keys[j] = key;
     }
     count_bin(sm.hist, j < row_end, int(key >> 21));

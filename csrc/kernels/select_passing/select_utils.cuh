@@ -42,9 +42,12 @@ __device__ __forceinline__ void global_add_if(bool p, int* addr, int v) {
       : "memory");
 }
 
-// Order-preserving map float -> uint32 (larger float, larger key). Scores are never NaN or -0
-// (sums start at +0), so equal keys are exactly equal scores.
+// Order-preserving map float -> uint32 (larger float, larger key). Every NaN, whatever its sign
+// and payload, maps to 0xFFFFFFFF, above +inf (docs/design.md "Non-finite inputs": NaN ranks
+// above every number, NaNs among themselves by position). Scores are never -0 (sums start at
+// +0), so equal keys are exactly equal scores.
 __device__ __forceinline__ uint32_t order_key(float f) {
+  if (f != f) return 0xFFFFFFFFu;
   const uint32_t u = __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
