@@ -264,31 +264,33 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
     seg = layout.local_segments(rank)
     q_question = q[:, seg.question_start :]
     out = torch.empty_like(q)
-    overlap = LayerOverlap(comm, q.device)
     nv = q.is_cuda
+    with LayerOverlap(comm, q.device) as overlap:  # on an error: abandons the started gathers
+        # 1  select the two passing blocks and start their gathers (ready flags 0 and 1)
+        recv1 = recv2 = None
+        if layout.passing_cap > 0:
+            p = layout.passing_cap if layout.passing_len is None else layout.passing_len
+            with _nvtx("select", nv):
+                _, send = ops.select_passing(q_question, k, v,
+                                             [seg.chunk1_start, seg.chunk2_start],
+                                             [seg.chunk1, seg.chunk2], p, layout.pool_kernel,
+                                             capacity=layout.passing_cap)
+            # recv1[j] = P_j, recv2[j] = P_(2W-1-j)
+            recv1, recv2 = overlap.start_gathers([send[0], send[1]],
+                                                 ["passing #1", "passing #2"])
 
-    # 1  select the two passing blocks and start their gathers (ready flags 0 and 1)
-    recv1 = recv2 = None
-    if layout.passing_cap > 0:
-        p = layout.passing_cap if layout.passing_len is None else layout.passing_len
-        with _nvtx("select", nv):
-            _, send = ops.select_passing(q_question, k, v, [seg.chunk1_start, seg.chunk2_start],
-                                         [seg.chunk1, seg.chunk2], p, layout.pool_kernel,
-                                         capacity=layout.passing_cap)
-        # recv1[j] = P_j, recv2[j] = P_(2W-1-j)
-        recv1, recv2 = overlap.start_gathers([send[0], send[1]], ["passing #1", "passing #2"])
+        # 2  one launch for the question partial and both virtual hosts; the question partials'
+        #    gather starts once they are written
+        part, part_out, part_lse = ExactRows.partial_buffer(q_question)
+        named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
+        names = [n for n in (ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL) if n in named]
+        with _nvtx("attention", nv):
+            parts, pending = overlap.launch([named[n] for n in names], softmax_scale, share=part,
+                                            written_by=names.index("question"),
+                                            what="question partials")
 
-    # 2  one launch for the question partial and both virtual hosts; the question partials'
-    #    gather starts once they are written
-    part, part_out, part_lse = ExactRows.partial_buffer(q_question)
-    named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
-    names = [n for n in (ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL) if n in named]
-    with _nvtx("attention", nv):
-        parts, pending = overlap.launch([named[n] for n in names], softmax_scale, share=part,
-                                        written_by=names.index("question"),
-                                        what="question partials")
-
-    # 3  exact question rows: merge the W partials
-    with _nvtx("merge", nv):
-        ExactRows(parts, pending, tuple(q_question.shape)).finish(out[:, seg.question_start :])
+        # 3  exact question rows: merge the W partials
+        with _nvtx("merge", nv):
+            ExactRows(parts, pending, tuple(q_question.shape)).finish(
+                out[:, seg.question_start :])
     return out
