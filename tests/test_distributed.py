@@ -72,7 +72,8 @@ def _missing_peer(rank, world):
 
 def test_missing_rank_raises_instead_of_hanging():
     msg = run_ranks(_missing_peer, 2)[0]
-    assert "spava: collective" in msg, msg
+    assert "rank agreement' did not finish within 3 s (the timeout argument)" in msg, msg
+    assert "rank(s) 1 did not reach it" in msg, msg
 
 
 def test_world_size_mismatch_is_an_error():

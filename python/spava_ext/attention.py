@@ -33,7 +33,7 @@ from .comm import GroupComm
 from .layout import SpavaLayout
 from .overlap import LayerOverlap
 
-__all__ = ["spava_attention", "spava_attention_rank", "KeySegments", "ExactRows",
+__all__ = ["spava_attention", "spava_attention_rank", "check_call", "KeySegments", "ExactRows",
            "question_keys", "host1_keys", "host2_keys", "rank_problems", "standalone_problems"]
 
 
@@ -201,26 +201,53 @@ ORDER_IN_FLIGHT = ("question", "host1", "host2")
 ORDER_LOCAL = ("host2", "question", "host1")
 
 
+_DTYPES = {"cpu": (torch.float32, torch.bfloat16, torch.float16),
+           "cuda": (torch.bfloat16, torch.float16)}
+
+
+def check_call(call: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """What a layer call (``spava_attention``, ``decode_attention``) needs of ``q [B, n, Hq, D]``,
+    ``k``, ``v [B, n', Hkv, D]`` beyond their row counts: at least one head of each kind and a
+    head dim, Hq a multiple of Hkv, one dtype the device's kernels take, and no autograd (the
+    layer is inference only: it has no backward, docs/design.md "Policies")."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{call}: {name} must be [B, L, H, D], got {tuple(t.shape)}")
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"{call}: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)} do not match")
+    Hq, Hkv, D = q.shape[2], k.shape[2], q.shape[3]
+    if Hq < 1 or Hkv < 1 or D < 1:
+        raise ValueError(f"{call}: needs Hq, Hkv and head dim D >= 1, got Hq = {Hq}, "
+                         f"Hkv = {Hkv}, D = {D}")
+    if Hq % Hkv != 0:
+        raise ValueError(f"{call}: Hq = {Hq} is not a multiple of Hkv = {Hkv}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"{call}: dtypes differ: q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    allowed = _DTYPES.get(q.device.type, _DTYPES["cuda"])
+    if q.dtype not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+        raise TypeError(f"{call}: dtype {q.dtype} is not supported on {q.device.type} "
+                        f"(supported: {names})")
+    if torch.is_grad_enabled():
+        grads = [name for name, t in (("q", q), ("k", k), ("v", v)) if t.requires_grad]
+        if grads:
+            raise RuntimeError(
+                f"{call}: inference only (no backward), but {', '.join(grads)} require(s) grad "
+                "while grad mode is on; call it under torch.no_grad() or "
+                "torch.inference_mode(), or pass detached tensors")
+
+
 def _check_inputs(q, k, v, layout: SpavaLayout, rank: int, world: int) -> None:
     if world != layout.world_size:
         raise ValueError(f"spava_attention: process group has {world} ranks, layout.world_size "
                          f"= {layout.world_size}")
+    check_call("spava_attention", q, k, v)
     n = layout.local_len(rank)
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4:
-            raise ValueError(f"spava_attention: {name} must be [B, L_local, H, D], got "
-                             f"{tuple(t.shape)}")
         if t.shape[1] != n:
             raise ValueError(f"spava_attention: {name} has {t.shape[1]} rows on rank {rank}, the "
                              f"layout gives this rank {n} (use layout.shard(x, rank))")
-    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
-        raise ValueError(f"spava_attention: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)} do not match")
-    if q.shape[2] % k.shape[2] != 0:
-        raise ValueError(f"spava_attention: Hq = {q.shape[2]} is not a multiple of "
-                         f"Hkv = {k.shape[2]}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"spava_attention: dtypes differ: q {q.dtype}, k {k.dtype}, v {v.dtype}")
 
 
 def spava_attention(
@@ -244,7 +271,8 @@ def spava_attention(
         timeout: limit for each collective wait, and for the attention launch's wait for the
             keys it gathers (default ``SPAVA_COLLECTIVE_TIMEOUT_S``, 600 s).
 
-    Returns ``[B, L_r, Hq, D]`` in q's dtype: this rank's shard of the output.
+    Returns ``[B, L_r, Hq, D]`` in q's dtype: this rank's shard of the output. Inference only:
+    with grad mode on, inputs that require grad raise (see :func:`check_call`).
     """
     return spava_attention_rank(q, k, v, layout, GroupComm.of(group, timeout), softmax_scale)
 
@@ -264,31 +292,33 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
     seg = layout.local_segments(rank)
     q_question = q[:, seg.question_start :]
     out = torch.empty_like(q)
-    overlap = LayerOverlap(comm, q.device)
     nv = q.is_cuda
+    with LayerOverlap(comm, q.device) as overlap:  # on an error: abandons the started gathers
+        # 1  select the two passing blocks and start their gathers (ready flags 0 and 1)
+        recv1 = recv2 = None
+        if layout.passing_cap > 0:
+            p = layout.passing_cap if layout.passing_len is None else layout.passing_len
+            with _nvtx("select", nv):
+                _, send = ops.select_passing(q_question, k, v,
+                                             [seg.chunk1_start, seg.chunk2_start],
+                                             [seg.chunk1, seg.chunk2], p, layout.pool_kernel,
+                                             capacity=layout.passing_cap)
+            # recv1[j] = P_j, recv2[j] = P_(2W-1-j)
+            recv1, recv2 = overlap.start_gathers([send[0], send[1]],
+                                                 ["passing #1", "passing #2"])
 
-    # 1  select the two passing blocks and start their gathers (ready flags 0 and 1)
-    recv1 = recv2 = None
-    if layout.passing_cap > 0:
-        p = layout.passing_cap if layout.passing_len is None else layout.passing_len
-        with _nvtx("select", nv):
-            _, send = ops.select_passing(q_question, k, v, [seg.chunk1_start, seg.chunk2_start],
-                                         [seg.chunk1, seg.chunk2], p, layout.pool_kernel,
-                                         capacity=layout.passing_cap)
-        # recv1[j] = P_j, recv2[j] = P_(2W-1-j)
-        recv1, recv2 = overlap.start_gathers([send[0], send[1]], ["passing #1", "passing #2"])
+        # 2  one launch for the question partial and both virtual hosts; the question partials'
+        #    gather starts once they are written
+        part, part_out, part_lse = ExactRows.partial_buffer(q_question)
+        named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
+        names = [n for n in (ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL) if n in named]
+        with _nvtx("attention", nv):
+            parts, pending = overlap.launch([named[n] for n in names], softmax_scale, share=part,
+                                            written_by=names.index("question"),
+                                            what="question partials")
 
-    # 2  one launch for the question partial and both virtual hosts; the question partials'
-    #    gather starts once they are written
-    part, part_out, part_lse = ExactRows.partial_buffer(q_question)
-    named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
-    names = [n for n in (ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL) if n in named]
-    with _nvtx("attention", nv):
-        parts, pending = overlap.launch([named[n] for n in names], softmax_scale, share=part,
-                                        written_by=names.index("question"),
-                                        what="question partials")
-
-    # 3  exact question rows: merge the W partials
-    with _nvtx("merge", nv):
-        ExactRows(parts, pending, tuple(q_question.shape)).finish(out[:, seg.question_start :])
+        # 3  exact question rows: merge the W partials
+        with _nvtx("merge", nv):
+            ExactRows(parts, pending, tuple(q_question.shape)).finish(
+                out[:, seg.question_start :])
     return out

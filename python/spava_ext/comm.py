@@ -19,6 +19,7 @@ run on the device (``device_collectives``) and its wait limit (``wait_timeout``)
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Optional
 
@@ -27,13 +28,14 @@ import torch.distributed as dist
 
 from . import envs
 from .agreement import check_agreement
+from .faults import CollectiveError, unreported_ranks
 
 # torch >= 2.14 renamed all_gather_into_tensor (and deprecated the old name).
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 __all__ = ["Pending", "Communicator", "GroupComm", "SimulatedComm", "emulate_ranks",
            "all_gather_async", "rank_and_world", "default_timeout", "default_reserve_sms",
-           "nccl_options"]
+           "nccl_options", "forget_groups", "CollectiveError"]
 
 
 def default_timeout() -> timedelta:
@@ -58,20 +60,28 @@ def rank_and_world(group: Optional[dist.ProcessGroup]) -> tuple[int, int]:
 
 
 class Pending:
-    """A started collective. ``wait()`` raises ``RuntimeError`` naming ``what`` on failure or
-    timeout, so a missing or failing rank surfaces as an error instead of a hang.
+    """A started collective. ``wait()`` raises :class:`~spava_ext.faults.CollectiveError` naming
+    ``what``, the limit (``timeout``, from ``limit_source``) and, where known, the ranks that did
+    not reach it, so a missing or failing rank surfaces as an error instead of a hang.
 
-    CPU (gloo): ``wait`` blocks the host for at most ``timeout``. CUDA (NCCL): ``wait`` only makes
-    the current (compute) stream wait for the gather, with no host synchronisation; a rank that
-    never joins is caught by the process group's own timeout (its watchdog aborts the job on every
-    rank), set through ``torch.distributed.init_process_group(timeout=...)``."""
+    CPU (gloo): the collective must finish within ``timeout`` of its start; the backend is given
+    the same limit for it (see :func:`all_gather_async`), so a failed collective never stays in
+    flight past its deadline and teardown (``destroy_process_group``, freeing the group) does
+    not wait for a stuck peer. CUDA (NCCL): ``wait`` only makes the current (compute) stream
+    wait for the gather, with no host synchronisation; a rank that never joins is caught by the
+    process group's own timeout (its watchdog aborts the job on every rank), set through
+    ``torch.distributed.init_process_group(timeout=...)``."""
 
     def __init__(self, work: Optional[dist.Work], what: str, timeout: timedelta,
-                 stream: Optional["torch.cuda.Stream"] = None) -> None:
+                 stream: Optional["torch.cuda.Stream"] = None, *,
+                 group: Optional[dist.ProcessGroup] = None,
+                 limit_source: str = "SPAVA_COLLECTIVE_TIMEOUT_S") -> None:
         self._work, self._what, self._timeout = work, what, timeout
         self._stream = stream  # the communication stream of a CUDA collective
         self._on_device = stream is not None
         self._signalled: Optional["torch.cuda.Event"] = None  # after signal()'s flag write
+        self._group, self._limit_source = group, limit_source
+        self._started = time.monotonic()
 
     @property
     def on_device(self) -> bool:
@@ -107,13 +117,37 @@ class Pending:
                 torch.cuda.current_stream().wait_event(self._signalled)
             return
         try:
-            ok = work.wait(self._timeout)
-        except Exception as e:  # gloo/NCCL raise on timeout or peer failure
-            raise RuntimeError(f"spava: collective '{self._what}' failed: {e}") from e
+            ok = work.wait(self._remaining())
+        except Exception as e:  # gloo raises on timeout or peer failure
+            raise self._error(work, e) from e
         if ok is False:
-            raise RuntimeError(
-                f"spava: collective '{self._what}' did not finish within {self._timeout}"
-            )
+            raise self._error(work, TimeoutError("the wait timed out"))
+
+    def settle(self) -> None:
+        """Abandon a host collective whose layer failed elsewhere: wait until it ends or its
+        deadline passes, dropping its error, so that nothing the layer started is left in
+        flight when the error propagates. Nothing to do on a device (NCCL's watchdog owns
+        failed collectives there)."""
+        if self._work is None or self._on_device:
+            return
+        work, self._work = self._work, None
+        try:
+            work.wait(self._remaining())
+        except Exception:  # the layer's first error is the one that propagates
+            pass
+
+    def _remaining(self) -> timedelta:
+        left = self._timeout.total_seconds() - (time.monotonic() - self._started)
+        return timedelta(seconds=max(left, 1e-3))  # 0 would mean "no limit" to the backend
+
+    def _error(self, work: dist.Work, cause: BaseException) -> CollectiveError:
+        elapsed = time.monotonic() - self._started
+        seq = getattr(work, "_get_sequence_number", None)
+        missing = None
+        if self._group is not None and seq is not None:
+            missing = unreported_ranks(self._group, seq())
+        return CollectiveError(self._what, self._timeout, self._limit_source, elapsed, cause,
+                               missing)
 
 
 def all_gather_async(
@@ -131,7 +165,12 @@ def all_gather_async(
     the current one (event in) and, with ``after``, for that device flag to be set (work queued
     later on the current stream, e.g. the kernel that sets the flag, is not waited for);
     ``Pending.wait`` is the event out. Both tensors are recorded on the stream so the caching
-    allocator cannot reuse them before the gather ends."""
+    allocator cannot reuse them before the gather ends.
+
+    Without ``stream`` (host collectives), the backend itself is given ``timeout`` for the
+    gather (its options' ``timeout``), so a gather that fails ends in the backend by then too
+    (see :class:`Pending`). ``timeout`` None: :func:`default_timeout`."""
+    source = "SPAVA_COLLECTIVE_TIMEOUT_S" if timeout is None else "the timeout argument"
     timeout = timeout or default_timeout()
     if group is None and not (dist.is_available() and dist.is_initialized()):
         out[0].copy_(inp)  # a single process without a process group: a local copy
@@ -140,8 +179,9 @@ def all_gather_async(
     flat = out.view((-1,) + tuple(inp.shape[1:])) if inp.dim() > 0 else out.view(-1)
     inp = inp.contiguous()
     if stream is None:
-        work = _all_gather_single(flat, inp, group=group, async_op=True)
-        return Pending(work, what, timeout)
+        group = group or dist.distributed_c10d._get_default_group()
+        work = _host_all_gather(flat, inp, group, timeout)
+        return Pending(work, what, timeout, group=group, limit_source=source)
     stream.wait_stream(torch.cuda.current_stream(inp.device))
     with torch.cuda.stream(stream):
         if after is not None:
@@ -152,6 +192,19 @@ def all_gather_async(
     inp.record_stream(stream)
     out.record_stream(stream)
     return Pending(work, what, timeout, stream=stream)
+
+
+def _host_all_gather(flat: torch.Tensor, inp: torch.Tensor, group: dist.ProcessGroup,
+                     timeout: timedelta) -> dist.Work:
+    """Start gathering ``inp`` into ``flat`` on ``group`` with the backend's own limit
+    ``timeout`` (torch.distributed's functions take no per-call timeout: the group's method
+    does, through its options)."""
+    opts = dist.distributed_c10d.AllgatherOptions()
+    opts.timeout = timeout
+    if hasattr(opts, "asyncOp"):
+        opts.asyncOp = True
+    start = getattr(group, "all_gather_single", None) or group._allgather_base  # torch < 2.14
+    return start(flat, inp, opts)
 
 
 def nccl_options(max_ctas: Optional[int] = None) -> Optional[object]:
@@ -237,8 +290,9 @@ class GroupComm(Communicator):
     def ensure_agreement(self, config: tuple, device: torch.device, what: str) -> None:
         if self.world <= 1 or config in self._agreed:
             return
+        name = f"{what} rank agreement"
         check_agreement(config, self.world, device, what,
-                        lambda out, inp: self.all_gather(out, inp, what).wait())
+                        lambda out, inp: self.all_gather(out, inp, name).wait())
         self._agreed.add(config)
 
     @property
@@ -264,6 +318,13 @@ class GroupComm(Communicator):
 
 
 _GROUP_COMMS: dict[tuple, GroupComm] = {}
+
+
+def forget_groups() -> None:
+    """Drop the communicators that :meth:`GroupComm.of` keeps, and with them their hold on the
+    process groups: after ``destroy_process_group()``, a destroyed group is then freed (its
+    backend's threads joined) now instead of at interpreter exit."""
+    _GROUP_COMMS.clear()
 
 
 class SimulatedComm(Communicator):

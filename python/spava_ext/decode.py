@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .agreement import layer_config
-from .attention import ExactRows, KeySegments
+from .attention import ExactRows, KeySegments, check_call
 from .comm import GroupComm
 from .layout import SpavaLayout
 
@@ -51,9 +51,18 @@ class SpavaKVCache:
         self.k = torch.empty(shape, dtype=dtype, device=device)
         self.v = torch.empty(shape, dtype=dtype, device=device)
         self.lengths = [0] * num_layers  # valid rows per layer
+        self.stored = [False] * num_layers  # whether the layer's prefill is in
 
+    def check_layer(self, call: str, layer: int) -> None:
+        """Raise unless ``layer`` is a layer of this cache (0 <= layer < num_layers)."""
+        if not (isinstance(layer, int) and 0 <= layer < self.num_layers):
+            raise IndexError(f"{call}: layer {layer!r} is not a layer of this cache "
+                             f"(0 .. {self.num_layers - 1})")
+
+    @torch.no_grad()  # the cache keeps values, never an autograd graph
     def store_prefill(self, layer: int, k_local: torch.Tensor, v_local: torch.Tensor) -> None:
         """Keep this rank's share of a layer's prefill K/V (``[B, L_r, Hkv, D]``, local order)."""
+        self.check_layer("SpavaKVCache.store_prefill", layer)
         if k_local.shape[1] != self.layout.local_len(self.rank):
             raise ValueError(f"SpavaKVCache.store_prefill: k has {k_local.shape[1]} rows, rank "
                              f"{self.rank} holds {self.layout.local_len(self.rank)}")
@@ -63,9 +72,12 @@ class SpavaKVCache:
             self.v[layer, :, n : n + e - s].copy_(v_local[:, s:e])
             n += e - s
         self.lengths[layer] = n
+        self.stored[layer] = True
 
+    @torch.no_grad()
     def append(self, layer: int, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
         """Append new tokens' K/V ``[B, T, Hkv, D]`` (rank 0 only)."""
+        self.check_layer("SpavaKVCache.append", layer)
         if self.rank != 0:
             raise ValueError("SpavaKVCache.append: only rank 0 keeps generated tokens")
         n, t = self.lengths[layer], k_new.shape[1]
@@ -78,6 +90,7 @@ class SpavaKVCache:
 
     def layer_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of the valid rows of a layer: ``[B, n, Hkv, D]`` each."""
+        self.check_layer("SpavaKVCache.layer_kv", layer)
         n = self.lengths[layer]
         return self.k[layer, :, :n], self.v[layer, :, :n]
 
@@ -102,7 +115,8 @@ def decode_attention(
         group, softmax_scale, timeout: as for :func:`spava_attention`.
 
     Returns ``[B, T, Hq, D]`` in q's dtype, identical on every rank: new token t attends to the
-    whole prompt, the earlier generated tokens and new tokens up to itself.
+    whole prompt, the earlier generated tokens and new tokens up to itself. Inference only, as
+    :func:`~spava_ext.spava_attention`.
     """
     return decode_attention_comm(q, k_new, v_new, cache, layer, GroupComm.of(group, timeout),
                                  softmax_scale)
@@ -114,9 +128,20 @@ def decode_attention_comm(q, k_new, v_new, cache: SpavaKVCache, layer: int, comm
     if comm.rank != cache.rank or comm.world != cache.layout.world_size:
         raise ValueError(f"decode_attention: group rank/size {comm.rank}/{comm.world} does not "
                          f"match the cache (rank {cache.rank}, W = {cache.layout.world_size})")
-    if q.dim() != 4 or k_new.shape != v_new.shape or k_new.shape[:2] != q.shape[:2]:
+    check_call("decode_attention", q, k_new, v_new)
+    if k_new.shape[:2] != q.shape[:2]:
         raise ValueError(f"decode_attention: shapes q {tuple(q.shape)}, k_new "
-                         f"{tuple(k_new.shape)}, v_new {tuple(v_new.shape)} do not match")
+                         f"{tuple(k_new.shape)} do not match")
+    cached = (cache.k.shape[1],) + tuple(cache.k.shape[3:])  # B, Hkv, D
+    new = (k_new.shape[0],) + tuple(k_new.shape[2:])
+    if new != cached or k_new.dtype != cache.k.dtype or k_new.device != cache.k.device:
+        raise ValueError(f"decode_attention: k_new [B, T, Hkv, D] = {tuple(k_new.shape)} "
+                         f"{k_new.dtype} on {k_new.device} does not fit the cache (B, Hkv, D) = "
+                         f"{cached} {cache.k.dtype} on {cache.k.device}")
+    cache.check_layer("decode_attention", layer)
+    if not cache.stored[layer]:
+        raise RuntimeError(f"decode_attention: layer {layer} has no prefill in the cache of rank "
+                           f"{cache.rank}; store it first (SpavaKVCache.store_prefill)")
     comm.ensure_agreement(layer_config(cache.layout, q, k_new, softmax_scale, decode=True),
                           q.device, "decode_attention")
     keys = KeySegments()

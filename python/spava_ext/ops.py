@@ -1,6 +1,7 @@
 """Typed wrappers over ``torch.ops.spava.*`` and a fake (meta) kernel for each op.
 
-All validation lives in C++; the wrappers only allocate outputs that were not passed in.
+All validation lives in C++; the wrappers only allocate outputs that were not passed in (and
+reject what the dispatcher could not name, such as an empty problem list).
 LSE values are fp32 **natural-log** log-sum-exp of the scaled scores of a row.
 """
 
@@ -168,6 +169,8 @@ def attn_fwd_group(
     On CPU the problems run one after another (``finish=True`` does nothing) and a problem whose
     flag is 0 raises. Writes each problem's ``out`` (and ``lse`` when given) in place.
     """
+    if len(problems) == 0:
+        raise ValueError("attn_fwd_group: no problems given (need at least one AttnProblem)")
     qs, nseg, ks, vs, rbs, dgs, outs, lses, waits = [], [], [], [], [], [], [], [], []
     for pr in problems:
         qs.append(pr.q)

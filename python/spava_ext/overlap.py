@@ -45,7 +45,10 @@ def sm_budget(comm: Communicator, device: torch.device) -> int:
 
 class LayerOverlap:
     """The overlap of one layer of ``comm``'s rank on ``device``: call :meth:`start_gathers`
-    once (optional), then :meth:`launch` once.
+    once (optional), then :meth:`launch` once, inside ``with overlap:``. When the block raises
+    (a collective failed or timed out, or anything else), every gather the layer started is
+    abandoned first (:meth:`Pending.settle`): the error propagates with nothing of the layer
+    left in flight on the host, so teardown does not wait for it.
 
     Attributes:
         in_flight: gathers run on the device while the launch computes (see the module).
@@ -66,7 +69,16 @@ class LayerOverlap:
         self.spin_us = envs.ready_spin_us(leaves_sms=self.sm_budget > 0)
         self.timeout_s = comm.wait_timeout.total_seconds()
         self.ready: Optional[torch.Tensor] = None
-        self._gathers: list[Pending] = []
+        self._gathers: list[Pending] = []  # those of start_gathers (ready flags)
+        self._started: list[Pending] = []  # every gather started, theirs and the launch's
+
+    def __enter__(self) -> "LayerOverlap":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            for g in self._started:  # a gather already waited for returns at once
+                g.settle()
 
     def start_gathers(self, parts: Sequence[torch.Tensor],
                       names: Sequence[str]) -> list[torch.Tensor]:
@@ -125,7 +137,9 @@ class LayerOverlap:
         flag the gather also waits for (device collectives)."""
         buf = self.comm.buffer((self.comm.world,) + tuple(part.shape), part.dtype, part.device,
                                what)
-        return buf, self.comm.all_gather(buf, part, what, after=after)
+        pending = self.comm.all_gather(buf, part, what, after=after)
+        self._started.append(pending)
+        return buf, pending
 
     def _wait_gathers(self) -> None:
         for g in self._gathers:  # every started gather is awaited (a second wait is free)
