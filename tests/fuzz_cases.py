@@ -33,9 +33,17 @@ class Pick:
     def flag(self) -> bool:
         return self.int(0, 1) == 1
 
+    def rare(self) -> bool:
+        """True one time in ten: the odds of each bad argument, so most cases run the op."""
+        return self.int(0, 9) == 0
+
     def arg(self, lo: int, hi: int) -> int:
-        """Mostly a value in [lo, hi], sometimes an int64 extreme."""
-        return self.one(EXTREMES) if self.int(0, 5) == 0 else self.int(lo, hi)
+        """Mostly a value in [lo, hi], rarely an int64 extreme."""
+        return self.one(EXTREMES) if self.rare() else self.int(lo, hi)
+
+    def size(self, lo: int, hi: int) -> int:
+        """A size in [lo, hi], rarely 0."""
+        return 0 if self.rare() else self.int(lo, hi)
 
 
 class RandomPick(Pick):
@@ -78,28 +86,31 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, device: str) -> None:
 
 def select_case(pick: Pick, device: str) -> None:
     dt = _dtype(device)
-    B, nq, Hkv, G = pick.int(0, 2), pick.int(0, 3), pick.int(0, 2), pick.int(1, 2)
-    D, Lk = pick.one([0, 8, 16, 3]), pick.int(0, 40)
-    C = pick.int(0, 3)
+    B, nq, Hkv, G = pick.size(1, 2), pick.size(1, 3), pick.size(1, 2), pick.int(1, 2)
+    D, Lk = pick.one([0, 3]) if pick.rare() else pick.one([8, 16]), pick.int(0, 40)
+    C = pick.size(1, 3)
     starts = [pick.arg(0, Lk) for _ in range(C)]
-    lens = [pick.arg(0, Lk) for _ in range(C)]
-    passing_len, pool_kernel = pick.arg(0, Lk + 2), pick.one([1, 3, 5, 0, 2, -1, I64_MAX])
-    q = _ints(pick, (B, nq, Hkv * G + pick.int(0, 1) * (Hkv > 1), D), dt, device)
+    lens = [pick.arg(0, Lk - s + pick.rare() if 0 <= s <= Lk else Lk) for s in starts]
+    passing_len = pick.arg(1, Lk + 2)
+    pool_kernel = pick.one([0, 2, -1, I64_MAX]) if pick.rare() else pick.one([1, 3, 5])
+    q = _ints(pick, (B, nq, Hkv * G + pick.rare() * (Hkv > 1), D), dt, device)
     k = _ints(pick, (B, Lk, Hkv, D), dt, device)
     v = _ints(pick, (B, Lk, Hkv, D), dt, device)
     fits = all(0 <= s <= Lk and 0 <= n <= Lk - s for s, n in zip(starts, lens))
     need = max((min(passing_len, n) for n in lens if fits), default=0)
-    cap = max(0, min(need, 64) + pick.int(-1, 2)) if fits else pick.int(0, 3)
-    indices = torch.full((C, B, Hkv, cap), -7, dtype=pick.one([torch.long] * 3 + [torch.int]),
-                         device=device)
-    kv = torch.full((C, cap + (pick.int(0, 5) == 0), 2, B, Hkv, D), 9, dtype=dt, device=device)
+    cap = max(0, need - pick.rare() + pick.int(0, 2)) if fits else pick.int(0, 3)
+    indices = torch.full((C, B, Hkv, cap), -7, device=device,
+                         dtype=torch.int if pick.rare() else torch.long)
+    kv = torch.full((C, cap + pick.rare(), 2, B, Hkv, D), 9, dtype=dt, device=device)
     call = lambda: torch.ops.spava.select_passing(q, k, v, starts, lens, passing_len,  # noqa: E731
                                                   pool_kernel, indices, kv)
     if expect_error("select_passing", call):
         return
     assert fits, f"chunks {starts}, {lens} outside Lk = {Lk} were accepted"
-    idx_ref, kv_ref = reference.select_passing(q, k, v, starts, lens, passing_len, pool_kernel,
-                                               capacity=cap)
+    # A window wider than 2 Lk + 1 covers every chunk whole, as 2 Lk + 1 does (max_pool1d
+    # would pad it).
+    idx_ref, kv_ref = reference.select_passing(q, k, v, starts, lens, passing_len,
+                                               min(pool_kernel, 2 * Lk + 1), capacity=cap)
     assert torch.equal(indices.cpu(), idx_ref.cpu())
     assert torch.equal(kv.cpu(), kv_ref.cpu())
 
@@ -113,7 +124,7 @@ def _attn_problem(pick: Pick, device: str, B: int, Hq: int, Hkv: int, D: int):
     v = [_ints(pick, t.shape, dt, device) for t in k]
     row_begin = [pick.arg(-2, Lq + 1) for _ in range(S)]
     diag = [pick.arg(-Lq - 1, 8) for _ in range(S)]
-    out = torch.full((B, Lq + (pick.int(0, 7) == 0), Hq, D), 5.0, device=device,
+    out = torch.full((B, Lq + pick.rare(), Hq, D), 5.0, device=device,
                      dtype=pick.one([dt, torch.float32]))
     lse = torch.full((B, Hq, Lq), 5.0, device=device) if pick.flag() else None
     return q, k, v, row_begin, diag, out, lse
@@ -128,12 +139,14 @@ def _check_attn(problem, scale) -> None:
 
 
 def _heads(pick: Pick):
-    B, Hkv, G = pick.int(0, 2), pick.int(0, 2), pick.int(1, 2)
-    return B, Hkv * G + (pick.int(0, 7) == 0), Hkv, pick.one([0, 8, 16, 64])
+    B, Hkv, G = pick.size(1, 2), pick.size(1, 2), pick.int(1, 2)
+    return B, Hkv * G + pick.rare(), Hkv, 0 if pick.rare() else pick.one([8, 16, 64])
 
 
 def _scale(pick: Pick):
-    return pick.one([None, None, 0.5, 0.0, -1.0, float("inf"), float("nan")])
+    if pick.rare():
+        return pick.one([0.0, -1.0, float("inf"), float("nan")])
+    return pick.one([None, 0.5])
 
 
 def attn_case(pick: Pick, device: str) -> None:
@@ -147,14 +160,14 @@ def attn_case(pick: Pick, device: str) -> None:
 
 def attn_group_case(pick: Pick, device: str) -> None:
     heads = _heads(pick)
-    problems = [_attn_problem(pick, device, *heads) for _ in range(pick.int(0, 3))]
+    problems = [_attn_problem(pick, device, *heads) for _ in range(pick.size(1, 3))]
     P = len(problems)
     nseg = [len(p[1]) for p in problems]
-    if P and pick.int(0, 3) == 0:  # miscounted segments
+    if P and pick.rare():  # miscounted segments
         nseg[pick.int(0, P - 1)] = pick.arg(-1, 4)
-    ready = torch.ones(pick.int(0, 3), dtype=torch.int32, device=device)
-    wait_for = [pick.arg(-1, 3) for _ in range(P)] if pick.flag() else []
-    done = torch.zeros(2 * P + (pick.int(0, 5) == 0), dtype=torch.int32, device=device)
+    ready = torch.ones(pick.size(3, 4), dtype=torch.int32, device=device)
+    wait_for = [pick.arg(-1, 2) for _ in range(P)] if pick.flag() else []
+    done = torch.zeros(2 * P + pick.rare(), dtype=torch.int32, device=device)
     scale = _scale(pick)
     flat = lambda i: [x for p in problems for x in p[i]]  # noqa: E731
     call = lambda: torch.ops.spava.attn_fwd_group(  # noqa: E731
@@ -163,7 +176,7 @@ def attn_group_case(pick: Pick, device: str) -> None:
         [p[6] if p[6] is not None else torch.empty(0, device=device) for p in problems],
         ready=ready, wait_for=wait_for, done=done if pick.flag() else None,
         sm_budget=pick.arg(0, 200), spin_us=pick.arg(0, 100),
-        timeout_s=pick.one([1.0, 0.0, -1.0, 1e9, float("nan")]))
+        timeout_s=pick.one([0.0, -1.0, 1e9, float("nan")]) if pick.rare() else 1.0)
     if expect_error("attn_fwd_group", call):
         return
     for p in problems:
@@ -171,10 +184,10 @@ def attn_group_case(pick: Pick, device: str) -> None:
 
 
 def merge_case(pick: Pick, device: str) -> None:
-    n, B, R, H, D = (pick.int(0, 3), pick.int(0, 2), pick.int(0, 3), pick.int(0, 2),
-                     pick.one([0, 4, 8]))
+    n, B, R, H = pick.size(1, 3), pick.size(1, 2), pick.size(1, 3), pick.size(1, 2)
+    D = pick.size(4, 8)
     outs = _ints(pick, (n, B, R, H, D), _dtype(device), device)
-    lses = torch.randn(n, B, H, R + (pick.int(0, 7) == 0), device=device)
+    lses = torch.randn(n, B, H, R + pick.rare(), device=device)
     lses[torch.rand_like(lses) < 0.3] = -float("inf")
     if pick.flag():  # strided lses
         lses = lses.transpose(-1, -2).contiguous().transpose(-1, -2)
@@ -190,9 +203,9 @@ def merge_case(pick: Pick, device: str) -> None:
 
 
 def flag_case(pick: Pick, device: str) -> None:
-    n = pick.int(0, 3)
-    flag = torch.ones(n, 2, dtype=pick.one([torch.int32, torch.int32, torch.int64]),
-                      device=device)[:, pick.int(0, 1)]  # non-contiguous when n > 1
+    n = pick.size(1, 3)
+    flag = torch.ones(n, 2, dtype=torch.int64 if pick.rare() else torch.int32, device=device)
+    flag = flag[:, pick.int(0, 1)] if pick.rare() else flag[:, 0].contiguous()  # strided
     if expect_error("wait_flag", lambda: torch.ops.spava.wait_flag(flag)):
         return
     flag.zero_()

@@ -268,10 +268,14 @@ SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
   int64_t need = 0;
   for (const auto c : c10::irange(d.num_chunks)) {
     // start + len may overflow: compare len with the room left after start instead.
-    SPAVA_CHECK_VALUE(chunk_starts[c] >= 0 && chunk_lens[c] >= 0 &&
-                          chunk_starts[c] <= d.kv_len && chunk_lens[c] <= d.kv_len - chunk_starts[c],
-                      "select_passing", "chunk ", c, " (start ", chunk_starts[c], ", length ",
-                      chunk_lens[c], ") does not fit in Lk = ", d.kv_len);
+    const int64_t start = chunk_starts[c], len = chunk_lens[c];
+    int64_t end = 0;
+    const bool wraps = c10::add_overflows(start, len, &end);
+    SPAVA_CHECK_VALUE(start >= 0 && len >= 0 && start <= d.kv_len && len <= d.kv_len - start,
+                      "select_passing", "chunk ", c, " = [", start, ", ",
+                      wraps ? std::to_string(start) + " + " + std::to_string(len)
+                            : std::to_string(end),
+                      ") does not fit in Lk = ", d.kv_len);
     need = std::max(need, std::min(passing_len, chunk_lens[c]));
   }
   SPAVA_CHECK_VALUE(indices.dim() == 4 && indices.size(0) == d.num_chunks &&
