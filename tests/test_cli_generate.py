@@ -53,14 +53,15 @@ def test_generate_cli_spava_equals_dense(assets):
 def _reference_answer(model_dir, video, passing_len, world):
     """The answer `spava generate --passing-len P` must print on ``world`` ranks, from this
     process (the CLI's device, dtype and prompt; reference Spava attention in the prefill)."""
-    from spava_ext.integrations.qwen_vl import default_query_len
+    from spava_ext.integrations.families import video_family_of_dir
+    from spava_ext.integrations.multimodal import default_query_len
     from spava_ext.layout import SpavaLayout
     from spava_ext.session import _Session
 
-    ses = _Session(str(model_dir))
+    ses = _Session(str(model_dir), video_family_of_dir(str(model_dir), "test"))
     inputs, _, _ = ses.inputs(str(video), "what is in the video ?", 4.0, 64)
     ids = inputs["input_ids"]
-    auto = SpavaLayout.auto(ids.shape[1], default_query_len(ses.model.model, ids), world)
+    auto = SpavaLayout.auto(ids.shape[1], default_query_len(ses.model.config, ids), world)
     layout = SpavaLayout(auto.seq_len, auto.anchor_len, auto.query_len, world, passing_len)
     tokens, gap = reference_generate(ses.model, dict(inputs), layout, 6)
     assert gap > 1e-2  # precondition: no near-ties
@@ -76,6 +77,7 @@ def test_generate_cli_missing_paths(tmp_path):
 
 CLOSE_SCRIPT = """
 import os, sys
+from spava_ext.integrations.families import video_family_of_dir
 from spava_ext.session import _Session
 
 def names():
@@ -87,7 +89,7 @@ def names():
             pass
     return out
 
-ses = _Session(sys.argv[1])
+ses = _Session(sys.argv[1], video_family_of_dir(sys.argv[1], "test"))
 during = [n for n in names() if "gloo" in n]
 ses.close()
 print(f"gloo threads: {len(during)} before close, {[n for n in names() if 'gloo' in n]} after")
