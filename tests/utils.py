@@ -146,7 +146,7 @@ def reference_generate(model, inputs: dict, layout, max_new_tokens: int
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from spava_ext import reference
-    from spava_ext.integrations.transformers import _parts
+    from spava_ext.integrations.transformers import _decoder
 
     def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
         if query.shape[2] != layout.seq_len:  # a decode step: exact
@@ -156,7 +156,7 @@ def reference_generate(model, inputs: dict, layout, max_new_tokens: int
         return reference.spava_attention(q, k, v, layout, softmax_scale=scaling), None
 
     AttentionInterface.register("spava_test_reference", attention)
-    decoder = _parts(model).decoder
+    decoder = _decoder(model)
     previous = decoder.config._attn_implementation
     decoder.set_attn_implementation("spava_test_reference")
     try:
