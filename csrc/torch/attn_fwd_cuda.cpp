@@ -43,17 +43,18 @@ void attn_fwd_group_aten(const std::vector<at::Tensor>& q,
 }
 
 // Appends problem (q, its segments, out, lse) to p. Problems without rows and empty segments
-// are dropped.
-void add_problem(AttnFwdArgs& p, const at::Tensor& q, const std::vector<at::Tensor>& k,
+// are dropped. `op` names the calling op in errors.
+void add_problem(const char* op, AttnFwdArgs& p, const at::Tensor& q,
+                 const std::vector<at::Tensor>& k,
                  const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
                  at::IntArrayRef diag, const at::Tensor& out, const std::optional<at::Tensor>& lse,
                  const int* ready) {
   if (q.size(1) == 0) return;  // nothing to write
-  SPAVA_CHECK_VALUE(p.num_problems < kMaxAttnProblems, "attn_fwd", "more than ", kMaxAttnProblems,
+  SPAVA_CHECK_VALUE(p.num_problems < kMaxAttnProblems, op, "more than ", kMaxAttnProblems,
                     " problems in one launch");
-  SPAVA_CHECK_VALUE(q.size(1) < kDiagClamp, "attn_fwd", "q_len ", q.size(1), " out of range");
-  check_rows_aligned("attn_fwd", "q", q);
-  check_rows_aligned("attn_fwd", "out", out);
+  SPAVA_CHECK_VALUE(q.size(1) < kDiagClamp, op, "q_len ", q.size(1), " out of range");
+  check_rows_aligned(op, "q", q);
+  check_rows_aligned(op, "out", out);
   AttnProblemArgs& pr = p.problems[p.num_problems++];
   pr.q = q.const_data_ptr();
   pr.q_batch_stride = q.stride(0);
@@ -67,12 +68,12 @@ void add_problem(AttnFwdArgs& p, const at::Tensor& q, const std::vector<at::Tens
   for (size_t s = 0; s < k.size(); ++s) {
     const int64_t len = k[s].size(1);
     if (len == 0) continue;  // empty segments contribute nothing
-    SPAVA_CHECK_VALUE(p.num_segments < kMaxKvSegments, "attn_fwd", "more than ", kMaxKvSegments,
+    SPAVA_CHECK_VALUE(p.num_segments < kMaxKvSegments, op, "more than ", kMaxKvSegments,
                       " non-empty key segments in one launch");
-    SPAVA_CHECK_VALUE(len < kDiagClamp, "attn_fwd", "segment ", s, " has ", len,
+    SPAVA_CHECK_VALUE(len < kDiagClamp, op, "segment ", s, " has ", len,
                       " keys, more than the kernels take");
-    check_rows_aligned("attn_fwd", "k", k[s]);
-    check_rows_aligned("attn_fwd", "v", v[s]);
+    check_rows_aligned(op, "k", k[s]);
+    check_rows_aligned(op, "v", v[s]);
     KvSegment& seg = p.segments[p.num_segments++];
     seg.k = k[s].const_data_ptr();
     seg.v = v[s].const_data_ptr();
@@ -90,15 +91,17 @@ void add_problem(AttnFwdArgs& p, const at::Tensor& q, const std::vector<at::Tens
   pr.num_segments = p.num_segments - pr.seg_begin;
 }
 
-// Shapes shared by every problem (q0 is problem 0's rows), then the dtype / head dim checks.
-AttnFwdArgs group_args(const at::Tensor& q0, int64_t heads_kv, double softmax_scale) {
-  check_sm90("attn_fwd", q0);
+// Shapes shared by every problem (q0 is problem 0's rows), then the dtype / head dim checks;
+// `op` names the calling op in errors.
+AttnFwdArgs group_args(const char* op, const at::Tensor& q0, int64_t heads_kv,
+                       double softmax_scale) {
+  check_sm90(op, q0);
   SPAVA_CHECK_TYPE(q0.scalar_type() == at::kBFloat16 || q0.scalar_type() == at::kHalf,
-                   "attn_fwd", "CUDA kernels take bf16 or fp16 q/k/v, got ", q0.scalar_type());
+                   op, "CUDA kernels take bf16 or fp16 q/k/v, got ", q0.scalar_type());
   const int64_t D = q0.size(3);
   bool compiled = false;
   for (int i = 0; i < kNumAttnFwdHeadDims; ++i) compiled |= kAttnFwdHeadDims[i] == D;
-  SPAVA_CHECK_VALUE(compiled, "attn_fwd", "head dim ", D,
+  SPAVA_CHECK_VALUE(compiled, op, "head dim ", D,
                     " is not compiled in this build (see spava_ext.ops.build_info())");
   AttnFwdArgs a{};
   a.batch = int(q0.size(0));
@@ -156,8 +159,8 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
   if (!uses_sm90(q.device())) {
     return attn_fwd_aten(q, k, v, row_begin, diag, softmax_scale, out, lse);
   }
-  AttnFwdArgs a = group_args(q, d.heads_kv, d.softmax_scale);
-  add_problem(a, q, k, v, row_begin, diag, out, lse, nullptr);
+  AttnFwdArgs a = group_args("attn_fwd", q, d.heads_kv, d.softmax_scale);
+  add_problem("attn_fwd", a, q, k, v, row_begin, diag, out, lse, nullptr);
   plan_and_run(a, q);
 }
 
@@ -182,7 +185,7 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
     if (!a.k.empty()) heads_kv = a.k[0].size(2);
   }
   const double scale = resolve_softmax_scale(softmax_scale, q[0].size(3));
-  AttnFwdArgs ga = group_args(q[0], heads_kv, scale);
+  AttnFwdArgs ga = group_args("attn_fwd_group", q[0], heads_kv, scale);
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
     const int* flag = a.wait_for < 0 ? nullptr : ready->const_data_ptr<int>() + a.wait_for;
@@ -191,7 +194,7 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
       if (done_i != nullptr) done->select(0, int64_t(2 * i + 1)).fill_(1);
       continue;
     }
-    add_problem(ga, q[i], a.k, a.v, a.row_begin, a.diag, out[i], a.lse, flag);
+    add_problem("attn_fwd_group", ga, q[i], a.k, a.v, a.row_begin, a.diag, out[i], a.lse, flag);
     ga.problems[ga.num_problems - 1].done = done_i;
   }
   set_overlap(ga, ov);

@@ -8,8 +8,8 @@
 #include <optional>
 #include <vector>
 
-#define SPAVA_CHECK_VALUE(cond, op, ...) TORCH_CHECK_VALUE(cond, "spava::" op ": ", __VA_ARGS__)
-#define SPAVA_CHECK_TYPE(cond, op, ...) TORCH_CHECK_TYPE(cond, "spava::" op ": ", __VA_ARGS__)
+#define SPAVA_CHECK_VALUE(cond, op, ...) TORCH_CHECK_VALUE(cond, "spava::", op, ": ", __VA_ARGS__)
+#define SPAVA_CHECK_TYPE(cond, op, ...) TORCH_CHECK_TYPE(cond, "spava::", op, ": ", __VA_ARGS__)
 
 namespace spava {
 
