@@ -1,4 +1,4 @@
-"""The reference itself, checked against a brute-force reading of DESIGN.md §1 (float64 loops)."""
+"""The reference itself, checked against a brute-force reading of docs/design.md (float64 loops)."""
 
 import math
 from fractions import Fraction
@@ -136,7 +136,7 @@ def test_merge_states_of_split_keys_equals_whole():
 
 
 def test_schedule_pair_count_matches_the_reference_mask():
-    """The per-rank key segments cover exactly the allowed pairs of DESIGN.md §1."""
+    """The per-rank key segments cover exactly the allowed pairs of docs/design.md (Visibility)."""
     from spava_ext.attention import host1_keys, host2_keys, question_keys
 
     L, a, nq, W, p = 230, 21, 5, 3, 4

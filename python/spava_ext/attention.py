@@ -1,4 +1,4 @@
-"""spava_attention: the per-rank schedule of one Spava attention layer (DESIGN.md §1).
+"""spava_attention: the per-rank schedule of one Spava attention layer (docs/design.md, Per-rank schedule).
 
 Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q, k, v::
 
@@ -196,7 +196,7 @@ def standalone_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2,
 # Launch orders (the kernel schedules problems in this order, longest query tiles first in
 # each). With data in flight the order follows its arrival; otherwise host 2 (long rows: every
 # passing block) goes first and host 1's short causal tiles fill the end (measured best on the
-# H100 for D = 128, see csrc/kernels/attn_fwd/NOTES.md).
+# H100 for D = 128, see docs/kernels/attn_fwd.md).
 ORDER_IN_FLIGHT = ("question", "host1", "host2")
 ORDER_LOCAL = ("host2", "question", "host1")
 

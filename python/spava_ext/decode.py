@@ -1,4 +1,4 @@
-"""Exact decode attention over the sharded KV cache of a Spava prefill (DESIGN.md §1 "Decode").
+"""Exact decode attention over the sharded KV cache of a Spava prefill (docs/design.md, Decode).
 
 After the prefill, rank r keeps per layer ``[anchor slice r | C_r | C_(2W-1-r)]`` (disjoint across
 ranks: their union is the prompt's context exactly once) and rank 0 also keeps the question and

@@ -101,7 +101,7 @@ class LocalSegments:
 
 
 class SpavaLayout:
-    """The plan of DESIGN.md §1 for one sequence on ``world_size`` ranks.
+    """The plan of docs/design.md (Layout) for one sequence on ``world_size`` ranks.
 
     Args:
         seq_len: L, the full sequence length (anchor + context chunks + question).

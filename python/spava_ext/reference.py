@@ -139,7 +139,7 @@ def passing_scores(
 
     ``qsum[h] = sum over question rows t and group heads g of q[t, h*G+g]`` (fp32), then
     ``score[j, h] = k[j, h] . qsum[h]`` (no scale, no softmax), then a max-pool of width
-    ``pool_kernel`` whose window is clipped to the chunk. DESIGN.md scores with the mean
+    ``pool_kernel`` whose window is clipped to the chunk. docs/design.md (Selection) scores with the mean
     (``mean_t k . qbar[t]``); the sum is ``nq * G`` times it, so the selection is the same, and
     with small-integer inputs every implementation computes bit-identical scores.
     """
@@ -212,7 +212,7 @@ def select_all_chunks(q: torch.Tensor, k: torch.Tensor, layout: SpavaLayout) -> 
 
 # ---------------------------------------------------------------------------------- Spava
 def allowed_mask(q: torch.Tensor, k: torch.Tensor, layout: SpavaLayout) -> torch.Tensor:
-    """bool [B, Hkv, L, L]: which key y each query row x may attend (DESIGN.md §1).
+    """bool [B, Hkv, L, L]: which key y each query row x may attend (docs/design.md, Visibility).
 
     anchor rows: anchor keys y <= x;  rows of chunk C_i: all anchor keys, the selected keys of
     every C_j with j < i, keys y <= x of C_i;  question rows: every key y <= x.

@@ -80,7 +80,7 @@ def sustained_time(fn: Callable[[], None], est_ms: float, windows: int = 3,
     device's sustained throughput, averaged over whatever the power limit does meanwhile.
     Short samples are not enough at the 700 W limit: the clock swings between states for tens
     to hundreds of milliseconds, so the median of 20 samples of 4 calls landed anywhere in a
-    +-8 % band (session 8: the same call at 589 and 674 TF/s in one run), and side by side
+    +-8 % band (the same call measured 589 and 674 TF/s in one run), and side by side
     with slower, lower-power contenders a kernel measured up to ~9 % faster (the headroom after
     their samples: the rank-0 call of 3B heads at 584 TF/s beside its plain plan, 637 with
     cuDNN and flash SDPA between its samples). The benchmarks' headline rates are taken this
@@ -119,7 +119,7 @@ class ClockSampler:
     in which it was active. Empty where NVML cannot be read (CPU machines, no pynvml).
 
     The clock is NVML's reading (``nvml_sm_clock_mhz``), which under the power cap is not the
-    effective clock (attn_fwd NOTES, session 6: a call that ran at <= 1.53 GHz read 1980 MHz;
+    effective clock (docs/kernels/attn_fwd.md: a call that ran at <= 1.53 GHz read 1980 MHz;
     the clock64 trace gives the effective one), so it is reported beside the rates, never used
     to derive TF/s per GHz or a fraction of peak. The reason fractions are what it is for:
     whether the power limit held the clock down throughout."""
