@@ -1,4 +1,5 @@
-"""spava_attention: the per-rank schedule of one Spava attention layer (docs/design.md, Per-rank schedule).
+"""spava_attention: the per-rank schedule of one Spava attention layer
+(docs/design.md, Per-rank schedule).
 
 Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q, k, v::
 
