@@ -32,7 +32,7 @@ def _sample_ms(call: Callable[[], None], pipelined: int, clocks: Optional[list] 
     read after the synchronisation it shows the idle boost clock). With ``hold_s``, a one-thread
     spin kernel of that length is queued before the start event, so that the window opens with
     the first call's kernels already queued: the host's glue of the first call is not counted
-    as device time (it was, before 2026-11-26: 27-99 us of host glue for an attn_fwd call, i.e.
+    as device time (without the hold, 27-99 us of host glue of an attn_fwd call would be, i.e.
     ~7-25 us per call at 4 calls per sample)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     if hold_s > 0:
@@ -208,8 +208,7 @@ def graph_time(graph: torch.cuda.CUDAGraph, calls_per_replay: int = 1, warmup: i
     min / max over ``repeats`` replays, each timed alone with CUDA events. With ``hold`` (the
     default) each replay is queued behind a spin kernel, so that the window opens with the
     graph's work queued: the host's graph launch and an idle device's launch latency are not
-    counted (``hold=False``: the window opens before the launch, as bench_kernels timed graphs
-    until 2026-11-26)."""
+    counted (``hold=False``: the window opens before the launch)."""
     host = [_host_s(graph.replay) for _ in range(warmup)]
     torch.cuda.synchronize()
     hold_s = _hold_s(host) if hold else 0.0
@@ -241,7 +240,7 @@ def gpu_time_interleaved(fns: dict, warmup: int = 3, repeats: int = 20,
     back-to-back comparison by 10 % or more). The order rotates from sample to sample, so that
     each function goes first equally often: the first call after the host's synchronisation
     (a short idle GPU) runs at a higher clock, which favoured the first function by ~2 % in a
-    fixed order (measured 2026-11-25: the same kernel twice, 606 vs 593 TF/s). Returns
+    fixed order (measured: the same kernel twice, 606 vs 593 TF/s). Returns
     ``{name: gpu_time-style dict, with the median SM clock read while its calls were queued}``
     plus the median over all samples under ``"sm_clock_mhz"`` (None where NVML is absent).
     With ``pipelined = 1`` the read may land after the call ended (an idle reading)."""
