@@ -4,6 +4,7 @@
 #   bash scripts/gpu_check.sh [all|build|test|sanitize|bench|quick|evidence]   (default: all)
 #   all      = build, GPU tests, sanitizers, SASS mix, the kernel benchmark (~5-9 min)
 #   evidence = build, the W=8 simulator (spava bench), the layer sweep, e2e prefill (~8 min)
+#   cuda     = build, every test marked cuda, the fuzz corpus under memcheck (~6 min)
 #   select   = trace build (SPAVA_ATTN_TRACE=1), select_passing's GPU tests and its timeline
 #              (benchmarks/select_trace.py) (~2 min); the next build without it rebuilds
 # Needs the nvidia-cutlass 4.2.0.0 wheel in .whl/ (carried: `pip download --no-deps
@@ -86,6 +87,10 @@ case $MODE in
   all) build && { gpu_tests; sanitize; sass
     step bench 500 python3 benchmarks/bench.py --routine kernels; } ;;
   evidence) build && evidence ;;
+  cuda) build && {
+      step tests 400 python3 -m pytest -q --timeout 120 -p no:cacheprovider -m cuda tests/
+      step memcheck_fuzz 300 compute-sanitizer --tool memcheck --error-exitcode 1 \
+        python3 scripts/sanitize_case.py fuzz; } ;;
   select) export SPAVA_ATTN_TRACE=1 && build && {
       step tests 300 python3 -m pytest -q --timeout 60 tests/test_cuda.py -k select
       step trace 300 python3 benchmarks/select_trace.py; } ;;
