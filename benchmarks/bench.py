@@ -12,6 +12,7 @@ through benchmarks/bench_utils.py.
     python benchmarks/bench.py --routine ttft                  # vision + prefill, both models
     torchrun --nproc-per-node W benchmarks/bench.py --routine multi-gpu
     python benchmarks/bench.py --routine fidelity [--device cpu]
+    python benchmarks/bench.py --routine host                  # host enqueue, prefill GPU idle
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import sys
 
 # routine -> the module (in benchmarks/) with its add_arguments(parser) and run(args)
 ROUTINES = {"kernels": "bench_kernels", "layer": "bench_layer", "e2e": "bench_e2e",
-            "multi-gpu": "multi_gpu", "fidelity": "fidelity", "ttft": "bench_ttft"}
+            "multi-gpu": "multi_gpu", "fidelity": "fidelity", "ttft": "bench_ttft",
+            "host": "bench_host"}
 
 
 def parser_for(argv: list[str] | None) -> tuple[argparse.ArgumentParser, object]:

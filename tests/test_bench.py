@@ -17,7 +17,7 @@ import bench_utils
 
 ROUTINE_OPTIONS = {"kernels": "--unit-overhead", "layer": "--contexts", "e2e": "--layers",
                    "multi-gpu": "--trace-dir", "fidelity": "--tokens-per-frame",
-                   "ttft": "--frames"}
+                   "ttft": "--frames", "host": "--prefill-context"}
 
 
 def parse(*argv):
@@ -265,3 +265,19 @@ def test_ttft_runs_on_cpu(monkeypatch, tmp_path):
             vis["rank_ms"] + vis["gather_ms"] + res["spava_prefill_ms"])
         assert res["ttft_dense_ms"] == pytest.approx(
             vis["one_gpu_ms"] + res["dense_prefill_ms"]["flash"])
+
+
+def test_host_routine_runs_on_cpu(monkeypatch, tmp_path, capsys):
+    """The enqueue measurement of ranks 0 and W-1 on a tiny layer: positive times, the layout
+    of the requested context, and a profile that names the schedule's function."""
+    monkeypatch.setattr(bench_utils, "RESULTS", tmp_path)
+    monkeypatch.delenv("OUT", raising=False)
+    assert bench.main(["--routine", "host", "--tiny", "--device", "cpu", "--calls", "3",
+                       "--world", "4", "--context", "2000"]) == 0
+    [path] = tmp_path.glob("host_tiny_*.json")
+    r = json.loads(path.read_text())
+    assert [e["rank"] for e in r["enqueue"]] == [0, 3] and r["context"] == 2000
+    for e in r["enqueue"]:
+        assert 0 < e["min_us"] <= e["median_us"]
+        assert "L=2064" in e["layout"] or "2064" in e["layout"]
+    assert any("spava_attention_rank" in line for line in r["enqueue"][1]["profile_top"])

@@ -88,6 +88,11 @@ class SpavaKVCache:
         self.v[layer, :, n : n + t].copy_(v_new)
         self.lengths[layer] = n + t
 
+    def rewind(self) -> None:
+        """Forget the generated tokens: every stored layer keeps its prefill rows only (a
+        replayed prefill rewrites those rows in place, spava_ext.graphs)."""
+        self.lengths = [self.prefill_len if stored else 0 for stored in self.stored]
+
     def layer_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of the valid rows of a layer: ``[B, n, Hkv, D]`` each."""
         self.check_layer("SpavaKVCache.layer_kv", layer)

@@ -26,6 +26,7 @@ from transformers import AttentionInterface
 from ..attention_op import attention_comm
 from ..comm import GroupComm, rank_and_world
 from ..decode import SpavaKVCache, decode_attention_comm
+from ..graphs import PrefillGraphs, shape_key
 from ..layout import SpavaLayout
 
 __all__ = ["SpavaRun", "spava_prefill", "spava_decode_step", "generate", "ATTN_IMPLEMENTATION"]
@@ -123,6 +124,24 @@ def prefill_embeds(model, inputs_embeds: torch.Tensor, position_ids: torch.Tenso
                 **(decoder_kwargs or {}))
 
 
+def graphed_prefill(graphs: PrefillGraphs, model, prompt, layout: SpavaLayout, comm,
+                    make_cache: Callable[[], SpavaKVCache], max_new_tokens: int):
+    """:func:`prefill_embeds` of ``prompt`` (a :class:`~.multimodal.Prompt`) through
+    ``graphs``: returns (last hidden states, the entry's KV cache)."""
+    rank = comm.rank
+    positions = prompt.positions
+    inputs = {"embeds": layout.shard(prompt.embeds, rank, dim=1),
+              "positions": layout.shard(positions, rank, dim=positions.dim() - 1),
+              "kwargs": prompt.decoder_kwargs(layout, rank)}
+    key = (id(model), id(comm), layout, max_new_tokens, shape_key(inputs))
+
+    def prefill(x: dict, cache: SpavaKVCache) -> torch.Tensor:
+        run = SpavaRun(layout, comm, cache, "prefill")
+        return _run(model, run, x["embeds"], x["positions"], **x["kwargs"])
+
+    return graphs.run(key, prefill, inputs, make_cache)
+
+
 @torch.no_grad()
 def spava_prefill(model, input_ids: torch.Tensor, layout: SpavaLayout, comm,
                   cache: Optional[SpavaKVCache] = None, **run_options) -> torch.Tensor:
@@ -179,6 +198,7 @@ def generate(
     timings: Optional[dict] = None,
     on_token: Optional[Callable[[int, torch.Tensor], None]] = None,
     on_layer: Optional[Callable[[int], None]] = None,
+    prefill_graphs: Optional[PrefillGraphs] = None,
 ) -> torch.Tensor:
     """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
 
@@ -201,6 +221,9 @@ def generate(
             "first_token" and "decode" and the count "decode_tokens" (with device syncs).
         on_token: called as ``on_token(step, token_ids [B])`` after each generated token.
         on_layer: called as ``on_layer(layer)`` after each decoder layer of the prefill.
+        prefill_graphs: a :class:`~spava_ext.graphs.PrefillGraphs` (CUDA only): the prefill
+            runs as a CUDA graph, captured on the first prompt of a shape and replayed for later
+            prompts of the same shape (no per-layer host work). Not with ``on_layer``.
 
     Returns the generated token ids ``[B, n <= max_new_tokens]`` on every rank.
     """
@@ -240,18 +263,29 @@ def generate(
                          world, auto.passing_len if passing_len == "auto" else passing_len)
     cfg = _decoder(model).config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    cache = SpavaKVCache(layout, rank, cfg.num_hidden_layers, input_ids.shape[0],
-                         cfg.num_key_value_heads, head_dim, prompt.embeds.dtype, input_ids.device,
-                         max_new_tokens)
+
+    def make_cache() -> SpavaKVCache:
+        return SpavaKVCache(layout, rank, cfg.num_hidden_layers, input_ids.shape[0],
+                            cfg.num_key_value_heads, head_dim, prompt.embeds.dtype,
+                            input_ids.device, max_new_tokens)
+
+    if prefill_graphs is not None and on_layer is not None:
+        raise ValueError("spava_ext.generate: on_layer is not called from a replayed prefill "
+                         "graph; pass prefill_graphs or on_layer, not both")
     if stop_token_ids is None:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         stop_token_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
     generator = torch.Generator(device=input_ids.device).manual_seed(seed) if do_sample else None
 
     t1 = tick()
-    capture = (lambda layer, *tensors: on_layer(layer)) if on_layer is not None else None
-    hidden = prefill_embeds(model, prompt.embeds, prompt.positions, layout, comm, cache,
-                            prompt.decoder_kwargs(layout, rank), capture=capture)
+    if prefill_graphs is None:
+        cache = make_cache()
+        capture = (lambda layer, *tensors: on_layer(layer)) if on_layer is not None else None
+        hidden = prefill_embeds(model, prompt.embeds, prompt.positions, layout, comm, cache,
+                                prompt.decoder_kwargs(layout, rank), capture=capture)
+    else:
+        hidden, cache = graphed_prefill(prefill_graphs, model, prompt, layout, comm,
+                                        make_cache, max_new_tokens)
     t2 = tick()
     logits = model.lm_head(hidden[:, -1]).float()
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
