@@ -307,4 +307,8 @@ def report(res: dict) -> str:
                  f"{res['dense_tokens_per_s']:.1f}; Spava slower by {100 * res['slowdown']:+.1f} % "
                  f"(bar <= {100 * res['bar']:.0f} %: {'met' if res['bar_met'] else 'NOT met'})")
     lines.append(f"slowdown vs modelled collective latency: {sweep}")
+    lines.append("ms per token, device time; coll.: the modelled gathers; linear+: the step less "
+                 "attention and merge (projections, MLP, norms, RoPE, LM head, the simulated "
+                 "gather's copy); host/step: the host's time to issue one eager step; launch: "
+                 "one graph replay's")
     return "\n".join(lines)

@@ -2,11 +2,13 @@
 LMM's language model (random bf16 weights, as routine ``e2e``) at 128K, 256K, 512K and 1M context
 tokens, W = 8 ranks with the paper's a and p (``SpavaLayout.auto``), on one GPU:
 
-* Spava per rank (simulated, :class:`SimulatedComm`), ranks 0 and W - 1 by default: every rank
-  holds the same number of tokens and, by the zigzag, the same passing-block work (host 1 of rank
-  r reads r blocks, host 2 reads 2W - 1 - r), so the ranks differ only in how that work splits
-  between the two hosts; ranks 0 and W - 1 are the two extremes of the split (the simulated W = 8
-  layer in BENCHMARKS.md spreads 3.5 % over all ranks, max(0, 7) within 1.2 % of the slowest).
+* Spava per rank (simulated, :class:`SimulatedComm`): every rank holds the same number of tokens
+  and, by the zigzag, the same passing-block work (host 1 of rank r reads r blocks, host 2 reads
+  2W - 1 - r), so the ranks differ only in how that work splits between the two hosts. The layer
+  is timed on ranks 0 and W - 1 by default, the two extremes of the split (the simulated W = 8
+  layer in BENCHMARKS.md spreads 3.5 % over all ranks, max(0, 7) within 1.2 % of the slowest);
+  the prefill on the one whose layer was slower (every other part of a rank's prefill, the
+  decoder's linear layers over its tokens, is the same on all ranks).
 * ZigZag ring, rank 0's per-rank work (balanced by construction: its chunks' earlier keys add up
   to the same count on every rank), compute only, on the same kernel.
 * Dense on one GPU: causal SDPA (cuDNN) for the layer, the whole model for the prefill.
@@ -60,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def guarded(work, device: str) -> dict:
-    """``{"status": "ok", "ms": work()}`` or ``{"status": "OOM"}``, with the peak memory that
-    ``work`` allocated on a GPU (``peak_gib``)."""
+    """``{"status": "ok", "ms": work()}``, ``{"status": "OOM"}`` or ``{"status": "error"}``
+    (another runtime error, its message kept), with the peak memory that ``work`` allocated on
+    a GPU (``peak_gib``)."""
     cuda = device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -69,6 +72,8 @@ def guarded(work, device: str) -> dict:
         out = {"status": "ok", "ms": work()}
     except torch.cuda.OutOfMemoryError as e:
         out = {"status": "OOM", "error": str(e).splitlines()[0][:200]}
+    except RuntimeError as e:  # e.g. no kernel for a length: recorded, the sweep goes on
+        out = {"status": "error", "error": f"{type(e).__name__}: {e}"[:300]}
     if cuda:
         out["peak_gib"] = torch.cuda.max_memory_allocated() / GIB
     gc.collect()
@@ -213,13 +218,18 @@ def e2e_point(model, layout: SpavaLayout, ranks: list, args, budget: Budget) -> 
     spava = {}
     for r in ranks:
         comm = SimulatedComm(r, W)
-        spava[str(r)] = prefill(model, f"e2e spava {r}", L, lambda w, n, c=comm: time_ms(
+        spava[str(r)] = prefill(model, "e2e spava", L, lambda w, n, c=comm: time_ms(
             lambda: spava_prefill(model, ids, layout, c), dev, w, n), budget, dev)
     ring = prefill(model, "e2e ring", L, lambda w, n: time_ms(
         ring_prefill_fn(model, ids, W, 0), dev, w, n), budget, dev)
     dense = prefill(model, "e2e dense", L, lambda w, n: dense_ms(
         model, ids, [backend], w, n)[backend], budget, dev)
     return {"spava": spava, "ring_rank0": ring, "dense": dense, "dense_backend": backend}
+
+
+def slowest(results: dict) -> int:
+    """The rank whose measurement took longest (the first one where none has a time)."""
+    return int(max(results, key=lambda r: results[r].get("ms", -1.0)))
 
 
 def critical(results: dict):
@@ -243,10 +253,10 @@ def run(args: argparse.Namespace) -> int:
     points = []
     for ctx in args.contexts:
         layout = SpavaLayout.auto(ctx + args.question, args.question, args.world)
+        layer = layer_point(layout, ranks, dims, args, layer_budget)
         point = {"context": ctx, "seq_len": layout.seq_len, "layout": repr(layout),
-                 "local_tokens": layout.local_len(0),
-                 "layer": layer_point(layout, ranks, dims, args, layer_budget),
-                 "e2e": e2e_point(model, layout, ranks, args, e2e_budget)}
+                 "local_tokens": layout.local_len(0), "layer": layer,
+                 "e2e": e2e_point(model, layout, [slowest(layer["spava"])], args, e2e_budget)}
         for part in ("layer", "e2e"):
             point[part]["spava_critical_ms"] = critical(point[part]["spava"])
         points.append(point)

@@ -334,7 +334,7 @@ def test_dense_decode_baseline_is_attention_over_the_whole_cache(kernel):
 
 
 def test_scale_runs_on_cpu(monkeypatch, tmp_path):
-    """Two sizes at W = 2, every measurement timed (no budget limit), ranks 0 and 1."""
+    """Two sizes at W = 2, every measurement timed (no budget limit)."""
     from spava_ext import SpavaLayout
 
     name, data = run_tiny(monkeypatch, tmp_path, ["--routine", "scale", "--contexts", "256,512",
@@ -351,8 +351,12 @@ def test_scale_runs_on_cpu(monkeypatch, tmp_path):
             timed = [*res["spava"].values(), res["ring_rank0"], res["dense"]]
             assert all(r["status"] == "ok" and r["ms"] > 0 and "peak_gib" not in r
                        for r in timed), res
-            assert set(res["spava"]) == {"0", "1"} and res["dense_backend"] == "flash"
+            assert res["dense_backend"] == "flash"
             assert res["spava_critical_ms"] == max(r["ms"] for r in res["spava"].values())
+        # the layer on both ranks, the prefill on the one whose layer was slower
+        layer = p["layer"]["spava"]
+        assert set(layer) == {"0", "1"}
+        assert list(p["e2e"]["spava"]) == [max(layer, key=lambda r: layer[r]["ms"])]
 
 
 class _Config:
@@ -392,7 +396,7 @@ def test_scale_skips_a_prefill_over_the_budget_and_runs_its_first_layer():
     assert len(calls) == 2
 
 
-def test_scale_records_out_of_memory():
+def test_scale_records_out_of_memory_and_errors():
     import torch
     import bench_scale
 
@@ -401,6 +405,12 @@ def test_scale_records_out_of_memory():
 
     res = bench_scale.guarded(oom, "cpu")
     assert res["status"] == "OOM" and "40 GiB" in res["error"]
+
+    def no_kernel():
+        raise RuntimeError("No available kernel. Aborting execution.")
+
+    res = bench_scale.guarded(no_kernel, "cpu")
+    assert res["status"] == "error" and "No available kernel" in res["error"]
 
 
 def test_plot_draws_a_scale_result(tmp_path):
