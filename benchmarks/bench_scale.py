@@ -84,7 +84,8 @@ def guarded(work, device: str) -> dict:
 
 def layer_ms(fn, device: str, repeats: int) -> float:
     """A layer's ms: the first call is the warm-up; calls over a second are timed once more,
-    short ones in samples of 4 queued calls (the host runs ahead, as in a forward pass)."""
+    shorter ones (after two more warm-up calls) in samples of 4 queued calls, 2 over 50 ms: the
+    host runs ahead, as in a forward pass, and its glue is kept out of the window."""
     if device != "cuda":
         return time_ms(fn, device, 1, repeats)
     t0 = time.perf_counter()
@@ -93,7 +94,7 @@ def layer_ms(fn, device: str, repeats: int) -> float:
     first = time.perf_counter() - t0
     if first > 1.0:
         return time_ms(fn, device, 0, 1)
-    return gpu_time(fn, warmup=0, repeats=repeats, pipelined=4 if first < 0.05 else 1)["ms"]
+    return gpu_time(fn, warmup=2, repeats=repeats, pipelined=4 if first < 0.05 else 2)["ms"]
 
 
 def _randn(shape, dims: dict, g):
@@ -280,15 +281,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cell(res: dict) -> str:
-    """One measurement in the table: ms [peak GiB], OOM, or skipped (with its estimate)."""
+    """One measurement in the table: ms [peak GiB], OOM, error, or skipped (its estimates)."""
     def mem(r: dict) -> str:
         return f" [{r['peak_gib']:.1f}G]" if r.get("peak_gib") is not None else ""
 
     if res["status"] == "ok":
         return f"{res['ms']:.1f}{mem(res)}"
-    if "estimated_ms" in res:
-        return f"skipped (est. {res['estimated_ms']:.0f}){mem(res['one_layer'])}"
-    return res["status"] + mem(res.get("one_layer", res))
+    if "budget_estimate_ms" not in res:
+        return res["status"] + mem(res)
+    text = f"{SKIPPED} (est. {res['budget_estimate_ms'] / 1e3:.1f} s a call)"
+    probe = res.get("one_layer")
+    if probe is None:
+        return text
+    if probe["status"] != "ok":
+        return f"{text}; first layer alone: {probe['status']}{mem(probe)}"
+    return f"{text}; first layer x layers: {res['estimated_ms']:.0f}{mem(probe)}"
 
 
 def row(point: dict) -> str:
