@@ -147,7 +147,7 @@ def scale(plt, data: dict):
                            ("dense, one GPU", lambda p: p["dense"])):
             xs, ys, est, oom = [], [], [], []
             for p in pts:
-                res, x = get(p[part]), p["context"] // 1024
+                res, x = get(p[part]), p["context"] / 1024
                 probe = res.get("one_layer", {})
                 if "OOM" in res["status"]:
                     oom.append(x)
