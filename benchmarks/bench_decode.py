@@ -228,7 +228,7 @@ def dense(model, prompt: int, args) -> dict:
             kv.backend = backend
             try:
                 s, a = timed(step, dev.type, args.repeats), timed(attention, dev.type, args.repeats)
-            except RuntimeError as e:  # no kernel of this backend for these inputs
+            except (RuntimeError, ValueError, TypeError) as e:  # no kernel for these inputs
                 kernels[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
                 continue
             kernels[name] = {"step": s, "attention": a, "token_ms": s["ms"],
