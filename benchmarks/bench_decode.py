@@ -96,7 +96,8 @@ _DENSE: contextvars.ContextVar = contextvars.ContextVar("spava_bench_dense_kv", 
 
 
 def _dense_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """transformers attention function of the dense baseline (q [B, H, 1, D], k/v [B, Hkv, 1, D])."""
+    """transformers attention function of the dense baseline: q ``[B, H, 1, D]``, k/v
+    ``[B, Hkv, 1, D]``."""
     return _DENSE.get().attend(module.layer_idx, query, key, value, scaling), None
 
 
@@ -280,12 +281,12 @@ def run(args: argparse.Namespace) -> int:
 
 def report(res: dict) -> str:
     """The printed table."""
-    lines = [f"{res['model']} decode after {res['context']} + {res['question']} prompt tokens, "
-             f"W = {res['world']}: {res['layout']}",
-             f"collectives: {res['collective_us']:g} us per all-gather x {res['layers']} layers "
-             f"-- {res['collective_source']}",
-             f"{'':>9} {'KV rows':>8} {'token ms':>9} {'attention':>9} {'merge':>7} "
-             f"{'coll.':>6} {'linear+':>8} {'host/step':>9} {'launch':>7}  mode"]
+    lines = [(f"{res['model']} decode after {res['context']} + {res['question']} prompt "
+              f"tokens, W = {res['world']}: {res['layout']}"),
+             (f"collectives: {res['collective_us']:g} us per all-gather x {res['layers']} "
+              f"layers -- {res['collective_source']}"),
+             (f"{'':>9} {'KV rows':>8} {'token ms':>9} {'attention':>9} {'merge':>7} "
+              f"{'coll.':>6} {'linear+':>8} {'host/step':>9} {'launch':>7}  mode")]
     for r in res["spava_ranks"]:
         lines.append(f"{'rank ' + str(r['rank']):>9} {r['kv_rows']:>8} {r['token_ms']:>9.3f} "
                      f"{r['attention_ms']:>9.3f} {r['merge_ms']:>7.3f} {r['collectives_ms']:>6.3f}"
@@ -296,10 +297,11 @@ def report(res: dict) -> str:
         if "error" in k:
             lines.append(f"{'dense':>9} {name}: {k['error']}")
             continue
+        step = k["step"]
         lines.append(f"{'dense':>9} {d['kv_rows']:>8} {k['token_ms']:>9.3f} "
                      f"{k['attention_ms']:>9.3f} {'-':>7} {'-':>6} {k['linear_other_ms']:>8.3f} "
-                     f"{k['step']['enqueue_ms']:>9.3f} {k['step'].get('launch_ms', float('nan')):>7.3f}"
-                     f"  {name}, {k['step']['mode']}" + ("  <- best" if name == d["best"] else ""))
+                     f"{step['enqueue_ms']:>9.3f} {step.get('launch_ms', float('nan')):>7.3f}"
+                     f"  {name}, {step['mode']}" + ("  <- best" if name == d["best"] else ""))
     sweep = ", ".join(f"{us} us: {100 * s:+.1f} %" for us, s in
                       res["slowdown_at_collective_us"].items())
     lines.append(f"tokens/s: Spava W = {res['world']} (rank {res['critical_rank']}) "

@@ -43,6 +43,7 @@ from spava_ext.attention import KeySegments, spava_attention_rank
 from spava_ext.comm import SimulatedComm
 from spava_ext.integrations.transformers import spava_prefill
 from spava_ext.layout import balanced_split
+from torch.nn.attention import sdpa_kernel
 
 GIB = float(1 << 30)
 SKIPPED = "skipped: over time budget"
@@ -301,8 +302,8 @@ def cell(res: dict) -> str:
 
 def row(point: dict) -> str:
     """The printed lines of one size: layer and prefill, ms [peak GiB]."""
-    lines = [f"context {point['context']} (+question), {point['local_tokens']} local tokens "
-             f"per Spava rank"]
+    head = f"context {point['context']} (+question), {point['local_tokens']} local tokens per rank"
+    lines = [head]
     for part, name in (("layer", "layer"), ("e2e", "prefill")):
         p = point[part]
         spava = ", ".join(f"r{r} {cell(res)}" for r, res in p["spava"].items())

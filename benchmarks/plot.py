@@ -142,7 +142,8 @@ def scale(plt, data: dict):
               (axes[2], "e2e", "peak_gib", "prefill, peak memory per rank (GiB)"))
     for ax, part, key, title in panels:
         for label, get in (("Spava (slowest timed rank)",
-                            lambda p: max(p["spava"].values(), key=lambda r: r.get(key) or 0)),
+                            lambda p, k=key: max(p["spava"].values(),
+                                                 key=lambda r: r.get(k) or 0)),
                            ("ZigZag ring, compute only", lambda p: p["ring_rank0"]),
                            ("dense, one GPU", lambda p: p["dense"])):
             xs, ys, est, oom = [], [], [], []
