@@ -241,6 +241,28 @@ def critical(results: dict):
     return None if None in ms else max(ms)
 
 
+def summarise(part: dict) -> None:
+    """Adds Spava's critical path and its speedups over the ring and dense (ms, else a skipped
+    prefill's estimate; None where neither exists) to one size's layer or prefill results."""
+    crit = part["spava_critical_ms"] = critical(part["spava"])
+    for name, key in (("ring", "ring_rank0"), ("dense", "dense")):
+        base = part[key].get("ms", part[key].get("estimated_ms"))
+        part[f"speedup_vs_{name}"] = None if crit is None or base is None else base / crit
+
+
+def first_oom(points: list) -> dict:
+    """The first context at which each measurement ran out of memory (itself or, for a skipped
+    prefill, its first layer alone); None where it never did."""
+    out = {}
+    for part in ("layer", "e2e"):
+        for name, get in (("spava", lambda p: list(p["spava"].values())),
+                          ("ring", lambda p: [p["ring_rank0"]]), ("dense", lambda p: [p["dense"]])):
+            hits = [p["context"] for p in points
+                    if any("OOM" in r["status"] for r in get(p[part]))]
+            out[f"{part} {name}"] = hits[0] if hits else None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if args.contexts != sorted(args.contexts):
         raise SystemExit(f"scale: --contexts must ascend, got {args.contexts}")
@@ -261,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
                  "local_tokens": layout.local_len(0), "layer": layer,
                  "e2e": e2e_point(model, layout, [slowest(layer["spava"])], args, e2e_budget)}
         for part in ("layer", "e2e"):
-            point[part]["spava_critical_ms"] = critical(point[part]["spava"])
+            summarise(point[part])
         points.append(point)
         print(row(point), flush=True)
     result = {"model": args.model, "tiny": args.tiny, "world": args.world,
@@ -270,8 +292,11 @@ def run(args: argparse.Namespace) -> int:
               "max_run_s": args.max_run_s,
               "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / GIB,
               "card_memory_gib": (torch.cuda.get_device_properties(0).total_memory / GIB
-                                  if cuda else None), "points": points}
+                                  if cuda else None), "points": points,
+              "first_oom_context": first_oom(points)}
     path = write_result("scale", result)
+    print("first context out of memory: " + ", ".join(
+        f"{k} {v if v is not None else '-'}" for k, v in result["first_oom_context"].items()))
     print(f"(wrote {path})")
     try:
         import plot
@@ -309,4 +334,8 @@ def row(point: dict) -> str:
         spava = ", ".join(f"r{r} {cell(res)}" for r, res in p["spava"].items())
         lines.append(f"  {name:>7} ms: Spava {spava} | ring r0 {cell(p['ring_rank0'])} | "
                      f"dense {p['dense_backend']} {cell(p['dense'])}")
+        ratios = [f"{p[f'speedup_vs_{b}']:.2f}x vs {b}" for b in ("ring", "dense")
+                  if p[f"speedup_vs_{b}"] is not None]
+        if ratios:
+            lines.append(f"  {'':>7}     Spava " + ", ".join(ratios))
     return "\n".join(lines)

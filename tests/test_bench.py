@@ -352,11 +352,16 @@ def test_scale_runs_on_cpu(monkeypatch, tmp_path):
             assert all(r["status"] == "ok" and r["ms"] > 0 and "peak_gib" not in r
                        for r in timed), res
             assert res["dense_backend"] == "flash"
-            assert res["spava_critical_ms"] == max(r["ms"] for r in res["spava"].values())
+            crit = res["spava_critical_ms"]
+            assert crit == max(r["ms"] for r in res["spava"].values())
+            assert res["speedup_vs_ring"] == pytest.approx(res["ring_rank0"]["ms"] / crit)
+            assert res["speedup_vs_dense"] == pytest.approx(res["dense"]["ms"] / crit)
         # the layer on both ranks, the prefill on the one whose layer was slower
         layer = p["layer"]["spava"]
         assert set(layer) == {"0", "1"}
         assert list(p["e2e"]["spava"]) == [max(layer, key=lambda r: layer[r]["ms"])]
+    assert data["first_oom_context"] == {f"{part} {name}": None for part in ("layer", "e2e")
+                                         for name in ("spava", "ring", "dense")}
 
 
 class _Config:
@@ -411,6 +416,16 @@ def test_scale_records_out_of_memory_and_errors():
 
     res = bench_scale.guarded(no_kernel, "cpu")
     assert res["status"] == "error" and "No available kernel" in res["error"]
+
+    def point(context, dense_status):
+        ok = {"status": "ok", "ms": 1.0}
+        part = {"spava": {"7": ok}, "ring_rank0": ok, "dense": {"status": dense_status}}
+        return {"context": context, "layer": part, "e2e": part}
+
+    points = [point(1, "ok"), point(2, "skipped: over time budget; one layer: OOM"),
+              point(4, "OOM")]
+    first = bench_scale.first_oom(points)
+    assert (first["layer dense"], first["e2e dense"], first["e2e ring"]) == (2, 2, None)
 
 
 def test_plot_draws_a_scale_result(tmp_path):
