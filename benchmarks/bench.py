@@ -10,6 +10,8 @@ through benchmarks/bench_utils.py.
     python benchmarks/bench.py --routine e2e                   # Qwen2.5-VL-7B LM prefill
     python benchmarks/bench.py --routine e2e --model qwen3-vl-8b
     python benchmarks/bench.py --routine ttft                  # vision + prefill, both models
+    python benchmarks/bench.py --routine decode                # tokens/s after 128K, W = 8
+    python benchmarks/bench.py --routine scale                 # prefill at 128K-1M, memory
     torchrun --nproc-per-node W benchmarks/bench.py --routine multi-gpu
     python benchmarks/bench.py --routine fidelity [--device cpu]
     python benchmarks/bench.py --routine host                  # host enqueue, prefill GPU idle
@@ -24,7 +26,7 @@ import sys
 # routine -> the module (in benchmarks/) with its add_arguments(parser) and run(args)
 ROUTINES = {"kernels": "bench_kernels", "layer": "bench_layer", "e2e": "bench_e2e",
             "multi-gpu": "multi_gpu", "fidelity": "fidelity", "ttft": "bench_ttft",
-            "host": "bench_host"}
+            "decode": "bench_decode", "scale": "bench_scale", "host": "bench_host"}
 
 
 def parser_for(argv: list[str] | None) -> tuple[argparse.ArgumentParser, object]:

@@ -4,7 +4,9 @@
 * layer_*.json: speedup of Spava's critical path over dense SDPA, ZigZag ring, APB-style and
   Star-style per-rank work, against context length, one line per world size,
 * fidelity_*.json: needle recall against keep ratio, row-class error against passing_len and
-  anchor_len.
+  anchor_len,
+* scale_*.json: per-rank prefill time and peak memory against context length (Spava's slowest
+  timed rank, the ZigZag ring's rank 0, dense on one GPU; estimates hollow, OOM as crosses).
 
     python benchmarks/plot.py benchmarks/results/<routine>_<date>_<card>.json ...
 """
@@ -132,7 +134,50 @@ def fidelity(plt, data: dict):
     return fig, f"fidelity probes, L = {data['L']}, W = {data['world']}"
 
 
-PLOTS = {"kernels": kernels, "layer": layer, "fidelity": fidelity}
+def scale(plt, data: dict):
+    pts = data["points"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = ((axes[0], "layer", "ms", "one attention layer, ms per rank"),
+              (axes[1], "e2e", "ms", "prefill, ms per rank"),
+              (axes[2], "e2e", "peak_gib", "prefill, peak memory per rank (GiB)"))
+    for ax, part, key, title in panels:
+        for label, get in (("Spava (slowest timed rank)",
+                            lambda p, k=key: max(p["spava"].values(),
+                                                 key=lambda r: r.get(k) or 0)),
+                           ("ZigZag ring, compute only", lambda p: p["ring_rank0"]),
+                           ("dense, one GPU", lambda p: p["dense"])):
+            xs, ys, est, oom = [], [], [], []
+            for p in pts:
+                res, x = get(p[part]), p["context"] / 1024
+                probe = res.get("one_layer", {})
+                if "OOM" in res["status"]:
+                    oom.append(x)
+                elif res.get(key) is not None:
+                    xs.append(x)
+                    ys.append(res[key])
+                elif key == "ms" and "estimated_ms" in res:
+                    est.append((x, res["estimated_ms"]))
+                elif probe.get(key) is not None:  # a skipped prefill's first-layer peak
+                    est.append((x, probe[key]))
+            line = ax.plot(xs, ys, marker="o", label=label)[0]
+            if est:
+                ax.plot(*zip(*est), marker="o", linestyle="none", mfc="none",
+                        color=line.get_color())
+            for x in oom:
+                ax.axvline(x, color=line.get_color(), linestyle=":", alpha=0.6)
+                top = data.get("card_memory_gib") if key == "peak_gib" else None
+                ax.plot([x], [top or ax.get_ylim()[1]], marker="x", color=line.get_color())
+        if key == "peak_gib" and data.get("card_memory_gib"):
+            ax.axhline(data["card_memory_gib"], color="k", linestyle="--", label="card memory")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log" if key == "ms" else "linear")
+        ax.set(xlabel="context tokens (K)", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return fig, f"scale, W = {data['world']}, {data['model']} (hollow: estimated, x: OOM)"
+
+
+PLOTS = {"kernels": kernels, "layer": layer, "fidelity": fidelity, "scale": scale}
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import bench_utils
 
 ROUTINE_OPTIONS = {"kernels": "--unit-overhead", "layer": "--contexts", "e2e": "--layers",
                    "multi-gpu": "--trace-dir", "fidelity": "--tokens-per-frame",
-                   "ttft": "--frames", "host": "--prefill-context"}
+                   "ttft": "--frames", "decode": "--collective-us", "scale": "--max-run-s",
+                   "host": "--prefill-context"}
 
 
 def parse(*argv):
@@ -73,6 +74,12 @@ def test_defaults_parse():
     assert (m.skip_speed, m.trace_dir) == (False, None)
     f = parse("--routine", "fidelity")
     assert (f.frames, f.tokens_per_frame, f.world, f.needles) == (64, 64, 4, 24)
+    d = parse("--routine", "decode")
+    assert (d.model, d.context, d.question, d.world, d.ranks, d.collective_us, d.repeats,
+            d.device) == ("qwen2.5-vl-7b", 131072, 64, 8, None, 20.0, 30, "cuda")
+    s = parse("--routine", "scale")
+    assert (s.contexts, s.world, s.ranks, s.repeats, s.layer_repeats, s.max_run_s) == (
+        [131072, 262144, 524288, 1048576], 8, None, 1, 3, 60.0)
 
 
 def test_options_parse():
@@ -95,6 +102,8 @@ def test_options_parse():
     (["--routine", "e2e", "--model", "qwen9"], "--model"),
     (["--routine", "ttft", "--models", "llava"], "--models"),
     (["--routine", "ttft", "--frames", "many"], "--frames"),
+    (["--routine", "decode", "--collective-us", "fast"], "--collective-us"),
+    (["--routine", "scale", "--contexts", "1M"], "--contexts"),
     (["--routine", "sweep"], "--routine"),
 ])
 def test_bad_options_are_refused(argv, option, capsys):
@@ -265,6 +274,184 @@ def test_ttft_runs_on_cpu(monkeypatch, tmp_path):
             vis["rank_ms"] + vis["gather_ms"] + res["spava_prefill_ms"])
         assert res["ttft_dense_ms"] == pytest.approx(
             vis["one_gpu_ms"] + res["dense_prefill_ms"]["flash"])
+
+
+def test_decode_runs_on_cpu(monkeypatch, tmp_path):
+    """W = 2 over a 512 + 16 token prompt: the ranks' caches hold the prompt exactly once (rank 0
+    also the tokens its steps appended); each rank's token time is its step plus the modelled
+    gathers (2 layers x 5 us); the dense baseline caches all 529 rows; the summary follows."""
+    import torch
+    from spava_ext import SpavaLayout
+    from spava_ext.decode import SpavaKVCache
+
+    name, data = run_tiny(monkeypatch, tmp_path, ["--routine", "decode", "--context", "512",
+                                                  "--collective-us", "5"])
+    assert name.startswith("decode_") and (data["layers"], data["world"]) == (2, 2)
+    assert data["collective_modelled"] and "modelled" in data["collective_source"]
+    layout = SpavaLayout.auto(528, 16, 2)
+    held = [SpavaKVCache(layout, r, 1, 1, 1, 1, torch.float32, "cpu", 0).prefill_len
+            for r in (0, 1)]
+    assert sum(held) == 528
+    r0, r1 = data["spava_ranks"]
+    assert (r0["rank"], r1["rank"]) == (0, 1)
+    assert r0["kv_rows"] > held[0] and r1["kv_rows"] == held[1]
+    for r in (r0, r1):
+        assert r["step"]["mode"] == "eager" and min(
+            r["step"]["ms"], r["attention_ms"], r["merge_ms"], r["step"]["enqueue_ms"]) > 0
+        assert r["collectives_ms"] == pytest.approx(2 * 5e-3)
+        assert r["token_ms"] == pytest.approx(r["step"]["ms"] + r["collectives_ms"])
+        assert r["linear_other_ms"] == pytest.approx(
+            r["step"]["ms"] - r["attention_ms"] - r["merge_ms"])
+    dense = data["dense"]
+    assert dense["kv_rows"] == 529 and set(dense["kernels"]) == {"sdpa-math", "attn_fwd"}
+    assert dense["token_ms"] == min(k["token_ms"] for k in dense["kernels"].values())
+    assert dense["token_ms"] == dense["kernels"][dense["best"]]["token_ms"] > 0
+    crit = max(data["spava_ranks"], key=lambda r: r["token_ms"])
+    assert (data["critical_rank"], data["spava_token_ms"]) == (crit["rank"], crit["token_ms"])
+    assert data["spava_tokens_per_s"] == pytest.approx(1e3 / crit["token_ms"])
+    assert data["slowdown"] == pytest.approx(crit["token_ms"] / dense["token_ms"] - 1)
+    assert data["bar_met"] == (data["slowdown"] <= 0.10)
+    sweep = data["slowdown_at_collective_us"]
+    assert list(sweep) == ["0", "10", "20", "40"] and sweep["0"] < sweep["40"]
+    assert sweep["0"] == pytest.approx(crit["step"]["ms"] / dense["token_ms"] - 1)
+
+
+@pytest.mark.parametrize("kernel", ["sdpa-math", "attn_fwd"])
+def test_dense_decode_baseline_is_attention_over_the_whole_cache(kernel):
+    """The dense baseline's attention (GQA, 6 query / 2 kv heads): the new token's K/V lands in
+    row L and the output is softmax attention over all L + 1 rows."""
+    import torch
+    import bench_decode
+
+    torch.manual_seed(0)
+    kv = bench_decode.DenseKV(3, 2, 16, 37, torch.float32, torch.device("cpu"))
+    kv.backend = bench_decode.CPU_KERNELS[kernel]
+    q, k_new, v_new = torch.randn(1, 6, 1, 16), torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16)
+    out = kv.attend(1, q, k_new, v_new, 0.25)
+    assert torch.equal(kv.k[1][:, :, 37:], k_new) and torch.equal(kv.v[1][:, :, 37:], v_new)
+    k, v = kv.k[1].repeat_interleave(3, dim=1), kv.v[1].repeat_interleave(3, dim=1)
+    ref = torch.softmax(q @ k.transpose(-1, -2) * 0.25, dim=-1) @ v  # [1, 6, 1, 16]
+    torch.testing.assert_close(out, ref.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_scale_runs_on_cpu(monkeypatch, tmp_path):
+    """Two sizes at W = 2, every measurement timed (no budget limit)."""
+    from spava_ext import SpavaLayout
+
+    name, data = run_tiny(monkeypatch, tmp_path, ["--routine", "scale", "--contexts", "256,512",
+                                                  "--layer-repeats", "1", "--max-run-s", "1e6"])
+    assert name.startswith("scale_") and (data["ranks"], data["layers"]) == ([0, 1], 2)
+    assert data["card_memory_gib"] is None and data["weights_gib"] > 0
+    assert [p["context"] for p in data["points"]] == [256, 512]
+    for p in data["points"]:
+        layout = SpavaLayout.auto(p["context"] + 16, 16, 2)
+        assert (p["seq_len"], p["layout"]) == (p["context"] + 16, repr(layout))
+        assert p["local_tokens"] == layout.local_len(0)
+        for part in ("layer", "e2e"):
+            res = p[part]
+            timed = [*res["spava"].values(), res["ring_rank0"], res["dense"]]
+            assert all(r["status"] == "ok" and r["ms"] > 0 and "peak_gib" not in r
+                       for r in timed), res
+            assert res["dense_backend"] == "flash"
+            crit = res["spava_critical_ms"]
+            assert crit == max(r["ms"] for r in res["spava"].values())
+            assert res["speedup_vs_ring"] == pytest.approx(res["ring_rank0"]["ms"] / crit)
+            assert res["speedup_vs_dense"] == pytest.approx(res["dense"]["ms"] / crit)
+        # the layer on both ranks, the prefill on the one whose layer was slower
+        layer = p["layer"]["spava"]
+        assert set(layer) == {"0", "1"}
+        assert list(p["e2e"]["spava"]) == [max(layer, key=lambda r: layer[r]["ms"])]
+    assert data["first_oom_context"] == {f"{part} {name}": None for part in ("layer", "e2e")
+                                         for name in ("spava", "ring", "dense")}
+
+
+class _Config:
+    num_hidden_layers = 28
+
+
+class _Model:
+    config = _Config()
+
+
+def test_scale_skips_a_prefill_over_the_budget_and_runs_its_first_layer():
+    """100 ms at 1000 tokens: 2000 tokens are estimated at 400 ms a call, 800 ms a run (one
+    warm-up, one repeat): over a 0.5 s budget, so one call of one layer runs instead (its ms x 28
+    layers is the estimate)."""
+    import bench_scale
+
+    model, calls = _Model(), []
+
+    def run_ms(warmup, repeats):
+        calls.append((warmup, repeats, model.config.num_hidden_layers))
+        return 100.0
+
+    budget = bench_scale.Budget(max_run_s=0.5, calls=2)
+    first = bench_scale.prefill(model, "dense", 1000, run_ms, budget, "cpu")
+    assert first == {"status": "ok", "ms": 100.0} and calls == [(1, 1, 28)]
+    skipped = bench_scale.prefill(model, "dense", 2000, run_ms, budget, "cpu")
+    assert calls[1:] == [(0, 1, 1)] and model.config.num_hidden_layers == 28
+    assert skipped["status"] == bench_scale.SKIPPED
+    assert skipped["budget_estimate_ms"] == pytest.approx(400.0)
+    assert skipped["estimated_ms"] == pytest.approx(2800.0)
+    assert skipped["one_layer"] == {"status": "ok", "ms": 100.0}
+    # the next size is estimated from that estimate (11.2 s a call, 400 ms a layer): with a
+    # 0.3 s budget its one layer alone is over it too, and nothing runs
+    budget.max_ms = 300.0
+    again = bench_scale.prefill(model, "dense", 4000, run_ms, budget, "cpu")
+    assert again == {"status": bench_scale.SKIPPED, "budget_estimate_ms": pytest.approx(11200.0)}
+    assert len(calls) == 2
+
+
+def test_scale_records_out_of_memory_and_errors():
+    import torch
+    import bench_scale
+
+    def oom():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40 GiB")
+
+    res = bench_scale.guarded(oom, "cpu")
+    assert res["status"] == "OOM" and "40 GiB" in res["error"]
+
+    def no_kernel():
+        raise RuntimeError("No available kernel. Aborting execution.")
+
+    res = bench_scale.guarded(no_kernel, "cpu")
+    assert res["status"] == "error" and "No available kernel" in res["error"]
+
+    def point(context, dense_status):
+        ok = {"status": "ok", "ms": 1.0}
+        part = {"spava": {"7": ok}, "ring_rank0": ok, "dense": {"status": dense_status}}
+        return {"context": context, "layer": part, "e2e": part}
+
+    points = [point(1, "ok"), point(2, "skipped: over time budget; one layer: OOM"),
+              point(4, "OOM")]
+    first = bench_scale.first_oom(points)
+    assert (first["layer dense"], first["e2e dense"], first["e2e ring"]) == (2, 2, None)
+
+
+def test_plot_draws_a_scale_result(tmp_path):
+    pytest.importorskip("matplotlib")
+    import plot
+
+    def ok(ms, gib):
+        return {"status": "ok", "ms": ms, "peak_gib": gib}
+
+    points = []
+    for i, n in enumerate((131072, 262144, 524288)):
+        dense = ok(9000.0, 40.0) if i == 0 else (
+            {"status": "skipped: over time budget", "estimated_ms": 40000.0,
+             "one_layer": ok(1400.0, 60.0)} if i == 1 else
+            {"status": "skipped: over time budget; one layer: OOM", "one_layer": {
+                "status": "OOM", "peak_gib": 79.0}})
+        part = {"spava": {"0": ok(600.0 * 4 ** i, 20.0), "7": ok(610.0 * 4 ** i, 20.0)},
+                "ring_rank0": ok(1100.0 * 4 ** i, 22.0), "dense": dense}
+        points.append({"context": n, "layer": part, "e2e": part})
+    path = tmp_path / "scale_20261207_cpu.json"
+    path.write_text(json.dumps({"points": points, "world": 8, "model": "qwen2.5-vl-7b",
+                                "card_memory_gib": 79.2, "card": "cpu", "date": "2026-12-07",
+                                "commit": "abc1234"}))
+    out = plot.plot_file(path)
+    assert out == tmp_path / "scale_20261207_cpu.png" and out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_host_routine_runs_on_cpu(monkeypatch, tmp_path, capsys):
