@@ -5,8 +5,9 @@ against dense decode on one GPU with the same KV length.
 * Spava, per rank (simulated, :class:`SimulatedComm`): the rank's :class:`SpavaKVCache` holds its
   share of the prompt as after a Spava prefill (``[anchor slice r | C_r | C_(2W-1-r)]``, rank 0
   also the question), filled with random K/V of those shapes through ``store_prefill``; one step
-  is ``spava_decode_step`` (every layer: the rank's partial over its cache, the gather of the W
-  partials, the LSE merge). The gather's latency cannot be measured on one device: it is
+  is the step ``generate(decode_graphs=True)`` captures (spava_ext.decode_graph: every layer the
+  rank's partial over its cache, rank 0's also over a window of generated rows, the gather of
+  the W partials, the LSE merge). The gather's latency cannot be measured on one device: it is
   **modelled** as ``--collective-us`` per layer, added to the step's device time.
 * Dense: the same model with a static K/V buffer of L + 1 rows per layer (the prompt's L rows
   random, the new token's K/V written at row L) and the fastest of several attention kernels
@@ -14,9 +15,8 @@ against dense decode on one GPU with the same KV length.
 
 Each step (and each breakdown part: the 28 partials, the 28 merges) is captured in a CUDA graph
 and replayed: the time is the device's per token, without host launch overhead, as in a decode
-loop that keeps the token on the device. A graph is captured at one KV length; rank 0's replays
-rewrite the same cache row (the step's cost does not depend on the few rows a generation adds).
-Where capture fails, the eager time is recorded with the error.
+loop that keeps the token on the device. Where capture fails, the eager time is recorded with
+the error.
 
     python benchmarks/bench.py --routine decode [--context 131072] [--world 8] [--collective-us 20]
 
@@ -41,7 +41,7 @@ from spava_ext import SpavaLayout, ops
 from spava_ext.attention import ExactRows, KeySegments
 from spava_ext.comm import SimulatedComm
 from spava_ext.decode import SpavaKVCache
-from spava_ext.integrations.transformers import spava_decode_step
+from spava_ext.integrations.transformers import SpavaRun, _run
 
 # The per-layer all-gather of the decode partials (28 x 128 fp32 outputs + 28 lse per rank, 14 KB)
 # has not been measured on this project's machines (benchmarks/results has only the 36 MB
@@ -57,6 +57,8 @@ COLLECTIVE_SOURCE = (
     "4 B-4 KB) and ~6 us at 2 GPUs with CUDA graphs (github.com/NVIDIA/nccl/issues/1259, "
     "8 x H100 HGX); 20 us taken as the conservative end for W = 8, 14 KB parts")
 SWEEP_US = (0.0, 10.0, 20.0, 40.0)
+# room for generated tokens in the caches: rank 0's graphed step attends over a window this long
+GENERATED = 128
 BAR = 0.10  # issue bar: W = 8 decode at most 10 % slower than one-GPU decode
 
 DENSE_ATTENTION = "spava_bench_dense_decode"
@@ -162,7 +164,7 @@ def spava_rank(model, layout: SpavaLayout, rank: int, args) -> dict:
     layers, Hq, Hkv, D = model_dims(model)
     dtype, dev = model.dtype, model.device
     cache = SpavaKVCache(layout, rank, layers, 1, Hkv, D, dtype, dev,
-                         max_new_tokens=4 * args.repeats + 64)  # eager calls + captures
+                         max_new_tokens=GENERATED)
     g = torch.Generator(device=dev).manual_seed(rank)
     n = layout.local_len(rank)
     k = torch.randn((1, n, Hkv, D), generator=g, device=dev, dtype=dtype)
@@ -171,8 +173,15 @@ def spava_rank(model, layout: SpavaLayout, rank: int, args) -> dict:
     del k
     comm = SimulatedComm(rank, layout.world_size)
     token = torch.zeros((1, 1), dtype=torch.long, device=dev)
-    step = timed(lambda: spava_decode_step(model, token, layout.seq_len, layout, comm, cache),
-                 dev.type, args.repeats)
+    positions = torch.full((1, 1), layout.seq_len, dtype=torch.long, device=dev)
+    generated = torch.zeros((), dtype=torch.long, device=dev)  # tokens before this one
+
+    def decode_step():  # the step that generate(decode_graphs=True) captures
+        run = SpavaRun(layout, comm, cache, "decode", step=generated)
+        hidden = _run(model, run, model.get_input_embeddings()(token), positions)
+        return model.lm_head(hidden[:, -1]).float()
+
+    step = timed(decode_step, dev.type, args.repeats)
 
     q = torch.randn((1, 1, Hq, D), generator=g, device=dev, dtype=dtype)
     keys = [KeySegments().add(*cache.layer_kv(layer)) for layer in range(layers)]
@@ -194,7 +203,8 @@ def spava_rank(model, layout: SpavaLayout, rank: int, args) -> dict:
     attention = timed(partials, dev.type, args.repeats)
     merge = timed(merges, dev.type, args.repeats)
     collectives = layers * args.collective_us * 1e-3
-    return {"rank": rank, "kv_rows": cache.lengths[0], "step": step, "attention": attention,
+    kv_rows = cache.prefill_len + (1 if rank == 0 else 0)  # rank 0 also the new token
+    return {"rank": rank, "kv_rows": kv_rows, "step": step, "attention": attention,
             "merge": merge, "attention_ms": attention["ms"], "merge_ms": merge["ms"],
             "linear_other_ms": step["ms"] - attention["ms"] - merge["ms"],
             "collectives_ms": collectives, "token_ms": step["ms"] + collectives}

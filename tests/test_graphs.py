@@ -93,3 +93,44 @@ def test_rewind_keeps_the_prefill_rows_only():
     cache.rewind()
     assert cache.lengths == [cache.prefill_len, 0]
     assert torch.equal(cache.layer_kv(0)[0], k[:, : cache.prefill_len])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("passing_len", [24, None])
+def test_graphed_decode_generates_the_eager_tokens(passing_len):
+    model = tiny_model("cuda")
+    inputs = prompt(1000, 6, "cuda")
+    want = generate(model, inputs, passing_len=passing_len)
+    got = spava_ext.generate(model, inputs, max_new_tokens=NEW, passing_len=passing_len,
+                             anchor_len=32, query_len=NQ, stop_token_ids=[], decode_graphs=True,
+                             prefill_graphs=PrefillGraphs())
+    assert torch.equal(got, want), (got, want)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_graph_decode_attention_equals_the_eager_decode(rank):
+    """The capturable decode attention (device-side step) against decode_attention_comm over
+    several steps, on rank 0 (whose cache grows) and rank 1 of a simulated W = 3."""
+    from spava_ext.comm import SimulatedComm
+    from spava_ext.decode import decode_attention_comm
+    from spava_ext.decode_graph import graph_decode_attention
+
+    torch.manual_seed(rank)
+    layout = SpavaLayout(400, 20, 9, 3, 16)
+    B, Hq, Hkv, D, steps = 2, 6, 2, 16, 4
+    caches = [SpavaKVCache(layout, rank, 1, B, Hkv, D, torch.float32, "cpu", steps)
+              for _ in range(2)]
+    k = torch.randn(B, layout.local_len(rank), Hkv, D)
+    v = torch.randn_like(k)
+    for c in caches:
+        c.store_prefill(0, k, v)
+    comm = SimulatedComm(rank, 3)
+    for step in range(steps):
+        q = torch.randn(B, 1, Hq, D)
+        kn, vn = torch.randn(B, 1, Hkv, D), torch.randn(B, 1, Hkv, D)
+        want = decode_attention_comm(q, kn, vn, caches[0], 0, comm, 0.3)
+        got = graph_decode_attention(q, kn, vn, caches[1], 0, comm, 0.3, torch.tensor(step))
+        torch.testing.assert_close(got, want, atol=2e-6, rtol=2e-6)
+    if rank == 0:  # the new rows landed where the eager cache appended them
+        n = caches[0].lengths[0]
+        torch.testing.assert_close(caches[1].k[0, :, :n], caches[0].k[0, :, :n])

@@ -26,6 +26,7 @@ from transformers import AttentionInterface
 from ..attention_op import attention_comm
 from ..comm import GroupComm, rank_and_world
 from ..decode import SpavaKVCache, decode_attention_comm
+from ..decode_graph import DecodeGraph, graph_decode_attention
 from ..graphs import PrefillGraphs, shape_key
 from ..layout import SpavaLayout
 
@@ -41,6 +42,8 @@ class SpavaRun:
     ``layer_attention``: optional override ``fn(q, k, v, layout, comm, scale, layer) -> out``
     (``[B, L, H, D]`` tensors) used by the simulator to time other methods in the same model.
     ``capture``: optional ``fn(layer, q, k, v, out)`` called after each prefill layer (tests).
+    ``step``: in decode, the generated tokens before this one as an int64 scalar on the device:
+    the step runs the capturable attention (:func:`~spava_ext.decode_graph.graph_decode_attention`).
     """
 
     layout: SpavaLayout
@@ -49,6 +52,7 @@ class SpavaRun:
     mode: str = "prefill"
     layer_attention: Optional[Callable] = None
     capture: Optional[Callable] = None
+    step: Optional[torch.Tensor] = None
 
 
 _ACTIVE: contextvars.ContextVar[Optional[SpavaRun]] = contextvars.ContextVar("spava_run",
@@ -75,6 +79,8 @@ def _spava_attention_interface(module, query, key, value, attention_mask, scalin
             run.cache.store_prefill(layer, k, v)
         if run.capture is not None:
             run.capture(layer, q, k, v, out)
+    elif run.step is not None:
+        out = graph_decode_attention(q, k, v, run.cache, layer, run.comm, scaling, run.step)
     else:
         out = decode_attention_comm(q, k, v, run.cache, layer, run.comm, scaling)
     return out, None
@@ -199,6 +205,7 @@ def generate(
     on_token: Optional[Callable[[int, torch.Tensor], None]] = None,
     on_layer: Optional[Callable[[int], None]] = None,
     prefill_graphs: Optional[PrefillGraphs] = None,
+    decode_graphs: bool = False,
 ) -> torch.Tensor:
     """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
 
@@ -224,6 +231,8 @@ def generate(
         prefill_graphs: a :class:`~spava_ext.graphs.PrefillGraphs` (CUDA only): the prefill
             runs as a CUDA graph, captured on the first prompt of a shape and replayed for later
             prompts of the same shape (no per-layer host work). Not with ``on_layer``.
+        decode_graphs: (CUDA only) run every decode step after the first as one CUDA graph
+            (:class:`~spava_ext.decode_graph.DecodeGraph`): no per-layer host work per token.
 
     Returns the generated token ids ``[B, n <= max_new_tokens]`` on every rank.
     """
@@ -291,6 +300,18 @@ def generate(
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     generated = []
     t3 = None
+    step_graph = None
+    if decode_graphs:
+        if not input_ids.is_cuda:
+            raise ValueError("spava_ext.generate: decode_graphs needs a CUDA device")
+
+        def graph_step(token, positions, step):
+            run = SpavaRun(layout, comm, cache, "decode", step=step)
+            hidden = _run(model, run, model.get_input_embeddings()(token), positions)
+            return model.lm_head(hidden[:, -1]).float()
+
+        step_graph = DecodeGraph(graph_step, input_ids.shape[0], L, input_ids.device,
+                                 prompt.rope_deltas)
     for step in range(max_new_tokens):
         token = _next_token(logits, do_sample, temperature, top_p, generator)
         if world > 1:  # rank 0 decides (sampling RNG, or bit differences) and tells the others
@@ -303,7 +324,9 @@ def generate(
             done |= torch.isin(token, torch.tensor(stop_token_ids, device=token.device))
             if bool(done.all()):
                 break
-        if step + 1 < max_new_tokens:
+        if step + 1 < max_new_tokens and step_graph is not None:
+            logits = step_graph(token[:, None], L + step)
+        elif step + 1 < max_new_tokens:
             logits = spava_decode_step(model, token[:, None], L + step, layout, comm, cache,
                                        prompt.rope_deltas)
     if world > 1 and dist.get_backend(group) == "gloo":
