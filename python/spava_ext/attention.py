@@ -118,12 +118,15 @@ def anchor_kv(k, v, layout: SpavaLayout, recv_anchor) -> tuple[torch.Tensor, tor
 def anchor_send(k, v, layout: SpavaLayout, rank: int) -> torch.Tensor:
     """The send buffer of the anchor gather: the rank's anchor slice of ``k``, ``v``
     ``[B, L_r, Hkv, D]`` (a sharded anchor) packed as ``[anchor_cap, 2, B, Hkv, D]``; rows past
-    the slice are left unset (they land past the anchor, where no key is read)."""
+    the slice (only on the last ranks) are zero, like a passing block's padding: gathered, they
+    lie past the anchor, where no key is read."""
     B, _, Hkv, D = k.shape
     n = layout.anchor_sizes[rank]
     send = k.new_empty((layout.anchor_cap, 2, B, Hkv, D))
     send[:n, 0].copy_(k[:, :n].transpose(0, 1))
     send[:n, 1].copy_(v[:, :n].transpose(0, 1))
+    if n < layout.anchor_cap:
+        send[n:].zero_()
     return send
 
 
