@@ -1,9 +1,10 @@
 """End-to-end prefill (routine ``e2e``): a video LMM's language model (random bf16 weights, all
 layers, MLPs included) on one H100: Qwen2.5-VL-7B (the default) or Qwen3-VL-8B.
 
-* Spava: every rank's prefill of its local tokens ``[anchor | C_r | C_(2W-1-r) | question]``
-  under the simulator (received passing blocks synthesised, no communication); the slowest rank
-  is the critical path.
+* Spava: every rank's prefill of its local tokens ``[A_r | C_r | C_(2W-1-r) | question]`` (A_r
+  its 1/W slice of the anchor; ``--anchor replicated``: the whole anchor on every rank) under the
+  simulator (the received anchor slices and passing blocks synthesised, no communication); the
+  slowest rank is the critical path.
 * ZigZag ring: every rank's prefill of its two chunks (L / W tokens), each layer's attention being
   the ring's per-rank work (its rows over all earlier keys, causal) on the same kernel;
   communication excluded, which favours the ring.
@@ -15,6 +16,7 @@ matmuls and attention; 1-D RoPE stands in for the interleaved M-RoPE and the Dee
 (three element-wise adds) are left out.
 
     python benchmarks/bench.py --routine e2e [--model qwen3-vl-8b] [--context 131072] [--world 8]
+                                             [--anchor sharded|replicated]
 
 ``--tiny`` (with ``--device cpu`` and a short ``--context``) runs the same code on tiny random
 models of the same families: the CPU smoke test of the routine.
@@ -169,13 +171,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=131072)
     parser.add_argument("--layers", type=int, default=None,
                         help="decoder layers (default: the model's published count)")
+    parser.add_argument("--anchor", choices=["sharded", "replicated"], default="sharded",
+                        help="Spava's anchor: each rank runs the decoder on 1/W of it and the "
+                             "layers gather its K/V (sharded, the default), or every rank runs "
+                             "all of it (replicated)")
     add_common_arguments(parser, repeats=2)
 
 
 def run(args: argparse.Namespace) -> int:
     model = language_model(args.model, args.layers, args.tiny, args.device)
     L = args.context + args.question
-    layout = SpavaLayout.auto(L, args.question, args.world)
+    layout = SpavaLayout.auto(L, args.question, args.world,
+                              shard_anchor=args.anchor == "sharded")
     ids = prompt_ids(model, L)
     reps = dict(warmup=1, repeats=args.repeats)
     spava = spava_rank_ms(model, ids, layout, **reps)
@@ -185,13 +192,16 @@ def run(args: argparse.Namespace) -> int:
     dense = dense_ms(model, ids, dense_backends(args.device), **reps)
     crit, ring_crit, best = max(spava), max(ring), min(dense.values())
     result = {"model": args.model, "tiny": args.tiny, "layout": repr(layout),
+              "anchor": args.anchor,
               "layers": model.config.num_hidden_layers, "warmup": 1, "repeats": args.repeats,
               "spava_rank_ms": spava, "ring_rank_ms": ring, "dense_ms": dense,
               "spava_critical_ms": crit, "ring_critical_ms": ring_crit,
               "speedup_vs_dense": best / crit, "speedup_vs_ring": ring_crit / crit}
     name = "e2e_prefill" if args.model == "qwen2.5-vl-7b" else f"e2e_prefill_{args.model}"
+    if args.anchor == "replicated":  # the A/B's other half, kept beside the default's file
+        name += "_replicated-anchor"
     path = write_result(name, result)
-    print(f"{args.model}: {layout}\nper-rank prefill (Spava), ms: "
+    print(f"{args.model}: {layout}\nper-rank prefill (Spava, {args.anchor} anchor), ms: "
           + " ".join(f"{t:.0f}" for t in spava))
     print("per-rank prefill (ZigZag ring, compute only), ms: " + " ".join(f"{t:.0f}" for t in ring))
     print("dense prefill on one GPU: " + ", ".join(f"{k} {v:.0f} ms" for k, v in dense.items()))

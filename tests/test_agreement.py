@@ -23,11 +23,13 @@ MISMATCHES = [
     (dict(Hkv=4), "heads_kv"),
     (dict(D=8), "head_dim"),
     (dict(L=91), "seq_len"),
+    (dict(shard=True), "shard_anchor"),  # different local rows, each valid for its own layout
 ]
 
 
 def _call(rank, world, cfg):
-    layout = SpavaLayout(cfg["L"], cfg["a"], cfg["nq"], world, cfg["p"], cfg["pk"])
+    layout = SpavaLayout(cfg["L"], cfg["a"], cfg["nq"], world, cfg["p"], cfg["pk"],
+                         shard_anchor=cfg.get("shard", False))
     q, k, v = grid_inputs(cfg["B"], cfg["L"], cfg["Hq"], cfg["Hkv"], cfg["D"], dtype=cfg["dtype"],
                           seed=3)
     shard = [layout.shard(t, rank) for t in (q, k, v)]
@@ -69,7 +71,7 @@ def test_agreeing_ranks_check_once_and_run():
 
 
 def test_decode_field_values_round_trip():
-    cfg = (100, 8, 3, 2, None, 5, 1, 4, 2, 16, torch.bfloat16, "cuda", 0.125, None)
+    cfg = (100, 8, 3, 2, None, 5, True, 1, 4, 2, 16, torch.bfloat16, "cuda", 0.125, None)
     for name, value in zip(agreement.FIELDS, cfg):
         code = agreement._encode(name, value)
         assert agreement._decode(name, code) == (repr(value) if name == "softmax_scale"

@@ -242,12 +242,15 @@ def run_tiny(monkeypatch, tmp_path, argv: list) -> dict:
     return path.name, json.loads(path.read_text())
 
 
-def test_e2e_runs_on_cpu(monkeypatch, tmp_path):
+@pytest.mark.parametrize("anchor", ["sharded", "replicated"])
+def test_e2e_runs_on_cpu(monkeypatch, tmp_path, anchor):
     name, data = run_tiny(monkeypatch, tmp_path, ["--routine", "e2e", "--model", "qwen3-vl-8b",
-                                                  "--context", "512"])
-    assert name.startswith("e2e_prefill_qwen3-vl-8b_")
+                                                  "--context", "512", "--anchor", anchor])
+    prefix = "e2e_prefill_qwen3-vl-8b_" + ("replicated-anchor_" if anchor == "replicated" else "")
+    assert name.startswith(prefix) and data["anchor"] == anchor
     assert (data["model"], data["layers"], data["tiny"]) == ("qwen3-vl-8b", 2, True)
     assert "seq_len=528," in data["layout"] and "world_size=2," in data["layout"]
+    assert ("anchor sharded" in data["layout"]) == (anchor == "sharded")
     assert len(data["spava_rank_ms"]) == len(data["ring_rank_ms"]) == 2
     assert data["spava_critical_ms"] == max(data["spava_rank_ms"])
     assert list(data["dense_ms"]) == ["flash"] and data["dense_ms"]["flash"] > 0

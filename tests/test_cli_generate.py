@@ -41,18 +41,20 @@ def test_generate_cli_spava_equals_dense(assets):
     exact, out = run(common + ["--passing-len", "exact", "--anchor-len", "4"])
     assert exact == dense, (exact, dense)
     assert "12 frames" in out and "timing:" in out and "tokens/s" in out
-    two, out2 = run(common + ["--passing-len", "exact", "--anchor-len", "4"], nproc=2)
+    two, out2 = run(common + ["--passing-len", "exact", "--anchor-len", "4", "--anchor",
+                              "replicated"], nproc=2)
     assert two == dense, (two, dense)
-    assert "2 rank(s)" in out2
-    approx, out3 = run(common + ["--passing-len", "2"], nproc=2)
-    want, layout = _reference_answer(model_dir, video, passing_len=2, world=2)
-    assert f"layout: {layout!r}" in out3, out3
+    assert "2 rank(s)" in out2 and "anchor sharded" not in out2
+    approx, out3 = run(common + ["--passing-len", "2", "--anchor-len", "3"], nproc=2)
+    want, layout = _reference_answer(model_dir, video, passing_len=2, world=2, anchor_len=3)
+    assert f"layout: {layout!r}" in out3 and "anchor sharded" in out3, out3
     assert approx == want, (approx, want, dense)
 
 
-def _reference_answer(model_dir, video, passing_len, world):
-    """The answer `spava generate --passing-len P` must print on ``world`` ranks, from this
-    process (the CLI's device, dtype and prompt; reference Spava attention in the prefill)."""
+def _reference_answer(model_dir, video, passing_len, world, anchor_len):
+    """The answer `spava generate --passing-len P --anchor-len A` must print on ``world`` ranks
+    (the anchor sharded, the default), from this process (the CLI's device, dtype and prompt;
+    reference Spava attention in the prefill)."""
     from spava_ext.integrations.families import video_family_of_dir
     from spava_ext.integrations.multimodal import default_query_len
     from spava_ext.layout import SpavaLayout
@@ -61,8 +63,8 @@ def _reference_answer(model_dir, video, passing_len, world):
     ses = _Session(str(model_dir), video_family_of_dir(str(model_dir), "test"))
     inputs, _, _ = ses.inputs(str(video), "what is in the video ?", 4.0, 64)
     ids = inputs["input_ids"]
-    auto = SpavaLayout.auto(ids.shape[1], default_query_len(ses.model.config, ids), world)
-    layout = SpavaLayout(auto.seq_len, auto.anchor_len, auto.query_len, world, passing_len)
+    layout = SpavaLayout(ids.shape[1], anchor_len, default_query_len(ses.model.config, ids), world,
+                         passing_len, shard_anchor=True)
     tokens, gap = reference_generate(ses.model, dict(inputs), layout, 6)
     assert gap > 1e-2  # precondition: no near-ties
     return "answer: " + ses.processor.batch_decode(tokens, skip_special_tokens=True)[0], layout

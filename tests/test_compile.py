@@ -34,7 +34,7 @@ class DecoderLayer(nn.Module):
         lay = self.layout
         return torch.ops.spava.attention(q, k, v, lay.seq_len, lay.anchor_len, lay.query_len,
                                          lay.world_size, lay.passing_len, lay.pool_kernel, None,
-                                         self.group)
+                                         self.group, lay.shard_anchor)
 
     def forward(self, x, attend=None):
         (B, L, _), D = x.shape, self.D
@@ -95,8 +95,9 @@ def _compiled_rank(rank: int, world: int, layout: SpavaLayout, x_full: torch.Ten
         return layer(x), compile_checked(layer, x)
 
 
-def test_compiled_layer_gloo_ranks():
-    layout = SpavaLayout(71, 5, 6, 2, 3, 3)
+@pytest.mark.parametrize("shard_anchor", [False, True])
+def test_compiled_layer_gloo_ranks(shard_anchor):
+    layout = SpavaLayout(71, 5, 6, 2, 3, 3, shard_anchor=shard_anchor)  # anchor slices 3, 2
     x_full = layer_input(layout, B=1)
     results = run_ranks(_compiled_rank, 2, layout, x_full)
     for rank, (eager, compiled) in enumerate(results):
@@ -108,9 +109,10 @@ def test_compiled_layer_gloo_ranks():
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("shard_anchor", [False, True])
 @torch.no_grad()
-def test_compiled_and_cuda_graph_layer_w1():
-    layout = SpavaLayout(1000, 64, 40, 1, 96, 5)
+def test_compiled_and_cuda_graph_layer_w1(shard_anchor):
+    layout = SpavaLayout(1000, 64, 40, 1, 96, 5, shard_anchor=shard_anchor)
     layer = make_layer(layout, D=64).to("cuda", torch.bfloat16)  # the kernels' head dims
     x, x_next = layer_input(layout, seed=1), layer_input(layout, seed=2)
     want = reference_layer(make_layer(layout, D=64), x_next)  # fp32 on the CPU

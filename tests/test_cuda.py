@@ -343,11 +343,12 @@ def test_merge_states_cuda_in_place_rows():
 # ---------------------------------------------------------------------------------- schedule
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [64, None])
-def test_spava_attention_cuda_single_rank(dtype, p):
+@pytest.mark.parametrize("shard_anchor", [False, True])
+def test_spava_attention_cuda_single_rank(dtype, p, shard_anchor):
     D = HEAD_DIMS[-1]
     L, a, nq = 2100, 300, 40
     q, k, v = grid_inputs(1, L, 14, 2, D, dtype=dtype, seed=11, device="cuda")
-    layout = SpavaLayout(L, a, nq, 1, p)
+    layout = SpavaLayout(L, a, nq, 1, p, shard_anchor=shard_anchor)
     out = spava_ext.spava_attention(q, k, v, layout)
     ref = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout)
     low = reference.spava_attention(q.cpu(), k.cpu(), v.cpu(), layout, upcast=False)
@@ -364,11 +365,12 @@ def test_simulator_runs_every_rank():
     assert "critical path" in format_report(res)
 
 
-def test_spava_attention_cuda_graph_capture():
+@pytest.mark.parametrize("shard_anchor", [False, True])
+def test_spava_attention_cuda_graph_capture(shard_anchor):
     """A layer captured once in a CUDA graph and replayed on new inputs equals eager runs."""
     D = HEAD_DIMS[-1]
     L, a, nq = 1500, 200, 24
-    layout = SpavaLayout(L, a, nq, 1, 100)
+    layout = SpavaLayout(L, a, nq, 1, 100, shard_anchor=shard_anchor)
     q, k, v = grid_inputs(1, L, 8, 2, D, dtype=torch.bfloat16, seed=21, device="cuda")
     spava_ext.spava_attention(q, k, v, layout)  # warm-up: kernel attributes, allocator
     torch.cuda.synchronize()
@@ -383,8 +385,10 @@ def test_spava_attention_cuda_graph_capture():
         assert torch.equal(out, want), seed  # same kernels, same inputs: same bytes
 
 
-def test_nccl_world_size_one_prefill_and_decode():
-    """The NCCL path (comm stream, stream-ordered waits) with one rank, against the reference."""
+@pytest.mark.parametrize("shard_anchor", [False, True])
+def test_nccl_world_size_one_prefill_and_decode(shard_anchor):
+    """The NCCL path (comm stream, stream-ordered waits; with a sharded anchor its gather
+    too, three ready flags and four problems) with one rank, against the reference."""
     import socket
 
     import torch.distributed as dist
@@ -397,7 +401,7 @@ def test_nccl_world_size_one_prefill_and_decode():
     try:
         D = HEAD_DIMS[-1]
         L, a, nq, T = 900, 64, 9, 3
-        layout = SpavaLayout(L, a, nq, 1, 50)
+        layout = SpavaLayout(L, a, nq, 1, 50, shard_anchor=shard_anchor)
         q, k, v = grid_inputs(1, L + T, 4, 2, D, dtype=torch.bfloat16, seed=31, device="cuda")
         out = spava_ext.spava_attention(q[:, :L], k[:, :L], v[:, :L], layout)
         ref = reference.spava_attention(q[:, :L].cpu(), k[:, :L].cpu(), v[:, :L].cpu(), layout)

@@ -1,5 +1,7 @@
 """Prefill with Spava, then decode over the sharded KV cache: exact dense attention."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -12,13 +14,15 @@ CASES = [
     (1, 97, 9, 3, 4, 2, 16, 5, 1, 4),
     (2, 60, 0, 1, 7, 1, 8, 3, 3, 2),  # multi-token steps, empty anchor, GQA 7
     (1, 23, 20, 2, 2, 2, 8, None, 1, 3),  # almost no context: some ranks hold nothing
+    (1, 41, 2, 3, 4, 1, 8, 4, 2, 2),  # anchor shorter than W: empty anchor slices
 ]
 
 
 def _rank_main(rank, world, cases):
     outs = []
-    for i, (B, L, a, nq, Hq, Hkv, D, p, T, steps) in enumerate(cases):
-        layout = SpavaLayout(L, a, nq, world, p)
+    for (i, (B, L, a, nq, Hq, Hkv, D, p, T, steps)), shard_anchor in itertools.product(
+            enumerate(cases), (False, True)):
+        layout = SpavaLayout(L, a, nq, world, p, shard_anchor=shard_anchor)
         q, k, v = grid_inputs(B, L + T * steps, Hq, Hkv, D, seed=200 + i)
         cache = SpavaKVCache(layout, rank, 2, B, Hkv, D, q.dtype, "cpu", T * steps)
         shard = [layout.shard(t[:, :L], rank) for t in (q, k, v)]
@@ -34,14 +38,18 @@ def _rank_main(rank, world, cases):
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_decode_after_prefill_is_dense_attention(world):
+    """After a prefill with a replicated or a sharded anchor (the caches' prefill rows come
+    from the shard either way)."""
     per_rank = run_ranks(_rank_main, world, CASES)
-    for i, (B, L, a, nq, Hq, Hkv, D, p, T, steps) in enumerate(CASES):
+    for (i, (B, L, a, nq, Hq, Hkv, D, p, T, steps)), j in itertools.product(enumerate(CASES),
+                                                                            range(2)):
         q, k, v = grid_inputs(B, L + T * steps, Hq, Hkv, D, seed=200 + i)
         dense = reference.dense_causal_attention(q, k, v)[:, L:]
         for r in range(world):
-            assert_attn_close(f"W={world} case {i} rank {r}", per_rank[r][i][0], dense)
+            assert_attn_close(f"W={world} case {i} rank {r} sharded={bool(j)}",
+                              per_rank[r][2 * i + j][0], dense)
         # the caches are disjoint and cover the prompt exactly once
-        assert sum(per_rank[r][i][1] for r in range(world)) == L
+        assert sum(per_rank[r][2 * i + j][1] for r in range(world)) == L
 
 
 def test_cache_errors():

@@ -2,22 +2,33 @@ import pytest
 import torch
 
 from spava_ext import SpavaLayout
+from spava_ext.layout import LocalSegments
 
 
+@pytest.mark.parametrize("shard_anchor", [False, True])
 @pytest.mark.parametrize("L,a,nq,W,p", [(100, 10, 3, 1, 4), (257, 0, 1, 3, 5), (31, 7, 2, 4, None),
-                                         (50, 0, 50, 2, 3), (1000, 128, 17, 8, 64)])
-def test_partition_and_shard_roundtrip(L, a, nq, W, p):
-    lay = SpavaLayout(L, a, nq, W, p)
+                                         (50, 0, 50, 2, 3), (1000, 128, 17, 8, 64),
+                                         (60, 3, 2, 5, 4), (90, 11, 4, 4, 6)])
+def test_partition_and_shard_roundtrip(L, a, nq, W, p, shard_anchor):
+    lay = SpavaLayout(L, a, nq, W, p, shard_anchor=shard_anchor)
     assert sum(lay.chunk_sizes) == L - a - nq
     assert max(lay.chunk_sizes) - min(lay.chunk_sizes) <= 1
     # chunks tile [a, L - nq) in order
     assert lay.chunk_starts[0] == a
     for i in range(1, lay.num_chunks):
         assert lay.chunk_starts[i] == lay.chunk_bounds(i - 1)[1]
-    covered = torch.cat([lay.local_indices(r)[a: a + lay.local_segments(r).chunk1
-                                              + lay.local_segments(r).chunk2]
-                         for r in range(W)])
+    segs = [lay.local_segments(r) for r in range(W)]
+    covered = torch.cat([lay.local_indices(r)[s.chunk1_start: s.question_start]
+                         for r, s in enumerate(segs)])
     assert sorted(covered.tolist()) == list(range(a, L - nq))
+    # the anchor rows: all of them on every rank, or each anchor row on exactly one rank
+    anchors = [lay.local_indices(r)[: s.anchor].tolist() for r, s in enumerate(segs)]
+    if shard_anchor:
+        assert sum(anchors, []) == list(range(a))
+        assert anchors == [list(range(*lay.anchor_slice(r))) for r in range(W)]
+        assert sum(lay.local_len(r) for r in range(W)) == L + (W - 1) * nq
+    else:
+        assert anchors == [list(range(a))] * W
     x = torch.randn(2, L, 3)
     parts = [lay.shard(x, r) for r in range(W)]
     for r, part in enumerate(parts):
@@ -36,11 +47,38 @@ def test_zigzag_local_order():
     assert idx == [0, 1, 4, 5, 14, 15, 18]  # anchor | C1 | C6 | question
 
 
-def test_anchor_slices_partition_anchor():
-    lay = SpavaLayout(100, 13, 2, 4, 8)
-    spans = [lay.anchor_slice(r) for r in range(4)]
-    assert spans[0][0] == 0 and spans[-1][1] == 13
-    assert all(spans[i][1] == spans[i + 1][0] for i in range(3))
+@pytest.mark.parametrize("a,W,sizes", [(13, 4, [4, 4, 4, 1]), (5, 4, [2, 2, 1, 0]),
+                                        (3, 5, [1, 1, 1, 0, 0]), (0, 3, [0, 0, 0]),
+                                        (2048, 8, [256] * 8)])
+def test_anchor_slices_partition_anchor(a, W, sizes):
+    """ceil(a / W) rows per slice from the start (the last ones shorter or empty): the slices
+    tile the anchor, and gathered into ceil(a / W)-row parts they read as one contiguous run;
+    the largest slice is as small as a balanced split's."""
+    for shard_anchor in (False, True):
+        lay = SpavaLayout(a + 40, a, 2, W, 8, shard_anchor=shard_anchor)
+        spans = [lay.anchor_slice(r) for r in range(W)]
+        assert [e - s for s, e in spans] == sizes == lay.anchor_sizes
+        assert spans[0][0] == 0 and spans[-1][1] == a
+        assert all(spans[i][1] == spans[i + 1][0] for i in range(W - 1))
+        assert all(s == min(a, r * lay.anchor_cap) for r, (s, _) in enumerate(spans))
+        assert lay.anchor_cap == max(sizes) == -(-a // W)
+        local = [lay.local_anchor_slice(r) for r in range(W)]
+        assert local == ([(0, n) for n in sizes] if shard_anchor else spans)
+
+
+def test_sharded_anchor_local_order_and_identity():
+    lay = SpavaLayout(5 + 16 + 1, 5, 1, 4, 1, shard_anchor=True)
+    assert lay.local_indices(1).tolist() == [2, 3, 7, 8, 17, 18, 21]  # A_1 | C1 | C6 | question
+    assert lay.local_indices(3).tolist() == [11, 12, 13, 14, 21]  # empty A_3
+    assert lay.local_segments(2) == LocalSegments(1, 2, 2, 1)
+    replicated = SpavaLayout(22, 5, 1, 4, 1)
+    assert lay != replicated and hash(lay) != hash(replicated)
+    assert lay == SpavaLayout(22, 5, 1, 4, 1, 5, True)
+    assert SpavaLayout.auto(22, 1, 4, shard_anchor=True).shard_anchor
+    assert "anchor sharded, slices of 2" in repr(lay) and "anchor sharded" not in repr(replicated)
+    assert "rank 1: anchor (2, 4) |" in lay.describe()
+    with pytest.raises(ValueError, match="shard_anchor must be a bool, got 1"):
+        SpavaLayout(22, 5, 1, 4, 1, shard_anchor=1)
 
 
 def test_passing_sizes_and_exact():

@@ -7,7 +7,7 @@ import torch
 from spava_ext import envs, ops, reference
 from spava_ext.attention import ExactRows
 from spava_ext.comm import GroupComm, SimulatedComm
-from spava_ext.overlap import LayerOverlap, sm_budget
+from spava_ext.overlap import MAX_GATHERS, LayerOverlap, sm_budget
 from utils import assert_attn_close, run_ranks
 
 B, H, D, N, ROWS, QUESTION = 2, 3, 16, 7, 5, 4
@@ -85,6 +85,8 @@ def test_layer_overlap_options(monkeypatch):
     assert overlap.spin_us == 7 and overlap.timeout_s == 12.0
     assert sm_budget(SimulatedComm(1, 4, reserve_sms=4), torch.device("cpu")) == 0
     assert not ops.uses_sm90("cpu")
-    overlap.start_gathers([torch.zeros(3)], ["x"])
-    with pytest.raises(RuntimeError, match="gathers were already started"):
-        overlap.start_gathers([torch.zeros(3)], ["x"])
+    overlap.start_gathers([torch.zeros(3)], ["x"])  # flag 0
+    overlap.start_gathers([torch.zeros(2), torch.zeros(1)], ["y", "z"])  # flags 1 and 2
+    assert overlap.ready.shape == (MAX_GATHERS,) == (3,)
+    with pytest.raises(RuntimeError, match="at most 3 gathers with ready flags, got 4"):
+        overlap.start_gathers([torch.zeros(3)], ["w"])

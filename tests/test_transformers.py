@@ -29,16 +29,19 @@ def prompt():
     return torch.randint(0, 96, (1, L), generator=torch.Generator().manual_seed(7))
 
 
-def _generate_rank(rank, world, kind, passing_len):
+def _generate_rank(rank, world, kind, passing_len, anchor_len=16):
+    """This rank's generated tokens with the anchor sharded (the default) and replicated."""
     model = tiny_model(kind)
-    return spava_ext.generate(model, {"input_ids": prompt()}, max_new_tokens=NEW,
-                              passing_len=passing_len, anchor_len=16, query_len=NQ,
-                              stop_token_ids=[])
+    return [spava_ext.generate(model, {"input_ids": prompt()}, max_new_tokens=NEW,
+                               passing_len=passing_len, anchor_len=anchor_len, query_len=NQ,
+                               stop_token_ids=[], **options)
+            for options in ({}, {"shard_anchor": False})]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
 def test_exact_mode_generates_what_the_model_generates(kind, world):
+    """With the anchor sharded (the default) and replicated."""
     model = tiny_model(kind)
     ids = prompt()
     with torch.no_grad():
@@ -49,25 +52,35 @@ def test_exact_mode_generates_what_the_model_generates(kind, world):
     assert (top2[..., 0] - top2[..., 1]).min() > 1e-2  # the test's own precondition: no ties
     got = run_ranks(_generate_rank, world, kind, None)
     for r in range(world):
-        assert torch.equal(got[r], want.sequences[:, L:]), (r, got[r], want.sequences[:, L:])
+        for tokens in got[r]:
+            assert torch.equal(tokens, want.sequences[:, L:]), (r, tokens, want.sequences[:, L:])
 
 
-def _capture_rank(rank, world, kind):
+@pytest.mark.parametrize("anchor_len", [16, 2, 0])
+def test_approximate_mode_sharded_anchor_generates_the_replicated_tokens(anchor_len):
+    """W = 3, an anchor of 16 (slices 6, 6, 4), shorter than W (slices 1, 1, 0) and none."""
+    for r, (sharded, replicated) in enumerate(run_ranks(_generate_rank, 3, "qwen2", 5,
+                                                        anchor_len)):
+        assert sharded.shape == (1, NEW) and torch.equal(sharded, replicated), (r, sharded,
+                                                                                replicated)
+
+
+def _capture_rank(rank, world, kind, shard_anchor):
     from spava_ext.comm import GroupComm
     from spava_ext.integrations.transformers import spava_prefill
 
     model = tiny_model(kind)
-    layout = SpavaLayout(L, 16, NQ, world, 5)
+    layout = SpavaLayout(L, 16, NQ, world, 5, shard_anchor=shard_anchor)
     layers = {}
     spava_prefill(model, prompt(), layout, GroupComm(None), capture=lambda i, q, k, v, out:
                   layers.__setitem__(i, [t.clone() for t in (q, k, v, out)]))
     return layers
 
 
-@pytest.mark.parametrize("world", [1, 3])
-def test_approximate_mode_matches_the_reference_layer_by_layer(world):
-    per_rank = run_ranks(_capture_rank, world, "qwen2")
-    layout = SpavaLayout(L, 16, NQ, world, 5)
+@pytest.mark.parametrize("world,shard_anchor", [(1, False), (3, False), (3, True)])
+def test_approximate_mode_matches_the_reference_layer_by_layer(world, shard_anchor):
+    per_rank = run_ranks(_capture_rank, world, "qwen2", shard_anchor)
+    layout = SpavaLayout(L, 16, NQ, world, 5, shard_anchor=shard_anchor)
     # Layer 0 sees the same hidden states as a dense run: its post-RoPE q and k must be the dense
     # run's rows (global positions), which a capturing attention function records.
     from transformers import AttentionInterface
@@ -116,7 +129,7 @@ def _sample_rank(rank, world, stop):
 
 
 def test_sampling_is_shared_and_reproducible_and_stop_tokens_stop():
-    greedy = run_ranks(_generate_rank, 1, "qwen2", 5)[0]
+    greedy = run_ranks(_generate_rank, 1, "qwen2", 5)[0][0]
     stop = int(greedy[0, 2])  # the third greedy token
     out = run_ranks(_sample_rank, 2, stop)
     for sampled, again, stopped in out:

@@ -83,11 +83,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, result_dir: str) -> None:
+def _init_group(backend: str, rank: int, world: int) -> None:
+    """gloo, or NCCL on GPU ``rank`` with the options the schedule is run with."""
+    if backend == "nccl":
+        from spava_ext.comm import nccl_options
+
+        torch.cuda.set_device(rank)
+        dist.init_process_group("nccl", rank=rank, world_size=world,
+                                device_id=torch.device("cuda", rank), pg_options=nccl_options())
+    else:
+        dist.init_process_group(backend, rank=rank, world_size=world)
+
+
+def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, result_dir: str,
+            backend: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        _init_group(backend, rank, world)
         result = fn(rank, world, *args)
         torch.save({"ok": result}, os.path.join(result_dir, f"rank{rank}.pt"))
     except BaseException:  # report the traceback to the parent
@@ -103,12 +116,13 @@ def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, result_
     os._exit(0)
 
 
-def run_ranks(fn: Callable, world: int, *args) -> list:
-    """Run ``fn(rank, world, *args)`` in ``world`` gloo processes; returns each rank's result.
-    ``fn`` must be a module-level function (it is pickled)."""
+def run_ranks(fn: Callable, world: int, *args, backend: str = "gloo") -> list:
+    """Run ``fn(rank, world, *args)`` in ``world`` processes of a ``backend`` group (gloo, or
+    NCCL with one GPU per rank); returns each rank's result. ``fn`` must be a module-level
+    function (it is pickled)."""
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(_worker, args=(world, _free_port(), fn, args, tmp), nprocs=world,
-                           join=True, start_method="spawn")
+        mp.start_processes(_worker, args=(world, _free_port(), fn, args, tmp, backend),
+                           nprocs=world, join=True, start_method="spawn")
         results = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False)
                    for r in range(world)]
     errors = [f"rank {r}:\n{res['error']}" for r, res in enumerate(results) if "error" in res]

@@ -33,7 +33,7 @@ __all__ = ["RankMismatchError", "FIELDS", "layer_config", "check_agreement"]
 
 #: The fields of a configuration, in the order they are exchanged.
 FIELDS = ("seq_len", "anchor_len", "query_len", "world_size", "passing_len", "pool_kernel",
-          "batch", "heads_q", "heads_kv", "head_dim", "dtype", "device_type", "softmax_scale",
+          "shard_anchor", "batch", "heads_q", "heads_kv", "head_dim", "dtype", "device_type", "softmax_scale",
           "decode_tokens")
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.float8_e4m3fn,
@@ -68,6 +68,8 @@ def _decode(name: str, code: int) -> str:
         return _DEVICE_TYPES[code] if code < len(_DEVICE_TYPES) else f"<device #{code}>"
     if name == "softmax_scale":
         return repr(struct.unpack("<d", struct.pack("<q", code))[0])
+    if name == "shard_anchor":
+        return str(bool(code))
     return str(code)
 
 
@@ -77,7 +79,7 @@ def layer_config(layout, q: torch.Tensor, k: torch.Tensor, softmax_scale: Option
     prefill rank's rows follow from the layout (and differ between ranks); a decode step's
     new tokens ``q.shape[1]`` are the same on every rank."""
     return (layout.seq_len, layout.anchor_len, layout.query_len, layout.world_size,
-            layout.passing_len, layout.pool_kernel, q.shape[0], q.shape[2], k.shape[2],
+            layout.passing_len, layout.pool_kernel, layout.shard_anchor, q.shape[0], q.shape[2], k.shape[2],
             q.shape[3], q.dtype, q.device.type, softmax_scale, q.shape[1] if decode else None)
 
 

@@ -1,12 +1,17 @@
 """spava_attention: the per-rank schedule of one Spava attention layer
 (docs/design.md, Per-rank schedule).
 
-Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q, k, v::
+Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q, k, v, or with a
+sharded anchor (``layout.shard_anchor``) ``[A_r | C_r | C_(2W-1-r) | question]``, A_r its anchor
+slice (``layout.anchor_slice(r)``)::
 
+    0  sharded anchor: A_r's K/V                            -> anchor gather (every slice)
     1  select P_r, P_(2W-1-r) from the local K/V           -> gather #1 (P_r), #2 (P_(2W-1-r))
-    2  one attn_fwd_group launch, three problems in this order:
+    2  one attn_fwd_group launch, three problems (four: sharded anchor) in this order:
          question partial over [anchor slice r | C_r | C_(2W-1-r) (| question, causal, rank 0)]
+         sharded: rows A_r     x [A_0..A_(r-1) | A_r causal]             (waits for the anchor)
          rows [anchor | C_r]   x [P_0..P_(r-1) | anchor | C_r]   (anchor rows skip P; waits #1)
+           sharded: rows C_r   x [P_0..P_(r-1) | anchor | C_r]            (waits #1 or anchor)
          rows C_(2W-1-r)       x [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]           (waits #2)
        The waits are ready flags that the gathers set when their data has landed: on CUDA the
        launch starts at once and each problem's tiles start as their keys arrive, beside the
@@ -15,8 +20,10 @@ Rank r holds ``[anchor (a) | C_r (c1) | C_(2W-1-r) (c2) | question (nq)]`` of q,
     3  gather the question partials (out, lse); LSE-merge the W partials into the question rows
 
 Gather buffers hold one part per rank: ``recv1[j] = P_j`` and ``recv2[j] = P_(2W-1-j)``, each
-``[cap, 2, B, Hkv, D]`` (K rows then V rows) with ``P_i`` valid in its first ``|P_i|`` rows.
-Attention reads them in place as strided ``[B, n, Hkv, D]`` views.
+``[cap, 2, B, Hkv, D]`` (K rows then V rows) with ``P_i`` valid in its first ``|P_i|`` rows, and
+``recv_anchor[j] = A_j`` ``[anchor_cap, 2, B, Hkv, D]``: the slices fill their parts but the last
+ones, so the flattened buffer's first ``a`` rows are the anchor. Attention reads them in place as
+strided ``[B, n, Hkv, D]`` views (the whole anchor: one segment).
 """
 
 from __future__ import annotations
@@ -87,36 +94,75 @@ def question_keys(k, v, layout: SpavaLayout, rank: int) -> KeySegments:
     """Keys of the question partial of ``rank``: [anchor slice r | C_r | C_(2W-1-r)
     (| question, causal, rank 0 only)]."""
     seg = layout.local_segments(rank)
-    a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
-    a0, a1 = layout.anchor_slice(rank)
+    a0, a1 = layout.local_anchor_slice(rank)
     keys = KeySegments().add(k[:, a0:a1], v[:, a0:a1])
-    keys.add(k[:, a : a + c1], v[:, a : a + c1])
-    keys.add(k[:, a + c1 : a + c1 + c2], v[:, a + c1 : a + c1 + c2])
+    keys.add(k[:, seg.chunk1_start : seg.chunk2_start], v[:, seg.chunk1_start : seg.chunk2_start])
+    keys.add(k[:, seg.chunk2_start : seg.question_start],
+             v[:, seg.chunk2_start : seg.question_start])
     if rank == 0:
         keys.add(k[:, seg.question_start :], v[:, seg.question_start :], diag=0)
     return keys
 
 
-def host1_keys(k, v, layout: SpavaLayout, rank: int, recv1) -> KeySegments:
-    """Keys of rows [anchor | C_r]: [P_0..P_(r-1) (not for anchor rows) | anchor | C_r]."""
+def anchor_kv(k, v, layout: SpavaLayout, recv_anchor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole anchor's K and V ``[B, a, Hkv, D]``: the local rows of a replicated anchor, or
+    the gathered slices (``recv_anchor [W, anchor_cap, 2, B, Hkv, D]``, contiguous once
+    flattened: every slice but the last ones fills its part) of a sharded one."""
+    a = layout.anchor_len
+    if not layout.shard_anchor or a == 0:
+        return k[:, :a], v[:, :a]
+    rows = recv_anchor.flatten(0, 1)[:a]  # [a, 2, B, Hkv, D]
+    return rows[:, 0].transpose(0, 1), rows[:, 1].transpose(0, 1)
+
+
+def anchor_send(k, v, layout: SpavaLayout, rank: int) -> torch.Tensor:
+    """The send buffer of the anchor gather: the rank's anchor slice of ``k``, ``v``
+    ``[B, L_r, Hkv, D]`` (a sharded anchor) packed as ``[anchor_cap, 2, B, Hkv, D]``; rows past
+    the slice (only on the last ranks) are zero, like a passing block's padding: gathered, they
+    lie past the anchor, where no key is read."""
+    B, _, Hkv, D = k.shape
+    n = layout.anchor_sizes[rank]
+    send = k.new_empty((layout.anchor_cap, 2, B, Hkv, D))
+    send[:n, 0].copy_(k[:, :n].transpose(0, 1))
+    send[:n, 1].copy_(v[:, :n].transpose(0, 1))
+    if n < layout.anchor_cap:
+        send[n:].zero_()
+    return send
+
+
+def anchor_row_keys(k, v, layout: SpavaLayout, rank: int, recv_anchor) -> KeySegments:
+    """Keys of a sharded anchor's rows A_r: the gathered slices before it (full) and its own
+    rows (causal, local)."""
+    a0 = layout.anchor_slice(rank)[0]
+    ka, va = anchor_kv(k, v, layout, recv_anchor)
+    n = layout.anchor_sizes[rank]
+    return KeySegments().add(ka[:, :a0], va[:, :a0]).add(k[:, :n], v[:, :n], diag=0)
+
+
+def host1_keys(k, v, layout: SpavaLayout, rank: int, recv1, recv_anchor=None) -> KeySegments:
+    """Keys of rows [anchor | C_r] (a replicated anchor) or C_r (a sharded one):
+    [P_0..P_(r-1) (not for anchor rows) | anchor (causal for anchor rows) | C_r]."""
     seg = layout.local_segments(rank)
-    a, c1 = seg.anchor, seg.chunk1
+    lead = 0 if layout.shard_anchor else seg.anchor  # anchor rows among the problem's rows
     keys = KeySegments()
     if recv1 is not None:
-        keys.add_passing(recv1, range(0, rank), layout.passing_sizes, row_begin=a)
-    return keys.add(k[:, :a], v[:, :a], diag=0).add(k[:, a : a + c1], v[:, a : a + c1], diag=-a)
+        keys.add_passing(recv1, range(0, rank), layout.passing_sizes, row_begin=lead)
+    keys.add(*anchor_kv(k, v, layout, recv_anchor), diag=ops.FULL if layout.shard_anchor else 0)
+    return keys.add(k[:, seg.chunk1_start : seg.chunk2_start],
+                    v[:, seg.chunk1_start : seg.chunk2_start], diag=-lead)
 
 
-def host2_keys(k, v, layout: SpavaLayout, rank: int, recv1, recv2) -> KeySegments:
+def host2_keys(k, v, layout: SpavaLayout, rank: int, recv1, recv2,
+               recv_anchor=None) -> KeySegments:
     """Keys of rows C_(2W-1-r): [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]."""
     seg = layout.local_segments(rank)
-    a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
     world = layout.world_size
     sizes2 = [layout.passing_sizes[layout.num_chunks - 1 - j] for j in range(world)]
     keys = KeySegments().add_passing(recv1, range(0, world), layout.passing_sizes, row_begin=0)
     keys.add_passing(recv2, range(rank + 1, world), sizes2, row_begin=0)
-    return keys.add(k[:, :a], v[:, :a]).add(k[:, a + c1 : a + c1 + c2],
-                                            v[:, a + c1 : a + c1 + c2], diag=0)
+    keys.add(*anchor_kv(k, v, layout, recv_anchor))
+    return keys.add(k[:, seg.chunk2_start : seg.question_start],
+                    v[:, seg.chunk2_start : seg.question_start], diag=0)
 
 
 class ExactRows:
@@ -158,48 +204,66 @@ class ExactRows:
 
 
 def rank_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2, out, question_out,
-                  question_lse) -> dict:
+                  question_lse, recv_anchor=None) -> dict:
     """The attn_fwd problems of ``rank``'s layer by name: "question" (the partial, into
-    ``question_out`` / ``question_lse``), "host1" (rows [anchor | C_r], waiting for ready flag 0
-    when they read passing blocks), "host2" (rows C_(2W-1-r), waiting for flag 1); a host
-    without rows is left out. ``recv1`` / ``recv2`` are the gather buffers (None when the layout
-    has no passing blocks)."""
+    ``question_out`` / ``question_lse``), "anchor" (a sharded anchor's rows A_r), "host1" (rows
+    [anchor | C_r], or C_r with a sharded anchor), "host2" (rows C_(2W-1-r)); a problem without
+    rows is left out. ``recv_anchor``: the anchor gather's buffer (a sharded anchor with
+    ``a > 0``); ``recv1`` / ``recv2``: the passing gathers' (None when the layout has no passing
+    blocks). Ready flags follow the order the gathers start in (anchor, passing #1, passing
+    #2); a problem waits for the last of those it reads (a flag is raised only after every
+    earlier one: they are written in order on one stream)."""
     seg = layout.local_segments(rank)
     a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
+    flags = [name for name, buf in (("anchor", recv_anchor), ("passing #1", recv1),
+                                    ("passing #2", recv2)) if buf is not None]
 
     def problem(rows, keys: KeySegments, o, lse=None, wait_for=None):
-        return ops.AttnProblem(rows, keys.k, keys.v, keys.row_begin, keys.diag, o, lse, wait_for)
+        flag = None if wait_for is None else flags.index(wait_for)
+        return ops.AttnProblem(rows, keys.k, keys.v, keys.row_begin, keys.diag, o, lse, flag)
 
     q_question = q[:, seg.question_start :]
     problems = {"question": problem(q_question, question_keys(k, v, layout, rank), question_out,
                                     question_lse)}
-    if a + c1 > 0:
+    sharded = recv_anchor is not None
+    if sharded and a > 0:  # rank 0's slice sees only itself
+        wait = "anchor" if layout.anchor_slice(rank)[0] > 0 else None
+        problems["anchor"] = problem(q[:, :a], anchor_row_keys(k, v, layout, rank, recv_anchor),
+                                     out[:, :a], wait_for=wait)
+    rows1 = slice(a if layout.shard_anchor else 0, a + c1)
+    if rows1.stop > rows1.start:
         passing = recv1 is not None and rank > 0  # rank 0's first host sees no passing block
-        problems["host1"] = problem(q[:, : a + c1], host1_keys(k, v, layout, rank, recv1),
-                                    out[:, : a + c1], wait_for=0 if passing else None)
+        wait = "passing #1" if passing else ("anchor" if sharded else None)
+        problems["host1"] = problem(q[:, rows1], host1_keys(k, v, layout, rank, recv1,
+                                                            recv_anchor),
+                                    out[:, rows1], wait_for=wait)
     if c2 > 0:
         problems["host2"] = problem(q[:, a + c1 : a + c1 + c2],
-                                    host2_keys(k, v, layout, rank, recv1, recv2),
-                                    out[:, a + c1 : a + c1 + c2], wait_for=1)
+                                    host2_keys(k, v, layout, rank, recv1, recv2, recv_anchor),
+                                    out[:, a + c1 : a + c1 + c2], wait_for="passing #2")
     return problems
 
 
 def standalone_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2,
-                        order: tuple) -> list:
+                        order: tuple, recv_anchor=None) -> list:
     """The rank's problems in ``order`` with outputs of their own and no ready flags (the
-    received blocks are already in ``recv1`` / ``recv2``): the one launch, for timing it."""
+    received blocks are already in ``recv1`` / ``recv2`` / ``recv_anchor``): the one launch,
+    for timing it."""
     q_question = q[:, layout.local_segments(rank).question_start :]
     _, q_out, q_lse = ExactRows.partial_buffer(q_question)
-    named = rank_problems(q, k, v, layout, rank, recv1, recv2, torch.empty_like(q), q_out, q_lse)
+    named = rank_problems(q, k, v, layout, rank, recv1, recv2, torch.empty_like(q), q_out, q_lse,
+                          recv_anchor)
     return [named[n]._replace(wait_for=None) for n in order if n in named]
 
 
 # Launch orders (the kernel schedules problems in this order, longest query tiles first in
 # each). With data in flight the order follows its arrival; otherwise host 2 (long rows: every
 # passing block) goes first and host 1's short causal tiles fill the end (measured best on the
-# H100 for D = 128, see docs/kernels/attn_fwd.md).
-ORDER_IN_FLIGHT = ("question", "host1", "host2")
-ORDER_LOCAL = ("host2", "question", "host1")
+# H100 for D = 128, see docs/kernels/attn_fwd.md); a sharded anchor's rows (the gather that
+# starts first, short causal tiles) come right after the question partial in flight, last
+# otherwise.
+ORDER_IN_FLIGHT = ("question", "anchor", "host1", "host2")
+ORDER_LOCAL = ("host2", "question", "host1", "anchor")
 
 
 _DTYPES = {"cpu": (torch.float32, torch.bfloat16, torch.float16),
@@ -295,8 +359,12 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
     out = torch.empty_like(q)
     nv = q.is_cuda
     with LayerOverlap(comm, q.device) as overlap:  # on an error: abandons the started gathers
-        # 1  select the two passing blocks and start their gathers (ready flags 0 and 1)
-        recv1 = recv2 = None
+        # 0  a sharded anchor: gather every rank's anchor slice K/V (first, while it selects)
+        recv_anchor = recv1 = recv2 = None
+        if layout.shard_anchor and layout.anchor_len > 0:
+            (recv_anchor,) = overlap.start_gathers([anchor_send(k, v, layout, rank)], ["anchor"])
+
+        # 1  select the two passing blocks and start their gathers
         if layout.passing_cap > 0:
             p = layout.passing_cap if layout.passing_len is None else layout.passing_len
             with _nvtx("select", nv):
@@ -308,10 +376,11 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
             recv1, recv2 = overlap.start_gathers([send[0], send[1]],
                                                  ["passing #1", "passing #2"])
 
-        # 2  one launch for the question partial and both virtual hosts; the question partials'
-        #    gather starts once they are written
+        # 2  one launch for the question partial, the anchor slice's rows (sharded) and both
+        #    virtual hosts; the question partials' gather starts once they are written
         part, part_out, part_lse = ExactRows.partial_buffer(q_question)
-        named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse)
+        named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse,
+                              recv_anchor)
         names = [n for n in (ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL) if n in named]
         with _nvtx("attention", nv):
             parts, pending = overlap.launch([named[n] for n in names], softmax_scale, share=part,

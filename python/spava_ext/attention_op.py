@@ -4,7 +4,8 @@ One opaque op is what a framework needs to put Spava inside its model: ``torch.c
 (fullgraph, any backend) sees a single node with a fake kernel, CUDA-graph capture records the
 launches it issues, and a serving framework can register or call it like its own custom ops.
 Its arguments are plain values: the :class:`~spava_ext.layout.SpavaLayout` fields and the
-process group by name (``group.group_name``, as torch's functional collectives pass it).
+process group by name (``group.group_name``, as torch's functional collectives pass it), then
+``shard_anchor`` (default False: each rank holds the whole anchor).
 
 The op is inference-only: it has no autograd formula (a backward through it raises); run the
 model under ``torch.no_grad()`` or ``torch.inference_mode()``.
@@ -27,10 +28,11 @@ __all__ = ["attention", "attention_comm", "group_name"]
 
 @functools.lru_cache(maxsize=256)
 def _layout(seq_len: int, anchor_len: int, query_len: int, world_size: int,
-            passing_len: Optional[int], pool_kernel: int) -> SpavaLayout:
+            passing_len: Optional[int], pool_kernel: int, shard_anchor: bool) -> SpavaLayout:
     """One layout object per configuration (a layout is immutable; building one per call would
     repeat its chunk arithmetic for every layer)."""
-    return SpavaLayout(seq_len, anchor_len, query_len, world_size, passing_len, pool_kernel)
+    return SpavaLayout(seq_len, anchor_len, query_len, world_size, passing_len, pool_kernel,
+                       shard_anchor)
 
 
 def _group(name: str) -> Optional[dist.ProcessGroup]:
@@ -47,15 +49,16 @@ def _group(name: str) -> Optional[dist.ProcessGroup]:
 @torch.library.custom_op("spava::attention", mutates_args=())
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_len: int,
                anchor_len: int, query_len: int, world_size: int, passing_len: Optional[int],
-               pool_kernel: int, softmax_scale: Optional[float],
-               group_name: str) -> torch.Tensor:
-    layout = _layout(seq_len, anchor_len, query_len, world_size, passing_len, pool_kernel)
+               pool_kernel: int, softmax_scale: Optional[float], group_name: str,
+               shard_anchor: bool = False) -> torch.Tensor:
+    layout = _layout(seq_len, anchor_len, query_len, world_size, passing_len, pool_kernel,
+                     shard_anchor)
     return spava_attention_rank(q, k, v, layout, GroupComm.of(_group(group_name)), softmax_scale)
 
 
 @_attention.register_fake
 def _attention_fake(q, k, v, seq_len, anchor_len, query_len, world_size, passing_len,
-                    pool_kernel, softmax_scale, group_name):
+                    pool_kernel, softmax_scale, group_name, shard_anchor=False):
     return torch.empty_like(q)
 
 
@@ -71,7 +74,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SpavaLa
     and result, with the default collective timeout)."""
     return torch.ops.spava.attention(q, k, v, layout.seq_len, layout.anchor_len,
                                      layout.query_len, layout.world_size, layout.passing_len,
-                                     layout.pool_kernel, softmax_scale, group_name(group))
+                                     layout.pool_kernel, softmax_scale, group_name(group),
+                                     layout.shard_anchor)
 
 
 def attention_comm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: SpavaLayout,

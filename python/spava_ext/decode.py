@@ -1,7 +1,8 @@
 """Exact decode attention over the sharded KV cache of a Spava prefill (docs/design.md, Decode).
 
 After the prefill, rank r keeps per layer ``[anchor slice r | C_r | C_(2W-1-r)]`` (disjoint across
-ranks: their union is the prompt's context exactly once) and rank 0 also keeps the question and
+ranks: their union is the prompt's context exactly once; with a sharded anchor the slice is all of
+the anchor the rank holds, with a replicated one the rank keeps only that slice of it) and rank 0 also keeps the question and
 every generated token. Passing blocks are not cached. For each new token every rank computes a
 partial state over its cache, the partials are gathered and LSE-merged: exact attention, the same
 result on every rank. All ranks run the model on the same token; only rank 0 appends its K/V.
@@ -39,10 +40,11 @@ class SpavaKVCache:
         if max_new_tokens < 0:
             raise ValueError(f"SpavaKVCache: max_new_tokens must be >= 0, got {max_new_tokens}")
         self.layout, self.rank, self.num_layers = layout, rank, num_layers
-        a0, a1 = layout.anchor_slice(rank)
         seg = layout.local_segments(rank)
-        # local prefill rows kept: (start, end) ranges of the rank's shard, in order
-        self._keep = [(a0, a1), (seg.chunk1_start, seg.chunk2_start + seg.chunk2)]
+        # local prefill rows kept: (start, end) ranges of the rank's shard, in order; the anchor
+        # slice is where the shard holds it (its first rows when the layout shards the anchor)
+        self._keep = [layout.local_anchor_slice(rank),
+                      (seg.chunk1_start, seg.chunk2_start + seg.chunk2)]
         if rank == 0:
             self._keep.append((seg.question_start, seg.length))
         self.prefill_len = sum(e - s for s, e in self._keep)

@@ -6,7 +6,12 @@ Full sequence (length L)::
 
 Chunk ``i`` holds ``n_ctx // 2W`` tokens plus one when ``i < n_ctx % 2W``. Rank ``r`` holds, in this
 local order, ``[anchor | C_r | C_(2W-1-r) | question]`` (two "virtual hosts" per rank, zigzag).
-The anchor and the question are replicated on every rank.
+The question is replicated on every rank; the anchor is replicated too, or, with
+``shard_anchor``, each rank holds only its anchor slice ``A_r`` (:meth:`SpavaLayout.anchor_slice`):
+``[A_r | C_r | C_(2W-1-r) | question]``, and the schedule gathers the anchor's K/V in each layer.
+
+The anchor slices are ``anchor_cap = ceil(a / W)`` rows each, the last ones shorter or empty, so
+that the gathered slices, padded to ``anchor_cap`` rows, are the anchor as one contiguous run.
 
 Every passing block ``P_i`` (the keys selected from chunk ``i``) has ``min(p, |C_i|)`` rows; the
 send/receive buffers are padded to ``passing_cap = max_i min(p, |C_i|)`` rows so that one
@@ -73,12 +78,13 @@ def check_heads(call: str, heads_q, heads_kv, head_dim=None) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class LocalSegments:
-    """Offsets of one rank's local sequence ``[anchor | C_r | C_(2W-1-r) | question]``.
+    """Offsets of one rank's local sequence ``[anchor | C_r | C_(2W-1-r) | question]`` (the
+    anchor: the whole anchor, or the rank's slice of it when the layout shards the anchor).
 
     All values are token counts or local offsets (along the sequence dim of the rank's shard).
     """
 
-    anchor: int  # a
+    anchor: int  # a, or |A_r| when the anchor is sharded
     chunk1: int  # |C_r|          (first virtual host)
     chunk2: int  # |C_(2W-1-r)|   (second virtual host)
     question: int  # nq
@@ -111,6 +117,9 @@ class SpavaLayout:
         passing_len: p >= 1 keys selected per chunk and kv head, or ``None`` for exact mode
             (every chunk passes all of its keys, so every row equals dense causal attention).
         pool_kernel: pk, odd >= 1, the max-pool window that smooths selection scores.
+        shard_anchor: each rank holds (and runs the model on) only its anchor slice
+            (:meth:`anchor_slice`) instead of the whole anchor; the attention schedule gathers
+            the anchor's K/V. The outputs are the same; the anchor's linear work is split W ways.
     """
 
     def __init__(
@@ -121,6 +130,7 @@ class SpavaLayout:
         world_size: int,
         passing_len: Optional[int],
         pool_kernel: int = 5,
+        shard_anchor: bool = False,
     ) -> None:
         seq_len = self.seq_len = _check_int("seq_len", seq_len, 1)
         anchor_len = self.anchor_len = _check_int("anchor_len", anchor_len, 0)
@@ -133,6 +143,9 @@ class SpavaLayout:
         if pool_kernel % 2 != 1:
             raise ValueError(f"SpavaLayout: pool_kernel must be odd, got {pool_kernel}")
         self.pool_kernel = pool_kernel
+        if not isinstance(shard_anchor, bool):
+            raise ValueError(f"SpavaLayout: shard_anchor must be a bool, got {shard_anchor!r}")
+        self.shard_anchor = shard_anchor
         if anchor_len + query_len > seq_len:
             raise ValueError(
                 f"SpavaLayout: anchor_len + query_len = {anchor_len} + {query_len} exceeds "
@@ -150,11 +163,17 @@ class SpavaLayout:
         # P_i has min(p, |C_i|) rows; buffers are padded to the largest of them.
         self.passing_sizes: list[int] = [min(p, c) for c in self.chunk_sizes]
         self.passing_cap: int = max(self.passing_sizes)
+        # anchor slices: anchor_cap rows each from the start, the last ones shorter or empty
+        self.anchor_cap: int = -(-anchor_len // world_size)
+        cap = self.anchor_cap
+        self.anchor_sizes: list[int] = [max(0, min(cap, anchor_len - r * cap))
+                                        for r in range(world_size)]
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
     def auto(
-        cls, seq_len: int, query_len: int, world_size: int, pool_kernel: int = 5
+        cls, seq_len: int, query_len: int, world_size: int, pool_kernel: int = 5,
+        shard_anchor: bool = False,
     ) -> "SpavaLayout":
         """The paper's defaults for n = seq_len - query_len context tokens (anchor included):
         ``a = 128 * ceil((n // 64) / 128)`` (at most n) and ``p = 128 * ceil((n // 128) / 128)``
@@ -168,7 +187,7 @@ class SpavaLayout:
             )
         anchor = min(n, 128 * math.ceil((n // 64) / 128))
         passing = max(128, 128 * math.ceil((n // 128) / 128))
-        return cls(seq_len, anchor, query_len, world_size, passing, pool_kernel)
+        return cls(seq_len, anchor, query_len, world_size, passing, pool_kernel, shard_anchor)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -191,28 +210,36 @@ class SpavaLayout:
         return rank, self.num_chunks - 1 - rank
 
     def anchor_slice(self, rank: int) -> tuple[int, int]:
-        """``[start, end)`` of the anchor share whose keys ``rank`` counts in the question partial
-        (the anchor is split W ways so each anchor key is counted once)."""
+        """Global ``[start, end)`` of anchor slice ``A_rank``: the anchor keys ``rank`` counts in
+        the question partial and keeps in its decode cache, and with ``shard_anchor`` the anchor
+        rows it holds. The W slices partition the anchor: ``anchor_cap = ceil(a / W)`` rows
+        each from the start, the last ones shorter or empty (so the slices gathered into
+        ``anchor_cap``-row parts read as one contiguous anchor)."""
         rank = self._check_rank(rank)
-        sizes = balanced_split(self.anchor_len, self.world_size)
-        start = sum(sizes[:rank])
-        return start, start + sizes[rank]
+        start = min(self.anchor_len, rank * self.anchor_cap)
+        return start, start + self.anchor_sizes[rank]
+
+    def local_anchor_slice(self, rank: int) -> tuple[int, int]:
+        """Local ``[start, end)`` of anchor slice ``A_rank`` in ``rank``'s shard: the whole shard
+        anchor with ``shard_anchor``, else the slice's place in the replicated anchor."""
+        start, end = self.anchor_slice(rank)
+        return (0, end - start) if self.shard_anchor else (start, end)
 
     def local_segments(self, rank: int) -> LocalSegments:
         c1, c2 = self.rank_chunks(rank)
-        return LocalSegments(
-            self.anchor_len, self.chunk_sizes[c1], self.chunk_sizes[c2], self.query_len
-        )
+        anchor = self.anchor_sizes[rank] if self.shard_anchor else self.anchor_len
+        return LocalSegments(anchor, self.chunk_sizes[c1], self.chunk_sizes[c2], self.query_len)
 
     def local_len(self, rank: int) -> int:
         return self.local_segments(rank).length
 
     def local_indices(self, rank: int) -> torch.Tensor:
         """LongTensor of the global positions held by ``rank``, in local order
-        anchor | C_r | C_(2W-1-r) | question."""
+        anchor (or anchor slice) | C_r | C_(2W-1-r) | question."""
         c1, c2 = self.rank_chunks(rank)
         parts = [
-            torch.arange(0, self.anchor_len),
+            torch.arange(*(self.anchor_slice(rank) if self.shard_anchor
+                           else (0, self.anchor_len))),
             torch.arange(*self.chunk_bounds(c1)),
             torch.arange(*self.chunk_bounds(c2)),
             torch.arange(self.question_start, self.seq_len),
@@ -230,7 +257,7 @@ class SpavaLayout:
 
     def unshard(self, parts: Sequence[torch.Tensor], dim: int = 1) -> torch.Tensor:
         """Inverse of :meth:`shard`: the full sequence from every rank's shard (in rank order).
-        The replicated anchor and question are taken from rank 0."""
+        The replicated question (and anchor, unless sharded) is taken from rank 0."""
         if len(parts) != self.world_size:
             raise ValueError(
                 f"SpavaLayout.unshard: got {len(parts)} parts for world_size = {self.world_size}"
@@ -241,7 +268,10 @@ class SpavaLayout:
                     f"SpavaLayout.unshard: part {r} has {part.size(dim)} rows along dim {dim}, "
                     f"expected {self.local_len(r)}"
                 )
-        pieces = [parts[0].narrow(dim, 0, self.anchor_len)]
+        if self.shard_anchor:
+            pieces = [part.narrow(dim, 0, n) for part, n in zip(parts, self.anchor_sizes)]
+        else:
+            pieces = [parts[0].narrow(dim, 0, self.anchor_len)]
         for i in range(self.num_chunks):
             r = i if i < self.world_size else self.num_chunks - 1 - i
             seg = self.local_segments(r)
@@ -272,6 +302,7 @@ class SpavaLayout:
             self.world_size,
             self.passing_len,
             self.pool_kernel,
+            self.shard_anchor,
         )
 
     def __repr__(self) -> str:
@@ -280,7 +311,8 @@ class SpavaLayout:
             f"SpavaLayout(seq_len={self.seq_len}, anchor_len={self.anchor_len}, "
             f"query_len={self.query_len}, world_size={self.world_size}, passing_len={p}, "
             f"pool_kernel={self.pool_kernel}; chunks={min(self.chunk_sizes)}..{max(self.chunk_sizes)}"
-            f", passing_cap={self.passing_cap})"
+            f", passing_cap={self.passing_cap}"
+            + (f"; anchor sharded, slices of {self.anchor_cap})" if self.shard_anchor else ")")
         )
 
     def describe(self) -> str:
@@ -289,8 +321,10 @@ class SpavaLayout:
         for r in range(self.world_size):
             c1, c2 = self.rank_chunks(r)
             s = self.local_segments(r)
+            anchor = (f"anchor {self.anchor_slice(r)}" if self.shard_anchor
+                      else f"anchor {s.anchor}")
             lines.append(
-                f"  rank {r}: anchor {s.anchor} | C{c1} {self.chunk_bounds(c1)} | "
+                f"  rank {r}: {anchor} | C{c1} {self.chunk_bounds(c1)} | "
                 f"C{c2} {self.chunk_bounds(c2)} | question {s.question}  -> {s.length} local tokens"
             )
         return "\n".join(lines)

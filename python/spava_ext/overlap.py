@@ -30,7 +30,10 @@ import torch
 from . import envs, ops
 from .comm import Communicator, Pending
 
-__all__ = ["LayerOverlap", "sm_budget"]
+__all__ = ["LayerOverlap", "sm_budget", "MAX_GATHERS"]
+
+#: Gathers with ready flags in one layer: the anchor (a sharded anchor) and two passing blocks.
+MAX_GATHERS = 3
 
 
 def sm_budget(comm: Communicator, device: torch.device) -> int:
@@ -45,7 +48,7 @@ def sm_budget(comm: Communicator, device: torch.device) -> int:
 
 class LayerOverlap:
     """The overlap of one layer of ``comm``'s rank on ``device``: call :meth:`start_gathers`
-    once (optional), then :meth:`launch` once, inside ``with overlap:``. When the block raises
+    (optional, once or more), then :meth:`launch` once, inside ``with overlap:``. When the block raises
     (a collective failed or timed out, or anything else), every gather the layer started is
     abandoned first (:meth:`Pending.settle`): the error propagates with nothing of the layer
     left in flight on the host, so teardown does not wait for it.
@@ -55,7 +58,8 @@ class LayerOverlap:
         sm_budget: CTAs the launch may use (0: one per SM).
         spin_us: microseconds a CTA polls a late ready flag before it gives its unit back.
         timeout_s: seconds after which a CTA still waiting for a flag traps.
-        ready: the ready flags, one per started gather (None before :meth:`start_gathers`).
+        ready: the ready flags, :data:`MAX_GATHERS` of them, flag ``i`` for the ``i``-th
+            started gather (None before :meth:`start_gathers`).
     """
 
     def __init__(self, comm: Communicator, device: torch.device) -> None:
@@ -83,12 +87,17 @@ class LayerOverlap:
     def start_gathers(self, parts: Sequence[torch.Tensor],
                       names: Sequence[str]) -> list[torch.Tensor]:
         """Start one gather per part; returns their buffers (``buffer[j]``: rank j's part, of
-        ``[W, *part.shape]``). A problem that reads buffer ``i`` waits for ready flag ``i``."""
-        if self.ready is not None:
-            raise RuntimeError("LayerOverlap.start_gathers: gathers were already started")
-        # zeroed before the gathers are issued: the communication stream that sets the flags
-        # is ordered after this
-        self.ready = torch.zeros(len(parts), dtype=torch.int32, device=self.device)
+        ``[W, *part.shape]``). Gathers are numbered in the order they start, over every call
+        (at most :data:`MAX_GATHERS`); a problem that reads gather ``i``'s buffer waits for
+        ready flag ``i``, which is raised after every earlier flag."""
+        if len(self._gathers) + len(parts) > MAX_GATHERS:
+            raise RuntimeError(f"LayerOverlap.start_gathers: a layer starts at most "
+                               f"{MAX_GATHERS} gathers with ready flags, got "
+                               f"{len(self._gathers) + len(parts)}")
+        if self.ready is None:
+            # zeroed before the gathers are issued: the communication stream that sets the
+            # flags is ordered after this
+            self.ready = torch.zeros(MAX_GATHERS, dtype=torch.int32, device=self.device)
         buffers = []
         for part, what in zip(parts, names):
             buf, pending = self._gather(part, what)

@@ -105,7 +105,9 @@ class _Session:
                 bars["decode"] = tqdm(total=args.max_new_tokens, desc="decode", unit="tok",
                                       leave=False)
             ids = generate(self.model, dict(inputs), max_new_tokens=args.max_new_tokens,
-                           passing_len=passing, anchor_len=anchor, timings=timings,
+                           passing_len=passing, anchor_len=anchor,
+                           shard_anchor=args.anchor == "sharded",
+                           timings=timings,
                            on_token=(lambda s, t: bars["decode"].update(1)) if bars else None,
                            on_layer=(lambda i: bars["prefill"].update(1)) if bars else None)
             for bar in bars.values():

@@ -6,7 +6,8 @@ The attention function ``"spava"`` (registered on import) reads what to do from 
 :class:`SpavaRun` context: during the prefill it runs the rank's Spava schedule on the layer's
 post-RoPE q/k/v and keeps the rank's share of K/V in a :class:`SpavaKVCache`; during decode it
 runs :func:`decode_attention` over that cache. The model itself is called on the rank's local
-tokens (``layout.shard``) with global position ids, without a transformers cache.
+tokens (``layout.shard``: with ``layout.shard_anchor`` only its slice of the anchor) with global
+position ids, without a transformers cache.
 
 The model family (text, Qwen-VL, InternVL, LLaVA-OneVision) comes from ``config.model_type``
 (:mod:`.families`); a multimodal family builds the full prompt's embeddings and position ids with
@@ -195,6 +196,7 @@ def generate(
     passing_len: Union[int, None, str] = "auto",
     anchor_len: Union[int, str] = "auto",
     query_len: Optional[int] = None,
+    shard_anchor: bool = True,
     group: Optional[dist.ProcessGroup] = None,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -221,6 +223,9 @@ def generate(
         anchor_len: a, or ``"auto"``.
         query_len: question tokens at the end of the prompt (attended exactly). Default for VL
             models: everything after the last vision token; required for text models.
+        shard_anchor: each rank runs the decoder on its slice of the anchor only (the layers'
+            anchor K/V are gathered); False replicates the anchor on every rank (the same
+            tokens, the anchor's linear work done W times).
         group: process group (default: the global one; none needed for a single process).
         do_sample, temperature, top_p, seed: sampling (rank 0 samples and broadcasts).
         stop_token_ids: default the model's ``eos_token_id``.
@@ -269,7 +274,8 @@ def generate(
     L = input_ids.shape[1]
     auto = SpavaLayout.auto(L, query_len, world)
     layout = SpavaLayout(L, auto.anchor_len if anchor_len == "auto" else anchor_len, query_len,
-                         world, auto.passing_len if passing_len == "auto" else passing_len)
+                         world, auto.passing_len if passing_len == "auto" else passing_len,
+                         shard_anchor=shard_anchor)
     cfg = _decoder(model).config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
