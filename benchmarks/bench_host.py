@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world", type=int, default=8)
     parser.add_argument("--question", type=int, default=64)
     parser.add_argument("--calls", type=int, default=50, help="timed enqueues")
+    parser.add_argument("--anchor", choices=["sharded", "replicated"], default="sharded",
+                        help="the anchor's placement (generate's default: sharded)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny shapes and model (the CPU smoke run)")
@@ -58,7 +60,8 @@ def enqueue_us(args, rank: int) -> dict:
     """Host microseconds per ``spava_attention_rank`` call of ``rank`` (median, min) and the
     cProfile of the timed calls."""
     heads_q, heads_kv, D = (4, 2, 16) if args.tiny else (28, 4, 128)
-    layout = SpavaLayout.auto(args.context + args.question, args.question, args.world)
+    layout = SpavaLayout.auto(args.context + args.question, args.question, args.world,
+                              shard_anchor=args.anchor == "sharded")
     comm = SimulatedComm(rank, args.world)
     n = layout.local_len(rank)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
@@ -79,10 +82,16 @@ def enqueue_us(args, rank: int) -> dict:
             call()
             times.append((time.perf_counter() - t0) * 1e6)
             prof.disable()
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
     return {"rank": rank, "layout": repr(layout), "median_us": statistics.median(times),
-            "min_us": min(times), "profile_top": text.getvalue().splitlines()[-22:]}
+            "min_us": min(times), "profile_top": _top(prof, "tottime"),
+            "profile_cumulative": _top(prof, "cumulative")}
+
+
+def _top(prof: cProfile.Profile, key: str, n: int = 25) -> list[str]:
+    """The profile's ``n`` first functions by ``key``, as printed lines."""
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats(key).print_stats(n)
+    return text.getvalue().splitlines()[-(n + 2):]
 
 
 def _union_ms(intervals: list[tuple[float, float]]) -> float:
@@ -115,7 +124,7 @@ def prefill_idle(args) -> dict:
     """GPU idle share of the last rank's prefill, eager and replayed from a CUDA graph."""
     model = language_model("qwen2.5-vl-7b", tiny=args.tiny, device=args.device)
     L = args.prefill_context + args.question
-    layout = SpavaLayout.auto(L, args.question, args.world)
+    layout = SpavaLayout.auto(L, args.question, args.world, shard_anchor=args.anchor == "sharded")
     ids = prompt_ids(model, L)
     comm = SimulatedComm(args.world - 1, args.world)
     result = {"layout": repr(layout), "layers": model.config.num_hidden_layers}
@@ -147,6 +156,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"prefill {args.prefill_context} tokens, {mode}: GPU busy {r['busy_ms']:.1f} "
                   f"of {r['span_ms']:.1f} ms, idle {100 * r['idle_share']:.1f} %")
     path = write_result("host" + ("_tiny" if args.tiny else ""), result)
-    print("\n".join(enq[-1]["profile_top"]))
+    print("\n".join(enq[-1]["profile_cumulative"]))
     print(f"wrote {path}")
     return 0
