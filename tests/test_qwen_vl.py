@@ -76,13 +76,15 @@ def test_exact_mode_matches_hf_generate_with_frame_parallel_vision(kind, world):
 
 
 def test_approximate_mode_generates_what_the_reference_generates():
-    """3 ranks, p = 4 (chunks of 9-10 tokens): every rank's tokens are those of one process that
-    runs the reference Spava attention in every layer's prefill and decodes exactly."""
+    """3 ranks, p = 4 (chunks of 9-10 tokens), the anchor sharded (generate's default with
+    several ranks): every rank's tokens are those of one process that runs the reference Spava
+    attention in every layer's prefill and decodes exactly."""
     from spava_ext.integrations.multimodal import default_query_len
 
     model, inp = tiny_vl(), inputs()
     L = inp["input_ids"].shape[1]
-    layout = spava_ext.SpavaLayout(L, 8, default_query_len(model.config, inp["input_ids"]), 3, 4)
+    layout = spava_ext.SpavaLayout(L, 8, default_query_len(model.config, inp["input_ids"]), 3, 4,
+                                   shard_anchor=True)
     want, gap = reference_generate(model, inp, layout, NEW)
     assert gap > 1e-2  # precondition: no near-ties
     with torch.no_grad():

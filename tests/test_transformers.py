@@ -30,18 +30,18 @@ def prompt():
 
 
 def _generate_rank(rank, world, kind, passing_len, anchor_len=16):
-    """This rank's generated tokens with the anchor sharded (the default) and replicated."""
+    """This rank's generated tokens with the anchor sharded and replicated."""
     model = tiny_model(kind)
     return [spava_ext.generate(model, {"input_ids": prompt()}, max_new_tokens=NEW,
                                passing_len=passing_len, anchor_len=anchor_len, query_len=NQ,
                                stop_token_ids=[], **options)
-            for options in ({}, {"shard_anchor": False})]
+            for options in ({"shard_anchor": True}, {"shard_anchor": False})]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
 def test_exact_mode_generates_what_the_model_generates(kind, world):
-    """With the anchor sharded (the default) and replicated."""
+    """With the anchor sharded and replicated."""
     model = tiny_model(kind)
     ids = prompt()
     with torch.no_grad():

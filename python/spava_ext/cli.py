@@ -213,10 +213,10 @@ def _add_model_args(parser, max_new_tokens: int) -> None:
     parser.add_argument("--anchor-len", type=int_or_words(0, "auto"), default="auto",
                         help="anchor tokens at the start of the prompt: an integer >= 0 or "
                              "'auto' (the paper's)")
-    parser.add_argument("--anchor", choices=["sharded", "replicated"], default="sharded",
+    parser.add_argument("--anchor", choices=["auto", "sharded", "replicated"], default="auto",
                         help="sharded: each rank runs the model on 1/W of the anchor and the "
-                             "layers gather its K/V (the default); replicated: every rank runs "
-                             "the whole anchor (the same answer)")
+                             "layers gather its K/V; replicated: every rank runs the whole "
+                             "anchor (the same answer); auto (default): sharded on several ranks")
 
 
 def build_parser() -> argparse.ArgumentParser:

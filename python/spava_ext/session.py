@@ -106,7 +106,8 @@ class _Session:
                                       leave=False)
             ids = generate(self.model, dict(inputs), max_new_tokens=args.max_new_tokens,
                            passing_len=passing, anchor_len=anchor,
-                           shard_anchor=args.anchor == "sharded",
+                           shard_anchor=None if args.anchor == "auto" else (
+                               args.anchor == "sharded"),
                            timings=timings,
                            on_token=(lambda s, t: bars["decode"].update(1)) if bars else None,
                            on_layer=(lambda i: bars["prefill"].update(1)) if bars else None)

@@ -196,7 +196,7 @@ def generate(
     passing_len: Union[int, None, str] = "auto",
     anchor_len: Union[int, str] = "auto",
     query_len: Optional[int] = None,
-    shard_anchor: bool = True,
+    shard_anchor: Optional[bool] = None,
     group: Optional[dist.ProcessGroup] = None,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -223,9 +223,10 @@ def generate(
         anchor_len: a, or ``"auto"``.
         query_len: question tokens at the end of the prompt (attended exactly). Default for VL
             models: everything after the last vision token; required for text models.
-        shard_anchor: each rank runs the decoder on its slice of the anchor only (the layers'
-            anchor K/V are gathered); False replicates the anchor on every rank (the same
-            tokens, the anchor's linear work done W times).
+        shard_anchor: True: each rank runs the decoder on its slice of the anchor only (the
+            layers' anchor K/V are gathered); False: the anchor is replicated on every rank
+            (the same tokens, the anchor's linear work done W times); None (default): sharded
+            when there are several ranks (with one, sharding would only add a copy).
         group: process group (default: the global one; none needed for a single process).
         do_sample, temperature, top_p, seed: sampling (rank 0 samples and broadcasts).
         stop_token_ids: default the model's ``eos_token_id``.
@@ -275,7 +276,7 @@ def generate(
     auto = SpavaLayout.auto(L, query_len, world)
     layout = SpavaLayout(L, auto.anchor_len if anchor_len == "auto" else anchor_len, query_len,
                          world, auto.passing_len if passing_len == "auto" else passing_len,
-                         shard_anchor=shard_anchor)
+                         shard_anchor=world > 1 if shard_anchor is None else shard_anchor)
     cfg = _decoder(model).config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
