@@ -124,6 +124,8 @@ def test_graph_decode_attention_equals_the_eager_decode(rank):
     v = torch.randn_like(k)
     for c in caches:
         c.store_prefill(0, k, v)
+    caches[1].k[0, :, caches[1].prefill_len :] = float("nan")  # unwritten rows: anything
+    caches[1].v[0, :, caches[1].prefill_len :] = float("nan")
     comm = SimulatedComm(rank, 3)
     for step in range(steps):
         q = torch.randn(B, 1, Hq, D)

@@ -40,6 +40,7 @@ def _window_partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: 
     s = torch.matmul(qf, kf.transpose(-1, -2)) * scale  # [B, Hkv, g, G]
     s = s.masked_fill(~visible, float("-inf"))
     lse = torch.logsumexp(s, dim=-1, keepdim=True)
+    vf = vf.masked_fill(~visible[:, None], 0.0)
     out = torch.matmul(torch.exp(s - lse), vf)  # [B, Hkv, g, D]
     return out.reshape(B, 1, Hq, D), lse.reshape(B, Hq, 1)
 
@@ -66,6 +67,8 @@ def graph_decode_attention(q, k_new, v_new, cache: SpavaKVCache, layer: int, com
         pre_lse = torch.empty(2, q.shape[0], q.shape[2], 1, dtype=torch.float32, device=q.device)
         ops.attn_fwd(q, [prefill_k], [prefill_v], [0], [ops.FULL], scale, out=pre_out[0],
                      lse=pre_lse[0])
+        # rows past the step may hold anything (never written, or an earlier generation's):
+        # their scores are masked and their values zeroed, so 0 * NaN never reaches the output
         window = torch.arange(cache.capacity - n, device=q.device) <= step
         pre_out[1], pre_lse[1] = _window_partial(q, cache.k[layer, :, n:], cache.v[layer, :, n:],
                                                  window, scale)
