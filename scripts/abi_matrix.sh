@@ -4,13 +4,16 @@
 # installed, and the CPU test suite run against the installed package from a directory outside
 # the source tree.
 #   bash scripts/abi_matrix.sh WHEEL [PYTHON:TORCH ...]
-# PYTHON: an interpreter (path or name); TORCH: a torch release. Default pairs: python3.12:2.11.0
-# (the oldest torch the wheel supports) and python3.13:2.15.0.
+# PYTHON: an interpreter (path or name); TORCH: a torch release, or "system": the torch and test
+# requirements already installed for PYTHON (a venv with its site-packages; nothing downloaded,
+# for a machine without an index, e.g. the GPU box). Default pairs: python3.12:2.11.0 (the
+# oldest torch the wheel supports) and python3.13:2.15.0.
 #   ABI_MATRIX_DIR  where the venvs stay between runs (default /tmp/spava-abi-matrix)
 #   PYTEST_ARGS     default "-q -x"
 # Ends with one line per pair: its python, torch and pytest's summary; exits non-zero if a pair
 # failed. Torch is several GB per venv on the first run.
 set -euo pipefail
+unset PYTHONPATH  # the installed wheel is what runs, never a source tree
 [ $# -ge 1 ] && [ -f "$1" ] || { echo "usage: $0 WHEEL [PYTHON:TORCH ...]" >&2; exit 2; }
 wheel=$(realpath "$1")
 shift
@@ -27,11 +30,15 @@ for pair in "${pairs[@]}"; do
   version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   venv="$root/py$version-torch$torch_version"
   echo "spava: [$pair] venv $venv"
-  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  # torch pinned in the same install: the extra's torchvision must match it.
-  "$venv/bin/python" -m pip install -q --progress-bar off "torch==$torch_version" \
-    "$wheel[video]" pytest pytest-timeout hypothesis
-  "$venv/bin/python" -m pip install -q --no-deps --force-reinstall "$wheel"
+  if [ "$torch_version" = system ]; then
+    [ -x "$venv/bin/python" ] || "$python" -m venv --system-site-packages "$venv"
+  else
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    # torch pinned in the same install: the extra's torchvision must match it.
+    "$venv/bin/python" -m pip install -q --progress-bar off "torch==$torch_version" \
+      "$wheel[video]" pytest pytest-timeout hypothesis
+  fi
+  "$venv/bin/python" -m pip install -q --no-deps --no-index --force-reinstall "$wheel"
   # The tests (and the benchmarks some of them import) from a copy: python/ is not importable.
   run="$venv/run"
   rm -rf "$run"
@@ -43,8 +50,9 @@ assert spava_ext.__file__.startswith(sys.prefix), spava_ext.__file__
 print('spava: [$pair] spava_ext', spava_ext.__file__, 'torch', torch.__version__)")
   log="$run/pytest.log"
   set +e
-  (cd "$run" && "$venv/bin/python" -m pytest ${PYTEST_ARGS:--q -x} -p no:cacheprovider tests) \
-    2>&1 | tee "$log"
+  # SPAVA_WHEEL: tests/test_packaging.py also checks the wheel's tag and metadata.
+  (cd "$run" && SPAVA_WHEEL="$wheel" "$venv/bin/python" -m pytest ${PYTEST_ARGS:--q -x} \
+    -p no:cacheprovider tests) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" -eq 0 ] || status=1
