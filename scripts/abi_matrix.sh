@@ -5,11 +5,11 @@
 # the source tree.
 #   bash scripts/abi_matrix.sh WHEEL [PYTHON:TORCH ...]
 # PYTHON: an interpreter (path or name); TORCH: a torch release, or "system": the torch and test
-# requirements already installed for PYTHON (a venv with its site-packages; nothing downloaded,
-# for a machine without an index, e.g. the GPU box). Default pairs: python3.12:2.11.0 (the
-# oldest torch the wheel supports) and python3.13:2.15.0.
+# requirements already installed in PYTHON's environment (seen from the venv after its own
+# packages; nothing downloaded: for a machine without an index, e.g. the GPU box). Default
+# pairs: python3.12:2.11.0 (the oldest torch the wheel supports) and python3.13:2.15.0.
 #   ABI_MATRIX_DIR  where the venvs stay between runs (default /tmp/spava-abi-matrix)
-#   PYTEST_ARGS     default "-q -x"
+#   PYTEST_ARGS     default "-q -x"; TESTS: default "tests" (the copy's test files)
 # Ends with one line per pair: its python, torch and pytest's summary; exits non-zero if a pair
 # failed. Torch is several GB per venv on the first run.
 set -euo pipefail
@@ -31,7 +31,10 @@ for pair in "${pairs[@]}"; do
   venv="$root/py$version-torch$torch_version"
   echo "spava: [$pair] venv $venv"
   if [ "$torch_version" = system ]; then
-    [ -x "$venv/bin/python" ] || "$python" -m venv --system-site-packages "$venv"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    parent=$("$python" -c 'import sysconfig as s; print(s.get_path("purelib")); print(s.get_path("platlib"))')
+    own=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    echo "$parent" | sort -u > "$own/spava-parent-env.pth"
   else
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     # torch pinned in the same install: the extra's torchvision must match it.
@@ -52,7 +55,7 @@ print('spava: [$pair] spava_ext', spava_ext.__file__, 'torch', torch.__version__
   set +e
   # SPAVA_WHEEL: tests/test_packaging.py also checks the wheel's tag and metadata.
   (cd "$run" && SPAVA_WHEEL="$wheel" "$venv/bin/python" -m pytest ${PYTEST_ARGS:--q -x} \
-    -p no:cacheprovider tests) 2>&1 | tee "$log"
+    -p no:cacheprovider ${TESTS:-tests}) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" -eq 0 ] || status=1
