@@ -37,9 +37,12 @@ for pair in "${pairs[@]}"; do
     echo "$parent" | sort -u > "$own/spava-parent-env.pth"
   else
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-    # torch pinned in the same install: the extra's torchvision must match it.
+    # torch pinned in the same install: the extra's torchvision must match it. The test
+    # requirements at requirements-dev.txt's pins: only python and torch differ between pairs.
+    grep -E '^(numpy|pytest|pytest-timeout|transformers|av|hypothesis)([=<>~ ]|$)' \
+      "$repo/requirements-dev.txt" > "$venv/test-requirements.txt"
     "$venv/bin/python" -m pip install -q --progress-bar off "torch==$torch_version" \
-      "$wheel[video]" pytest pytest-timeout hypothesis
+      "$wheel[video]" -r "$venv/test-requirements.txt"
   fi
   "$venv/bin/python" -m pip install -q --no-deps --no-index --force-reinstall "$wheel"
   # The tests (and the benchmarks some of them import) from a copy: python/ is not importable.
