@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "build_backend"))
 from spava_build import cuda_home, cuda_requested, nvcc_found  # noqa: E402
 
-#: The oldest CPython the wheel runs under (requires-python in pyproject.toml; SPAVA_PYTHON_ABI
+#: The oldest CPython the wheel runs under (requires-python in pyproject.toml; Py_LIMITED_API
 #: in CMakeLists.txt): the limited API of that version.
 PYTHON_ABI = "cp310"
 
