@@ -1,7 +1,9 @@
 # Quick start: `make demo` (the main job) and `make test` (the test suite). Both set up what they
 # need on a fresh machine (scripts/install.sh: venv, torch, CUTLASS headers, build) first.
-# Packaging: `make wheel` (dist/*.whl, manylinux), `make sdist` (dist/*.tar.gz), `make smoke`
-# (the wheel installed into a fresh venv and tests/test_packaging.py run there).
+# Packaging: `make wheel` (dist/*.whl: cp310-abi3, manylinux; one wheel for every CPython >= 3.10
+# and torch >= 2.11), `make sdist` (dist/*.tar.gz), `make smoke` (the wheel installed into a
+# fresh venv and tests/test_packaging.py run there, its tag checked), `make abi-matrix` (the
+# wheel under the oldest supported torch and the newest, two CPythons: the CPU test suite).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORLD ?= 4
@@ -10,7 +12,7 @@ WORLD ?= 4
 WHEEL_EXCLUDES := --exclude 'libc10*.so' --exclude 'libtorch*.so' --exclude 'libcudart.so*' \
 	--exclude 'libcuda.so*'
 
-.PHONY: install demo test wheel sdist smoke clean
+.PHONY: install demo test wheel sdist smoke abi-matrix clean
 
 install:
 	bash scripts/install.sh
@@ -33,6 +35,9 @@ sdist: install
 
 smoke: wheel
 	bash scripts/wheel_smoke.sh dist/spava_ext-*.whl
+
+abi-matrix: wheel
+	bash scripts/abi_matrix.sh dist/spava_ext-*.whl
 
 clean:
 	rm -rf build dist python/spava_ext/*.so python/spava_ext/_build_config.py

@@ -6,6 +6,8 @@
                                                 torch, cmake, ninja and nvidia-cutlass
 
 Metadata lives in pyproject.toml; the torch requirement is set here (torch_requirement).
+_C uses only torch's stable ABI and Python's limited API: one wheel (tag cp310-abi3) runs under
+every CPython >= 3.10 and every torch >= SPAVA_OLDEST_TORCH (cmake/torch.cmake).
 
 Environment (all optional, read here only):
     SPAVA_WITH_CUDA=0|1          force the CUDA kernels off/on (default: on when torch is a CUDA
@@ -19,9 +21,9 @@ Environment (all optional, read here only):
     MAX_JOBS                     parallel compile jobs (default: number of CPUs, at most 8)
 """
 
-import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,8 +37,16 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "build_backend"))
 from spava_build import cuda_home, cuda_requested, nvcc_found  # noqa: E402
 
-#: The oldest torch the sources build against (the C++17 branch of cmake/torch.cmake).
-OLDEST_TORCH = (2, 11)
+#: The oldest CPython the wheel runs under (requires-python in pyproject.toml; Py_LIMITED_API
+#: in CMakeLists.txt): the limited API of that version.
+PYTHON_ABI = "cp310"
+
+
+def oldest_torch() -> str:
+    """The torch release whose stable ABI _C targets (TORCH_TARGET_VERSION): the oldest it runs
+    under, and the oldest it builds against."""
+    text = (ROOT / "cmake" / "torch.cmake").read_text()
+    return re.search(r"set\(SPAVA_OLDEST_TORCH ([0-9.]+)\)", text).group(1)
 
 
 def torch_minor(version: str) -> tuple[int, int]:
@@ -45,14 +55,9 @@ def torch_minor(version: str) -> tuple[int, int]:
 
 
 def torch_requirement() -> str:
-    """Requires-Dist for torch. _C uses torch's C++ API, whose ABI changes between minor releases,
-    so a wheel needs the minor release it was built with; with no torch at hand (building an
-    sdist), the releases the sources build against."""
-    try:
-        major, minor = torch_minor(importlib.metadata.version("torch"))
-    except importlib.metadata.PackageNotFoundError:
-        return "torch>={}.{}".format(*OLDEST_TORCH)
-    return f"torch>={major}.{minor},<{major}.{minor + 1}"
+    """Requires-Dist for torch: _C uses torch's stable ABI, so any release from the oldest it
+    targets on, whichever torch it was built against."""
+    return f"torch>={oldest_torch()}"
 
 
 def tool(name: str) -> str:
@@ -90,16 +95,16 @@ def build_dir(torch) -> Path:
 
 class CMakeExtension(Extension):
     def __init__(self, name: str) -> None:
-        super().__init__(name, sources=[])
+        super().__init__(name, sources=[], py_limited_api=True)  # named _C.abi3.so
 
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
         import torch
 
-        if torch_minor(torch.__version__) < OLDEST_TORCH:
-            raise RuntimeError("spava_ext builds against torch >= {}.{}, found {}".format(
-                *OLDEST_TORCH, torch.__version__))
+        if torch_minor(torch.__version__) < torch_minor(oldest_torch()):
+            raise RuntimeError(f"spava_ext builds against torch >= {oldest_torch()}, found "
+                               f"{torch.__version__}")
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         cuda = want_cuda(torch)
         args = [
@@ -126,17 +131,25 @@ class CMakeBuild(build_ext):
         subprocess.check_call([cmake, "--build", str(build), "-j", jobs])
 
     def copy_extensions_to_source(self) -> None:
-        """--inplace and editable builds: _C, then the _build_config.py CMake wrote beside it."""
+        """--inplace and editable builds: _C, then the _build_config.py CMake wrote beside it. A
+        _C of another name left there (e.g. _C.cpython-311-x86_64-linux-gnu.so from a build
+        before the limited API) is removed: Python would import it before _C.abi3.so."""
         super().copy_extensions_to_source()
         build_py = self.get_finalized_command("build_py")
         for ext in self.extensions:
             package = ext.name.rpartition(".")[0]
+            package_dir = Path(build_py.get_package_dir(package))
+            current = Path(self.get_ext_filename(ext.name)).name
+            for stale in package_dir.glob("_C.*.so"):
+                if stale.name != current:
+                    stale.unlink()
             built = Path(self.build_lib, *package.split("."), "_build_config.py")
-            self.copy_file(str(built), str(Path(build_py.get_package_dir(package), built.name)))
+            self.copy_file(str(built), str(package_dir / built.name))
 
 
 setup(
     install_requires=[torch_requirement()],
     ext_modules=[CMakeExtension("spava_ext._C")],
     cmdclass={"build_ext": CMakeBuild},
+    options={"bdist_wheel": {"py_limited_api": PYTHON_ABI}},
 )

@@ -3,9 +3,10 @@
 pyproject.toml's [build-system].requires holds the fixed ones (setuptools, cmake, ninja). For an
 isolated build (`pip install .`, `pip wheel .`, `pip install <sdist>`, `python -m build`) this adds:
 
-* torch, pinned to the release installed in the environment that pip installs into (the
-  extension is compiled against torch's C++ API and loads only under the torch minor release it
-  was built with), or, where that has no torch, to the tested release of requirements-torch.txt.
+* torch, pinned to the release installed in the environment that pip installs into (any torch
+  >= 2.11 builds a wheel that runs under all of them, as it uses torch's stable ABI: this one
+  spares a second download), or, where that has no torch, to the tested release of
+  requirements-torch.txt.
   SPAVA_BUILD_TORCH (a requirement, e.g. "torch==2.15.0") overrides both.
 * nvidia-cutlass, for the CUTLASS / CuTe headers of the CUDA kernels, when the build may compile
   them (nvcc under CUDA_HOME or /usr/local/cuda, or SPAVA_WITH_CUDA=1; never with

@@ -15,7 +15,7 @@ import torch
 from utils import assert_attn_close, randn_inputs
 
 import spava_ext
-from spava_ext import SpavaLayout, reference
+from spava_ext import SpavaLayout, _build_config, reference
 from spava_ext._load import mismatch
 
 OPS = ["select_passing", "attn_fwd", "attn_fwd_group", "merge_states", "wait_flag", "set_flag"]
@@ -47,24 +47,46 @@ def test_no_runpath():
     assert "NEEDED" in dynamic and "PATH" not in dynamic, dynamic
 
 
+def test_only_stable_abi_and_limited_api():
+    """_C is one module for every CPython (abi3) and calls torch only through the stable ABI's C
+    shims: no C++ symbol of torch's (c10::, at::, torch::) is imported, no libc10 linked."""
+    so = Path(spava_ext._load._C.__file__)
+    assert so.name == "_C.abi3.so", so
+    nm, readelf = shutil.which("nm"), shutil.which("readelf")
+    if nm is None or readelf is None:
+        pytest.skip("nm / readelf not found")
+    undefined = subprocess.run([nm, "-D", "--undefined-only", str(so)], capture_output=True,
+                               text=True, check=True).stdout.split()
+    unstable = [sym for sym in undefined if sym.startswith(("_ZN3c10", "_ZN2at", "_ZN5torch"))]
+    assert not unstable, unstable
+    dynamic = subprocess.run([readelf, "-d", str(so)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "libc10" not in dynamic and "libtorch_python" not in dynamic, dynamic
+
+
 @pytest.mark.parametrize("built, running, expected", [
-    (("2.14.1", "13.0", True), ("2.14.1", "13.0"), None),
-    (("2.14.1", "13.0", True), ("2.14.0+cu130", "13.2"), None),
-    (("2.14.1+cpu", "", False), ("2.14.1", "13.0"), None),
-    (("2.14.1", "", False), ("2.14.1+cpu", None), None),
-    (("2.14.1", "13.0", True), ("2.15.0", "13.0"),
-     ["torch 2.14.1 (CUDA 13.0)", "torch 2.15.0 (CUDA 13.0)", "install torch==2.14.*"]),
-    (("2.14.1", "13.0", False), ("2.11.0+cpu", None), ["2.14.1", "2.11.0+cpu (CPU-only)"]),
-    (("2.14.1", "13.0", True), ("2.14.1+cpu", None),
-     ["torch 2.14.1+cpu (CPU-only)", "need a CUDA build of torch", "pip install torch==2.14.1"]),
-    (("2.14.1", "12.8", True), ("2.14.1", "13.0"), ["CUDA 12.8", "CUDA 13.0", "CUDA 12.x"]),
+    (("2.14.1", "13.0", True, "2.11"), ("2.14.1", "13.0"), None),
+    (("2.14.1", "13.0", True, "2.11"), ("2.14.0+cu130", "13.2"), None),
+    (("2.14.1+cpu", "", False, "2.11"), ("2.14.1", "13.0"), None),
+    (("2.14.1", "", False, "2.11"), ("2.14.1+cpu", None), None),
+    # the stable ABI: later and earlier releases down to the targeted one load
+    (("2.14.1", "13.0", True, "2.11"), ("2.15.0", "13.0"), None),
+    (("2.14.1", "13.0", False, "2.11"), ("2.11.0+cpu", None), None),
+    (("2.14.1", "13.0", True, "2.11"), ("2.10.0", "13.0"),
+     ["torch 2.14.1 (CUDA 13.0)", "torch 2.10.0 (CUDA 13.0)", "needs torch >= 2.11",
+      "pip install 'torch>=2.11'"]),
+    (("2.14.1", "13.0", True, "2.11"), ("2.14.1+cpu", None),
+     ["torch 2.14.1+cpu (CPU-only)", "need a CUDA build of torch", "pip install torch==2.14.1",
+      "rebuild spava_ext"]),
+    (("2.14.1", "12.8", True, "2.11"), ("2.14.1", "13.0"),
+     ["CUDA 12.8", "CUDA 13.0", "CUDA 12.x", "rebuild spava_ext"]),
 ])
 def test_mismatch_message(built, running, expected):
     problem = mismatch(*built, *running)
     if expected is None:
         assert problem is None
     else:
-        assert problem is not None and "rebuild spava_ext" in problem
+        assert problem is not None
         for part in expected:
             assert part in problem, problem
 
@@ -91,7 +113,8 @@ def test_import_without_build_says_how_to_build(tmp_path):
 
 def test_cuda_build_under_cpu_only_torch_is_refused(tmp_path):
     version = torch.__version__.split("+")[0]
-    config = f'TORCH_VERSION = "{version}"\nTORCH_CUDA = "13.0"\nWITH_CUDA = True\n'
+    config = (f'TORCH_VERSION = "{version}"\nTORCH_CUDA = "13.0"\nOLDEST_TORCH = "2.11"\n'
+              'WITH_CUDA = True\n')
     run = _import_copy(tmp_path, config, prelude="import torch; torch.version.cuda = None; ")
     assert run.returncode != 0
     assert f"built against torch {version} (CUDA 13.0)" in run.stderr, run.stderr
@@ -106,15 +129,14 @@ def test_wheel_installed_not_the_source_tree():
 @needs_wheel
 def test_wheel_tag_version_and_metadata():
     name = Path(WHEEL).name
-    assert "manylinux_" in name and name.endswith("_x86_64.whl"), name
+    # one wheel for every CPython >= 3.10 (the limited API) and torch >= OLDEST_TORCH
+    assert "-cp310-abi3-manylinux_" in name and name.endswith("_x86_64.whl"), name
     assert name.startswith(f"spava_ext-{spava_ext.__version__}-"), name
     assert importlib.metadata.version("spava_ext") == spava_ext.__version__
     with zipfile.ZipFile(WHEEL) as whl:
         meta = whl.read(f"spava_ext-{spava_ext.__version__}.dist-info/METADATA").decode()
-    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
     torch_req = next(line for line in meta.splitlines() if line.startswith("Requires-Dist: torch"))
-    specifiers = torch_req.removeprefix("Requires-Dist: torch").split(",")
-    assert set(specifiers) == {f">={major}.{minor}", f"<{major}.{minor + 1}"}, torch_req
+    assert torch_req == f"Requires-Dist: torch>={_build_config.OLDEST_TORCH}", torch_req
     for extra in ("video", "bench"):
         assert f"Provides-Extra: {extra}" in meta
     assert 'Requires-Dist: av>=18; extra == "video"' in meta

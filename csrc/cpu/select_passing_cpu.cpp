@@ -11,9 +11,8 @@
 // ranks above every number (as in torch.sort / topk); NaNs rank among themselves by position.
 // Outputs: indices[c, b, h, :m] = kept positions along k's dim 1, ascending, -1 after;
 //          kv[c, i, 0/1, b, h, :] = k/v row of the i-th kept position, zeros after.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include <algorithm>
 #include <cmath>
@@ -29,8 +28,8 @@ namespace {
 bool ranks_below(float a, float b) { return std::isnan(b) ? !std::isnan(a) : a < b; }
 
 template <typename T>
-void select_one(const SelectPassingDims& d, const T* q, at::IntArrayRef qs, const T* k,
-                at::IntArrayRef ks, const T* v, at::IntArrayRef vs, int64_t c, int64_t b,
+void select_one(const SelectPassingDims& d, const T* q, IntArrayRef qs, const T* k,
+                IntArrayRef ks, const T* v, IntArrayRef vs, int64_t c, int64_t b,
                 int64_t h, int64_t start, int64_t len, int64_t m, int64_t pool_kernel,
                 int64_t* indices, T* kv) {
   const int64_t G = d.heads_q / d.heads_kv, D = d.head_dim;
@@ -80,30 +79,47 @@ void select_one(const SelectPassingDims& d, const T* q, at::IntArrayRef qs, cons
   }
 }
 
+// select_one over every (chunk, batch, kv head), in parallel.
+template <typename T>
+void select_all(const SelectPassingDims& d, const Tensor& q, const Tensor& k, const Tensor& v,
+                const IntList& chunk_starts, const IntList& chunk_lens,
+                int64_t passing_len, int64_t pool_kernel, const Tensor& indices,
+                const Tensor& kv) {
+  const int64_t items = d.num_chunks * d.batch * d.heads_kv;
+  const T *qp = q.const_data_ptr<T>(), *kp = k.const_data_ptr<T>(), *vp = v.const_data_ptr<T>();
+  const IntArrayRef qs = q.strides(), ks = k.strides(), vs = v.strides();
+  int64_t* ip = indices.mutable_data_ptr<int64_t>();
+  T* kvp = kv.mutable_data_ptr<T>();
+  torch::stable::parallel_for(0, items, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t it = lo; it < hi; ++it) {
+      const int64_t h = it % d.heads_kv, b = (it / d.heads_kv) % d.batch;
+      const int64_t c = it / (d.heads_kv * d.batch);
+      const int64_t len = chunk_lens[c], m = std::min(passing_len, len);
+      select_one<T>(d, qp, qs, kp, ks, vp, vs, c, b, h, chunk_starts[c], len, m, pool_kernel, ip,
+                    kvp);
+    }
+  });
+}
+
 }  // namespace
 
-void select_passing_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                        at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
-                        int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
-                        const at::Tensor& kv) {
+void select_passing_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const IntList& chunk_starts,
+                        const IntList& chunk_lens, int64_t passing_len,
+                        int64_t pool_kernel, const Tensor& indices, const Tensor& kv) {
   const SelectPassingDims d = check_select_passing(q, k, v, chunk_starts, chunk_lens, passing_len,
                                                    pool_kernel, indices, kv);
-  const int64_t items = d.num_chunks * d.batch * d.heads_kv;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "select_passing",
-                                  [&] {
-    at::parallel_for(0, items, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t it = lo; it < hi; ++it) {
-        const int64_t h = it % d.heads_kv, b = (it / d.heads_kv) % d.batch;
-        const int64_t c = it / (d.heads_kv * d.batch);
-        const int64_t len = chunk_lens[c], m = std::min(passing_len, len);
-        select_one<scalar_t>(d, q.const_data_ptr<scalar_t>(), q.strides(),
-                             k.const_data_ptr<scalar_t>(), k.strides(),
-                             v.const_data_ptr<scalar_t>(), v.strides(), c, b, h, chunk_starts[c],
-                             len, m, pool_kernel, indices.mutable_data_ptr<int64_t>(),
-                             kv.mutable_data_ptr<scalar_t>());
-      }
-    });
-  });
+  switch (q.scalar_type()) {  // check_select_passing: bf16, fp16 or fp32
+    case ScalarType::Float:
+      return select_all<float>(d, q, k, v, chunk_starts, chunk_lens, passing_len, pool_kernel,
+                               indices, kv);
+    case ScalarType::BFloat16:
+      return select_all<c10::BFloat16>(d, q, k, v, chunk_starts, chunk_lens, passing_len,
+                                       pool_kernel, indices, kv);
+    default:
+      return select_all<c10::Half>(d, q, k, v, chunk_starts, chunk_lens, passing_len,
+                                   pool_kernel, indices, kv);
+  }
 }
 
 }  // namespace spava

@@ -20,7 +20,7 @@ std::atomic<bool> g_attn_fallback{false};
 
 void set_attn_fallback(bool on) { g_attn_fallback.store(on); }
 
-bool uses_sm90(at::Device device) {
+bool uses_sm90(Device device) {
 #ifdef SPAVA_WITH_CUDA
   if (!device.is_cuda() || g_attn_fallback.load()) return false;
   int index = device.index();

@@ -3,10 +3,6 @@
 // split-KV workspaces) -> run_attn_fwd on the current stream. attn_fwd is a group of one
 // problem. GPUs without the sm_90a kernels (uses_sm90) take the ATen path (attn_fwd_aten) on
 // the same stream, flags and done flags included.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -15,6 +11,7 @@
 #include "common/stream_ops.h"
 #include "checks.h"
 #include "cuda_checks.h"
+#include "cuda_context.h"
 #include "cuda_params.h"
 #include "dtype_map.h"
 #include "ops.h"
@@ -25,30 +22,32 @@ namespace {
 
 constexpr int64_t kDiagClamp = int64_t(1) << 30;
 
+// done[2 * i + 1] := 1 in stream order: problem i's rows are written.
+void raise_done(const Tensor& done, size_t i) {
+  torch::stable::fill_(torch::stable::select(done, 0, int64_t(2 * i + 1)), 1.0);
+}
+
 // attn_fwd_group on the ATen path, in stream order: wait for the problem's flag (no host
 // synchronisation), compute it, raise its done flag. Everything runs in the first call, so a
 // finishing call has nothing left.
-void attn_fwd_group_aten(const std::vector<at::Tensor>& q,
-                         const std::vector<AttnFwdProblemArgs>& args,
-                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
+void attn_fwd_group_aten(const std::vector<Tensor>& q, const std::vector<AttnFwdProblemArgs>& args,
+                         std::optional<double> softmax_scale, const std::vector<Tensor>& out,
                          const AttnFwdGroupOverlap& ov) {
   if (ov.finish) return;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream(q[0].get_device_index());
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
     if (a.wait_for >= 0) stream_wait_flag(ov.ready->const_data_ptr<int>() + a.wait_for, stream);
     attn_fwd_aten(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
-    if (ov.done) ov.done->select(0, int64_t(2 * i + 1)).fill_(1);
+    if (ov.done) raise_done(*ov.done, i);
   }
 }
 
 // Appends problem (q, its segments, out, lse) to p. Problems without rows and empty segments
 // are dropped. `op` names the calling op in errors.
-void add_problem(const char* op, AttnFwdArgs& p, const at::Tensor& q,
-                 const std::vector<at::Tensor>& k,
-                 const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                 at::IntArrayRef diag, const at::Tensor& out, const std::optional<at::Tensor>& lse,
-                 const int* ready) {
+void add_problem(const char* op, AttnFwdArgs& p, const Tensor& q, const std::vector<Tensor>& k,
+                 const std::vector<Tensor>& v, IntArrayRef row_begin, IntArrayRef diag,
+                 const Tensor& out, const std::optional<Tensor>& lse, const int* ready) {
   if (q.size(1) == 0) return;  // nothing to write
   SPAVA_CHECK_VALUE(p.num_problems < kMaxAttnProblems, op, "more than ", kMaxAttnProblems,
                     " problems in one launch");
@@ -62,7 +61,7 @@ void add_problem(const char* op, AttnFwdArgs& p, const at::Tensor& q,
   pr.q_head_stride = q.stride(2);
   set_out_and_lse(pr, out, lse);
   pr.q_len = int(q.size(1));
-  pr.out_fp32 = out.scalar_type() == at::kFloat;
+  pr.out_fp32 = out.scalar_type() == ScalarType::Float;
   pr.ready = ready;
   pr.seg_begin = p.num_segments;
   for (size_t s = 0; s < k.size(); ++s) {
@@ -93,11 +92,12 @@ void add_problem(const char* op, AttnFwdArgs& p, const at::Tensor& q,
 
 // Shapes shared by every problem (q0 is problem 0's rows), then the dtype / head dim checks;
 // `op` names the calling op in errors.
-AttnFwdArgs group_args(const char* op, const at::Tensor& q0, int64_t heads_kv,
+AttnFwdArgs group_args(const char* op, const Tensor& q0, int64_t heads_kv,
                        double softmax_scale) {
   check_sm90(op, q0);
-  SPAVA_CHECK_TYPE(q0.scalar_type() == at::kBFloat16 || q0.scalar_type() == at::kHalf,
-                   op, "CUDA kernels take bf16 or fp16 q/k/v, got ", q0.scalar_type());
+  const ScalarType dtype = q0.scalar_type();
+  SPAVA_CHECK_TYPE(dtype == ScalarType::BFloat16 || dtype == ScalarType::Half, op,
+                   "CUDA kernels take bf16 or fp16 q/k/v, got ", dtype);
   const int64_t D = q0.size(3);
   bool compiled = false;
   for (int i = 0; i < kNumAttnFwdHeadDims; ++i) compiled |= kAttnFwdHeadDims[i] == D;
@@ -110,32 +110,36 @@ AttnFwdArgs group_args(const char* op, const at::Tensor& q0, int64_t heads_kv,
   a.head_dim = int(D);
   a.softmax_scale = float(softmax_scale);
   a.softmax_scale_log2 = float(softmax_scale * 1.4426950408889634);  // log2(e)
-  a.dtype = to_dtype(q0.scalar_type());
+  a.dtype = to_dtype(dtype);
   return a;
 }
 
 // Plan the units, allocate the split-KV workspaces (fp32, caching allocator), launch.
-void plan_and_run(const AttnFwdArgs& args, const at::Tensor& q0) {
+void plan_and_run(const AttnFwdArgs& args, const Tensor& q0) {
+  const int32_t device = q0.get_device_index();
   int num_sms = 0;
-  cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q0.device().index());
+  cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
   AttnFwdParams p = plan_attn_fwd(args, num_sms, attn_fwd_max_pairs(args));
-  std::vector<at::Tensor> workspaces;
-  const auto f32 = q0.options().dtype(at::kFloat);
+  std::vector<Tensor> workspaces;
+  const auto f32 = [&](IntArrayRef sizes) {
+    return torch::stable::empty(sizes, ScalarType::Float, std::nullopt, q0.device());
+  };
   for (int i = 0; i < p.num_problems; ++i) {
     AttnProblem& pr = p.problems[i];
     if (pr.num_splits <= 1) continue;
     const int64_t rows = pr.split_len;
-    workspaces.push_back(at::empty({pr.num_splits, p.batch, rows, p.heads_q, p.head_dim}, f32));
+    workspaces.push_back(f32({pr.num_splits, p.batch, rows, p.heads_q, p.head_dim}));
     pr.split_out = workspaces.back().mutable_data_ptr<float>();
-    workspaces.push_back(at::empty({pr.num_splits, p.batch, p.heads_q, rows}, f32));
+    workspaces.push_back(f32({pr.num_splits, p.batch, p.heads_q, rows}));
     pr.split_lse = workspaces.back().mutable_data_ptr<float>();
   }
   if (p.wants_sched) {  // the plan hands units out through the counter (scheduler.cuh)
-    workspaces.push_back(at::zeros({kAttnSchedInts}, q0.options().dtype(at::kInt)));
+    workspaces.push_back(
+        torch::stable::full({kAttnSchedInts}, 0.0, ScalarType::Int, std::nullopt, q0.device()));
     p.sched = workspaces.back().mutable_data_ptr<int>();
   }
   const std::string trace = trace_file();  // "": no trace (trace builds only)
-  run_attn_fwd(p, c10::cuda::getCurrentCUDAStream(), trace.c_str());
+  run_attn_fwd(p, current_stream(device), trace.c_str());
 }
 
 // The overlap options of attn_fwd_group in args: the grid's SM budget, the give-back
@@ -150,12 +154,12 @@ void set_overlap(AttnFwdArgs& a, const AttnFwdGroupOverlap& ov) {
 
 }  // namespace
 
-void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
-                   const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                   at::IntArrayRef diag, std::optional<double> softmax_scale, const at::Tensor& out,
-                   const std::optional<at::Tensor>& lse) {
+void attn_fwd_cuda(const Tensor& q, const std::vector<Tensor>& k, const std::vector<Tensor>& v,
+                   const IntList& row_begin, const IntList& diag,
+                   std::optional<double> softmax_scale, const Tensor& out,
+                   const std::optional<Tensor>& lse) {
   const AttnFwdDims d = check_attn_fwd(q, k, v, row_begin, diag, softmax_scale, out, lse);
-  const c10::cuda::CUDAGuard guard(q.device());
+  const DeviceGuard guard(q.get_device_index());
   if (!uses_sm90(q.device())) {
     return attn_fwd_aten(q, k, v, row_begin, diag, softmax_scale, out, lse);
   }
@@ -164,19 +168,18 @@ void attn_fwd_cuda(const at::Tensor& q, const std::vector<at::Tensor>& k,
   plan_and_run(a, q);
 }
 
-void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
-                         const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
-                         at::IntArrayRef row_begin, at::IntArrayRef diag,
-                         std::optional<double> softmax_scale, const std::vector<at::Tensor>& out,
-                         const std::vector<at::Tensor>& lse,
-                         const std::optional<at::Tensor>& ready, at::IntArrayRef wait_for,
-                         const std::optional<at::Tensor>& sched,
-                         const std::optional<at::Tensor>& done, bool finish, int64_t sm_budget,
+void attn_fwd_group_cuda(const std::vector<Tensor>& q, const IntList& num_segments,
+                         const std::vector<Tensor>& k, const std::vector<Tensor>& v,
+                         const IntList& row_begin, const IntList& diag,
+                         std::optional<double> softmax_scale, const std::vector<Tensor>& out,
+                         const std::vector<Tensor>& lse, const std::optional<Tensor>& ready,
+                         const IntList& wait_for, const std::optional<Tensor>& sched,
+                         const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
                          int64_t spin_us, double timeout_s) {
   const AttnFwdGroupOverlap ov{ready, wait_for, sched, done, finish, sm_budget, spin_us, timeout_s};
   const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
                                          out, lse, ov);
-  const c10::cuda::CUDAGuard guard(q[0].device());
+  const DeviceGuard guard(q[0].get_device_index());
   if (!uses_sm90(q[0].device())) {
     return attn_fwd_group_aten(q, args, softmax_scale, out, ov);
   }
@@ -191,7 +194,7 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
     const int* flag = a.wait_for < 0 ? nullptr : ready->const_data_ptr<int>() + a.wait_for;
     int* done_i = done ? done->mutable_data_ptr<int>() + 2 * i : nullptr;
     if (q[i].size(1) == 0) {  // no rows, no units: done already (the finishing call too)
-      if (done_i != nullptr) done->select(0, int64_t(2 * i + 1)).fill_(1);
+      if (done_i != nullptr) raise_done(*done, i);
       continue;
     }
     add_problem("attn_fwd_group", ga, q[i], a.k, a.v, a.row_begin, a.diag, out[i], a.lse, flag);
@@ -201,19 +204,21 @@ void attn_fwd_group_cuda(const std::vector<at::Tensor>& q, at::IntArrayRef num_s
   plan_and_run(ga, q[0]);
 }
 
-void wait_flag_cuda(const at::Tensor& flag) {
+void wait_flag_cuda(const Tensor& flag) {
   check_flag("wait_flag", flag);
-  const c10::cuda::CUDAGuard guard(flag.device());
+  const int32_t device = flag.get_device_index();
+  const DeviceGuard guard(device);
   // The flag is usually raised by an attn_fwd launch queued after this wait: load those
   // kernels now, since loading one later may wait for this blocked stream (attn_fwd.h).
   if (uses_sm90(flag.device())) prepare_attn_fwd();
-  stream_wait_flag(flag.const_data_ptr<int>(), c10::cuda::getCurrentCUDAStream());
+  stream_wait_flag(flag.const_data_ptr<int>(), current_stream(device));
 }
 
-void set_flag_cuda(const at::Tensor& flag) {
+void set_flag_cuda(const Tensor& flag) {
   check_flag("set_flag", flag);
-  const c10::cuda::CUDAGuard guard(flag.device());
-  stream_set_flag(flag.mutable_data_ptr<int>(), c10::cuda::getCurrentCUDAStream());
+  const int32_t device = flag.get_device_index();
+  const DeviceGuard guard(device);
+  stream_set_flag(flag.mutable_data_ptr<int>(), current_stream(device));
 }
 
 }  // namespace spava

@@ -3,24 +3,30 @@
 
 #include "spava/attn_params.h"
 
-#include <c10/util/irange.h>
-#include <c10/util/safe_numerics.h>
-
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 namespace spava {
-namespace {
 
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
+std::string dims_str(IntArrayRef v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
 }
 
-bool is_attn_dtype(at::ScalarType t) {
-  return t == at::kBFloat16 || t == at::kHalf || t == at::kFloat;
+std::string device_str(const Device& d) {
+  const std::string type = d.is_cpu()    ? "cpu"
+                           : d.is_cuda() ? "cuda"
+                                         : str("device_type_", int(d.type()));
+  return d.has_index() ? str(type, ":", int(d.index())) : type;
+}
+
+namespace {
+
+std::string shape_str(const Tensor& t) { return dims_str(t.sizes()); }
+
+bool is_attn_dtype(ScalarType t) {
+  return t == ScalarType::BFloat16 || t == ScalarType::Half || t == ScalarType::Float;
 }
 
 // Bounds of attn_fwd_group's wait times: their nanoseconds fit in int64 with room to spare.
@@ -33,10 +39,10 @@ double resolve_softmax_scale(std::optional<double> softmax_scale, int64_t head_d
   return softmax_scale.value_or(1.0 / std::sqrt(double(head_dim)));
 }
 
-AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k,
-                           const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                           at::IntArrayRef diag, std::optional<double> softmax_scale,
-                           const at::Tensor& out, const std::optional<at::Tensor>& lse) {
+AttnFwdDims check_attn_fwd(const Tensor& q, const std::vector<Tensor>& k,
+                           const std::vector<Tensor>& v, IntArrayRef row_begin,
+                           IntArrayRef diag, std::optional<double> softmax_scale,
+                           const Tensor& out, const std::optional<Tensor>& lse) {
   SPAVA_CHECK_VALUE(q.dim() == 4, "attn_fwd", "q must be [B, Lq, Hq, D], got shape ",
                     shape_str(q));
   SPAVA_CHECK_TYPE(is_attn_dtype(q.scalar_type()), "attn_fwd",
@@ -49,18 +55,18 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
                     v.size(), ", ", row_begin.size(), ", ", diag.size());
   AttnFwdDims d{q.size(0), q.size(1), q.size(2), q.size(2), q.size(3), 0.0, {}, {}, {}};
   SPAVA_CHECK_VALUE(d.head_dim >= 1, "attn_fwd", "head dim D must be >= 1, got ", d.head_dim);
-  for (const auto s : c10::irange(S)) {
-    const at::Tensor& ks = k[s];
-    const at::Tensor& vs = v[s];
+  for (size_t s = 0; s < S; ++s) {
+    const Tensor& ks = k[s];
+    const Tensor& vs = v[s];
     SPAVA_CHECK_VALUE(ks.dim() == 4, "attn_fwd", "k[", s, "] must be [B, Lk, Hkv, D], got ",
                       shape_str(ks));
-    SPAVA_CHECK_VALUE(vs.sizes() == ks.sizes(), "attn_fwd", "v[", s, "] shape ", shape_str(vs),
+    SPAVA_CHECK_VALUE(vs.sizes().equals(ks.sizes()), "attn_fwd", "v[", s, "] shape ", shape_str(vs),
                       " != k[", s, "] shape ", shape_str(ks));
     SPAVA_CHECK_TYPE(ks.scalar_type() == q.scalar_type() && vs.scalar_type() == q.scalar_type(),
                      "attn_fwd", "k[", s, "]/v[", s, "] dtype ", ks.scalar_type(), "/",
                      vs.scalar_type(), " != q dtype ", q.scalar_type());
     SPAVA_CHECK_VALUE(ks.device() == q.device() && vs.device() == q.device(), "attn_fwd", "k[",
-                      s, "] is on ", ks.device(), ", q on ", q.device());
+                      s, "] is on ", device_str(ks.device()), ", q on ", device_str(q.device()));
     SPAVA_CHECK_VALUE(ks.size(0) == d.batch && ks.size(3) == d.head_dim, "attn_fwd", "k[", s,
                       "] shape ", shape_str(ks), " does not match q shape ", shape_str(q));
     if (s == 0) d.heads_kv = ks.size(2);
@@ -80,21 +86,21 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
                         out.size(2) == d.heads_q && out.size(3) == d.head_dim,
                     "attn_fwd", "out must be [B, Lq, Hq, D] = ", shape_str(q), ", got ",
                     shape_str(out));
-  SPAVA_CHECK_TYPE(out.scalar_type() == q.scalar_type() || out.scalar_type() == at::kFloat,
+  SPAVA_CHECK_TYPE(out.scalar_type() == q.scalar_type() || out.scalar_type() == ScalarType::Float,
                    "attn_fwd", "out dtype must be q's (", q.scalar_type(), ") or fp32, got ",
                    out.scalar_type());
   SPAVA_CHECK_VALUE(out.device() == q.device() && out.stride(3) == 1, "attn_fwd",
                     "out must be on q's device with a contiguous last dim");
   if (lse.has_value()) {
-    const at::Tensor& l = *lse;
+    const Tensor& l = *lse;
     SPAVA_CHECK_VALUE(l.dim() == 3 && l.size(0) == d.batch && l.size(1) == d.heads_q &&
                           l.size(2) == d.q_len,
                       "attn_fwd", "lse must be [B, Hq, Lq] = [", d.batch, ", ", d.heads_q, ", ",
                       d.q_len, "], got ", shape_str(l));
-    SPAVA_CHECK_TYPE(l.scalar_type() == at::kFloat, "attn_fwd", "lse must be fp32, got ",
+    SPAVA_CHECK_TYPE(l.scalar_type() == ScalarType::Float, "attn_fwd", "lse must be fp32, got ",
                      l.scalar_type());
-    SPAVA_CHECK_VALUE(l.device() == q.device(), "attn_fwd", "lse is on ", l.device(),
-                      ", q on ", q.device());
+    SPAVA_CHECK_VALUE(l.device() == q.device(), "attn_fwd", "lse is on ", device_str(l.device()),
+                      ", q on ", device_str(q.device()));
   }
   d.softmax_scale = resolve_softmax_scale(softmax_scale, d.head_dim);
   SPAVA_CHECK_VALUE(std::isfinite(d.softmax_scale) && d.softmax_scale > 0, "attn_fwd",
@@ -105,7 +111,7 @@ AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k
 namespace {
 
 // The overlap arguments of a group of P problems on `device`.
-void check_group_overlap(const AttnFwdGroupOverlap& ov, size_t P, const at::Device& device) {
+void check_group_overlap(const AttnFwdGroupOverlap& ov, size_t P, const Device& device) {
   SPAVA_CHECK_VALUE(ov.wait_for.empty() || ov.wait_for.size() == P, "attn_fwd_group",
                     "wait_for must be empty or have one entry per problem (", P, "), got ",
                     ov.wait_for.size());
@@ -118,56 +124,56 @@ void check_group_overlap(const AttnFwdGroupOverlap& ov, size_t P, const at::Devi
   SPAVA_CHECK_VALUE(!ov.finish || ov.sched.has_value(), "attn_fwd_group",
                     "finish=True needs the sched workspace of the first call");
   if (ov.sched.has_value()) {
-    const at::Tensor& s = *ov.sched;
-    SPAVA_CHECK_TYPE(s.scalar_type() == at::kInt && s.dim() == 1 && s.is_contiguous() &&
+    const Tensor& s = *ov.sched;
+    SPAVA_CHECK_TYPE(s.scalar_type() == ScalarType::Int && s.dim() == 1 && s.is_contiguous() &&
                          s.numel() >= kAttnSchedInts,
                      "attn_fwd_group", "sched must be a contiguous int32 tensor of at least ",
                      kAttnSchedInts, " elements, got ", s.scalar_type(), " ", shape_str(s));
-    SPAVA_CHECK_VALUE(s.device() == device, "attn_fwd_group", "sched is on ", s.device(),
-                      ", q on ", device);
+    SPAVA_CHECK_VALUE(s.device() == device, "attn_fwd_group", "sched is on ",
+                      device_str(s.device()), ", q on ", device_str(device));
   }
   if (ov.ready.has_value()) {
-    const at::Tensor& r = *ov.ready;
-    SPAVA_CHECK_TYPE(r.scalar_type() == at::kInt && r.dim() == 1 && r.is_contiguous(),
+    const Tensor& r = *ov.ready;
+    SPAVA_CHECK_TYPE(r.scalar_type() == ScalarType::Int && r.dim() == 1 && r.is_contiguous(),
                      "attn_fwd_group", "ready must be a contiguous 1-D int32 tensor, got ",
                      r.scalar_type(), " ", shape_str(r));
-    SPAVA_CHECK_VALUE(r.device() == device, "attn_fwd_group", "ready is on ", r.device(),
-                      ", q on ", device);
+    SPAVA_CHECK_VALUE(r.device() == device, "attn_fwd_group", "ready is on ",
+                      device_str(r.device()), ", q on ", device_str(device));
   }
   if (ov.done.has_value()) {
-    const at::Tensor& d = *ov.done;
-    SPAVA_CHECK_TYPE(d.scalar_type() == at::kInt && d.dim() == 1 && d.is_contiguous() &&
+    const Tensor& d = *ov.done;
+    SPAVA_CHECK_TYPE(d.scalar_type() == ScalarType::Int && d.dim() == 1 && d.is_contiguous() &&
                          d.numel() == int64_t(2 * P),
                      "attn_fwd_group", "done must be a contiguous int32 tensor of 2 * ", P,
                      " elements, got ", d.scalar_type(), " ", shape_str(d));
-    SPAVA_CHECK_VALUE(d.device() == device, "attn_fwd_group", "done is on ", d.device(),
-                      ", q on ", device);
+    SPAVA_CHECK_VALUE(d.device() == device, "attn_fwd_group", "done is on ",
+                      device_str(d.device()), ", q on ", device_str(device));
   }
 }
 
 // check() of problem i, its errors (attn_fwd's checks) restated as attn_fwd_group's.
 template <typename F>
 AttnFwdDims as_group_error(size_t i, F&& check) {
-  const auto reason = [](const c10::Error& e) {
-    const std::string prefix = "spava::attn_fwd: ", m = e.msg();
+  const auto reason = [](const torch::PyTorchError& e) {
+    const std::string prefix = "spava::attn_fwd: ", m = e.msg;
     return m.rfind(prefix, 0) == 0 ? m.substr(prefix.size()) : m;
   };
   try {
     return check();
-  } catch (const c10::TypeError& e) {
-    TORCH_CHECK_TYPE(false, "spava::attn_fwd_group: problem ", i, ": ", reason(e));
-  } catch (const c10::ValueError& e) {
-    TORCH_CHECK_VALUE(false, "spava::attn_fwd_group: problem ", i, ": ", reason(e));
+  } catch (const TypeError& e) {
+    throw TypeError(str("spava::attn_fwd_group: problem ", i, ": ", reason(e)));
+  } catch (const ValueError& e) {
+    throw ValueError(str("spava::attn_fwd_group: problem ", i, ": ", reason(e)));
   }
 }
 
 }  // namespace
 
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
-    const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
-    const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
-    at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
-    const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
+    const std::vector<Tensor>& q, IntArrayRef num_segments,
+    const std::vector<Tensor>& k, const std::vector<Tensor>& v,
+    IntArrayRef row_begin, IntArrayRef diag, std::optional<double> softmax_scale,
+    const std::vector<Tensor>& out, const std::vector<Tensor>& lse,
     const AttnFwdGroupOverlap& ov) {
   const size_t P = q.size();
   SPAVA_CHECK_VALUE(P >= 1 && P <= size_t(kMaxAttnProblems), "attn_fwd_group", "needs 1 to ",
@@ -179,8 +185,8 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
   int64_t total = 0;
   for (const auto n : num_segments) {
     SPAVA_CHECK_VALUE(n >= 0, "attn_fwd_group", "num_segments entries must be >= 0, got ", n);
-    SPAVA_CHECK_VALUE(!c10::add_overflows(total, n, &total), "attn_fwd_group",
-                      "sum(num_segments) overflows int64: ", num_segments);
+    SPAVA_CHECK_VALUE(!__builtin_add_overflow(total, n, &total), "attn_fwd_group",
+                      "sum(num_segments) overflows int64: ", dims_str(num_segments));
   }
   SPAVA_CHECK_VALUE(k.size() == size_t(total) && v.size() == size_t(total) &&
                         row_begin.size() == size_t(total) && diag.size() == size_t(total),
@@ -223,20 +229,21 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
   return args;
 }
 
-void check_flag(const char* op, const at::Tensor& flag) {
-  TORCH_CHECK_TYPE(flag.scalar_type() == at::kInt && flag.numel() >= 1 && flag.is_contiguous(),
-                   "spava::", op, ": flag must be a contiguous int32 tensor, got ",
-                   flag.scalar_type(), " ", shape_str(flag));
+void check_flag(const char* op, const Tensor& flag) {
+  SPAVA_CHECK_TYPE(flag.scalar_type() == ScalarType::Int && flag.numel() >= 1 &&
+                       flag.is_contiguous(),
+                   op, "flag must be a contiguous int32 tensor, got ", flag.scalar_type(), " ",
+                   shape_str(flag));
 }
 
-SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
-                                       const at::Tensor& v, at::IntArrayRef chunk_starts,
-                                       at::IntArrayRef chunk_lens, int64_t passing_len,
-                                       int64_t pool_kernel, const at::Tensor& indices,
-                                       const at::Tensor& kv) {
+SelectPassingDims check_select_passing(const Tensor& q, const Tensor& k,
+                                       const Tensor& v, IntArrayRef chunk_starts,
+                                       IntArrayRef chunk_lens, int64_t passing_len,
+                                       int64_t pool_kernel, const Tensor& indices,
+                                       const Tensor& kv) {
   SPAVA_CHECK_VALUE(q.dim() == 4 && q.size(1) >= 1, "select_passing",
                     "q (question rows) must be [B, nq >= 1, Hq, D], got ", shape_str(q));
-  SPAVA_CHECK_VALUE(k.dim() == 4 && v.sizes() == k.sizes(), "select_passing",
+  SPAVA_CHECK_VALUE(k.dim() == 4 && v.sizes().equals(k.sizes()), "select_passing",
                     "k and v must be [B, Lk, Hkv, D] of equal shape, got ", shape_str(k), " and ",
                     shape_str(v));
   SPAVA_CHECK_TYPE(is_attn_dtype(q.scalar_type()) && k.scalar_type() == q.scalar_type() &&
@@ -245,7 +252,7 @@ SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
                    q.scalar_type(), ", ", k.scalar_type(), ", ", v.scalar_type());
   SPAVA_CHECK_VALUE(k.device() == q.device() && v.device() == q.device() &&
                         indices.device() == q.device() && kv.device() == q.device(),
-                    "select_passing", "all tensors must be on q's device ", q.device());
+                    "select_passing", "all tensors must be on q's device ", device_str(q.device()));
   SelectPassingDims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1),
                       int64_t(chunk_starts.size()), 0};
   SPAVA_CHECK_VALUE(k.size(0) == d.batch && k.size(3) == d.head_dim, "select_passing", "k shape ",
@@ -266,11 +273,11 @@ SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
   SPAVA_CHECK_VALUE(pool_kernel >= 1 && pool_kernel % 2 == 1, "select_passing",
                     "pool_kernel must be odd and >= 1, got ", pool_kernel);
   int64_t need = 0;
-  for (const auto c : c10::irange(d.num_chunks)) {
+  for (int64_t c = 0; c < d.num_chunks; ++c) {
     // start + len may overflow: compare len with the room left after start instead.
     const int64_t start = chunk_starts[c], len = chunk_lens[c];
     int64_t end = 0;
-    const bool wraps = c10::add_overflows(start, len, &end);
+    const bool wraps = __builtin_add_overflow(start, len, &end);
     SPAVA_CHECK_VALUE(start >= 0 && len >= 0 && start <= d.kv_len && len <= d.kv_len - start,
                       "select_passing", "chunk ", c, " = [", start, ", ",
                       wraps ? std::to_string(start) + " + " + std::to_string(len)
@@ -284,7 +291,7 @@ SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
                     "select_passing", "indices must be [C, B, Hkv, cap >= ", need, "] = [",
                     d.num_chunks, ", ", d.batch, ", ", d.heads_kv, ", >=", need, "], got ",
                     shape_str(indices));
-  SPAVA_CHECK_TYPE(indices.scalar_type() == at::kLong, "select_passing",
+  SPAVA_CHECK_TYPE(indices.scalar_type() == ScalarType::Long, "select_passing",
                    "indices must be int64, got ", indices.scalar_type());
   d.capacity = indices.size(3);
   SPAVA_CHECK_VALUE(kv.dim() == 6 && kv.size(0) == d.num_chunks && kv.size(1) == d.capacity &&
@@ -300,8 +307,8 @@ SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
   return d;
 }
 
-int64_t check_merge_states(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
-                           const std::optional<at::Tensor>& lse) {
+int64_t check_merge_states(const Tensor& outs, const Tensor& lses, const Tensor& out,
+                           const std::optional<Tensor>& lse) {
   SPAVA_CHECK_VALUE(outs.dim() == 5 && outs.size(0) >= 1, "merge_states",
                     "outs must be [n >= 1, B, R, H, D], got ", shape_str(outs));
   const int64_t n = outs.size(0), B = outs.size(1), R = outs.size(2), H = outs.size(3);
@@ -309,26 +316,27 @@ int64_t check_merge_states(const at::Tensor& outs, const at::Tensor& lses, const
                         lses.size(2) == H && lses.size(3) == R,
                     "merge_states", "lses must be [n, B, H, R] = [", n, ", ", B, ", ", H, ", ", R,
                     "], got ", shape_str(lses));
-  SPAVA_CHECK_TYPE(lses.scalar_type() == at::kFloat, "merge_states", "lses must be fp32, got ",
-                   lses.scalar_type());
+  SPAVA_CHECK_TYPE(lses.scalar_type() == ScalarType::Float, "merge_states",
+                   "lses must be fp32, got ", lses.scalar_type());
   SPAVA_CHECK_TYPE(is_attn_dtype(outs.scalar_type()) && is_attn_dtype(out.scalar_type()),
                    "merge_states", "outs/out must be bf16, fp16 or fp32, got ",
                    outs.scalar_type(), "/", out.scalar_type());
-  SPAVA_CHECK_VALUE(out.dim() == 4 && out.sizes() == outs.sizes().slice(1), "merge_states",
-                    "out must be [B, R, H, D] = ", outs.sizes().slice(1), ", got ",
+  SPAVA_CHECK_VALUE(out.dim() == 4 && out.sizes().equals(outs.sizes().slice(1)), "merge_states",
+                    "out must be [B, R, H, D] = ", dims_str(outs.sizes().slice(1)), ", got ",
                     shape_str(out));
   SPAVA_CHECK_VALUE(outs.stride(4) == 1 && out.stride(3) == 1, "merge_states",
                     "outs and out must have a contiguous last dim");
   SPAVA_CHECK_VALUE(lses.device() == outs.device() && out.device() == outs.device(),
-                    "merge_states", "all tensors must be on outs' device ", outs.device());
+                    "merge_states", "all tensors must be on outs' device ",
+                    device_str(outs.device()));
   if (lse.has_value()) {
-    SPAVA_CHECK_VALUE(lse->sizes() == lses.sizes().slice(1), "merge_states",
-                      "lse must be [B, H, R] = ", lses.sizes().slice(1), ", got ",
+    SPAVA_CHECK_VALUE(lse->sizes().equals(lses.sizes().slice(1)), "merge_states",
+                      "lse must be [B, H, R] = ", dims_str(lses.sizes().slice(1)), ", got ",
                       shape_str(*lse));
-    SPAVA_CHECK_TYPE(lse->scalar_type() == at::kFloat, "merge_states", "lse must be fp32, got ",
-                     lse->scalar_type());
+    SPAVA_CHECK_TYPE(lse->scalar_type() == ScalarType::Float, "merge_states",
+                     "lse must be fp32, got ", lse->scalar_type());
     SPAVA_CHECK_VALUE(lse->device() == outs.device(), "merge_states", "lse is on ",
-                      lse->device(), ", outs on ", outs.device());
+                      device_str(lse->device()), ", outs on ", device_str(outs.device()));
   }
   return n;
 }

@@ -2,14 +2,11 @@
 // starts with the op name and states the offending value.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/Exception.h>
-
 #include <optional>
 #include <vector>
 
-#define SPAVA_CHECK_VALUE(cond, op, ...) TORCH_CHECK_VALUE(cond, "spava::", op, ": ", __VA_ARGS__)
-#define SPAVA_CHECK_TYPE(cond, op, ...) TORCH_CHECK_TYPE(cond, "spava::", op, ": ", __VA_ARGS__)
+#include "errors.h"
+#include "tensor.h"
 
 namespace spava {
 
@@ -25,52 +22,52 @@ struct AttnFwdDims {
   double softmax_scale;
   std::vector<int64_t> seg_lens, row_begin, diag;
 };
-AttnFwdDims check_attn_fwd(const at::Tensor& q, const std::vector<at::Tensor>& k,
-                           const std::vector<at::Tensor>& v, at::IntArrayRef row_begin,
-                           at::IntArrayRef diag, std::optional<double> softmax_scale,
-                           const at::Tensor& out, const std::optional<at::Tensor>& lse);
+AttnFwdDims check_attn_fwd(const Tensor& q, const std::vector<Tensor>& k,
+                           const std::vector<Tensor>& v, IntArrayRef row_begin,
+                           IntArrayRef diag, std::optional<double> softmax_scale,
+                           const Tensor& out, const std::optional<Tensor>& lse);
 
 // A group of attn_fwd problems (attn_fwd_group): problem i has query rows q[i], output out[i]
 // and lse[i] (an empty tensor: none), and the next num_segments[i] entries of k / v / row_begin
 // / diag. ready (int32, q's device) holds flags; wait_for[i] is the flag problem i waits for
 // (-1: none; an empty list: no problem waits).
 struct AttnFwdProblemArgs {
-  std::vector<at::Tensor> k, v;
+  std::vector<Tensor> k, v;
   std::vector<int64_t> row_begin, diag;
-  std::optional<at::Tensor> lse;
+  std::optional<Tensor> lse;
   int64_t wait_for = -1;
 };
 // The overlap arguments of attn_fwd_group, as registration.cpp states them.
 struct AttnFwdGroupOverlap {
-  std::optional<at::Tensor> ready;
-  at::IntArrayRef wait_for;
-  std::optional<at::Tensor> sched, done;
+  std::optional<Tensor> ready;
+  IntArrayRef wait_for;
+  std::optional<Tensor> sched, done;
   bool finish;
   int64_t sm_budget, spin_us;
   double timeout_s;
 };
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
-    const std::vector<at::Tensor>& q, at::IntArrayRef num_segments,
-    const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
-    at::IntArrayRef row_begin, at::IntArrayRef diag, std::optional<double> softmax_scale,
-    const std::vector<at::Tensor>& out, const std::vector<at::Tensor>& lse,
+    const std::vector<Tensor>& q, IntArrayRef num_segments,
+    const std::vector<Tensor>& k, const std::vector<Tensor>& v,
+    IntArrayRef row_begin, IntArrayRef diag, std::optional<double> softmax_scale,
+    const std::vector<Tensor>& out, const std::vector<Tensor>& lse,
     const AttnFwdGroupOverlap& ov);
 
 // flag: a contiguous int32 tensor with at least one element.
-void check_flag(const char* op, const at::Tensor& flag);
+void check_flag(const char* op, const Tensor& flag);
 
 // Problem sizes of select_passing after validation.
 struct SelectPassingDims {
   int64_t batch, q_len, heads_q, heads_kv, head_dim, kv_len, num_chunks, capacity;
 };
-SelectPassingDims check_select_passing(const at::Tensor& q, const at::Tensor& k,
-                                       const at::Tensor& v, at::IntArrayRef chunk_starts,
-                                       at::IntArrayRef chunk_lens, int64_t passing_len,
-                                       int64_t pool_kernel, const at::Tensor& indices,
-                                       const at::Tensor& kv);
+SelectPassingDims check_select_passing(const Tensor& q, const Tensor& k,
+                                       const Tensor& v, IntArrayRef chunk_starts,
+                                       IntArrayRef chunk_lens, int64_t passing_len,
+                                       int64_t pool_kernel, const Tensor& indices,
+                                       const Tensor& kv);
 
 // Validates merge_states; returns the number of parts.
-int64_t check_merge_states(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
-                           const std::optional<at::Tensor>& lse);
+int64_t check_merge_states(const Tensor& outs, const Tensor& lses, const Tensor& out,
+                           const std::optional<Tensor>& lse);
 
 }  // namespace spava

@@ -1,21 +1,20 @@
-// at::ScalarType -> spava::DType (the only place the two meet).
+// torch's ScalarType -> spava::DType (the only place the two meet).
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/Exception.h>
-
+#include "errors.h"
 #include "spava/dtype.h"
+#include "tensor.h"
 
 namespace spava {
 
-inline DType to_dtype(at::ScalarType t) {
+inline DType to_dtype(ScalarType t) {
   switch (t) {
-    case at::kFloat: return DType::kFloat32;
-    case at::kBFloat16: return DType::kBFloat16;
-    case at::kHalf: return DType::kFloat16;
+    case ScalarType::Float: return DType::kFloat32;
+    case ScalarType::BFloat16: return DType::kBFloat16;
+    case ScalarType::Half: return DType::kFloat16;
     default: break;
   }
-  TORCH_CHECK_TYPE(false, "spava: unsupported dtype ", t);
+  throw TypeError(str("spava: unsupported dtype ", t));
   return DType::kFloat32;  // unreachable
 }
 

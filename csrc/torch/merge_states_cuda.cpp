@@ -1,8 +1,6 @@
 // CUDA glue of spava::merge_states: checks -> params -> launch on the current stream.
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include "checks.h"
+#include "cuda_context.h"
 #include "cuda_params.h"
 #include "dtype_map.h"
 #include "merge_states/merge_states.h"
@@ -10,10 +8,10 @@
 
 namespace spava {
 
-void merge_states_cuda(const at::Tensor& outs, const at::Tensor& lses, const at::Tensor& out,
-                       const std::optional<at::Tensor>& lse) {
+void merge_states_cuda(const Tensor& outs, const Tensor& lses, const Tensor& out,
+                       const std::optional<Tensor>& lse) {
   const int64_t n = check_merge_states(outs, lses, out, lse);
-  const c10::cuda::CUDAGuard guard(outs.device());
+  const DeviceGuard guard(outs.get_device_index());
   MergeStatesParams p{};
   p.outs = outs.const_data_ptr();
   p.outs_part_stride = outs.stride(0);
@@ -33,7 +31,7 @@ void merge_states_cuda(const at::Tensor& outs, const at::Tensor& lses, const at:
   p.head_dim = int(outs.size(4));
   p.in_dtype = to_dtype(outs.scalar_type());
   p.out_dtype = to_dtype(out.scalar_type());
-  run_merge_states(p, c10::cuda::getCurrentCUDAStream());
+  run_merge_states(p, current_stream(outs.get_device_index()));
 }
 
 }  // namespace spava

@@ -1,20 +1,19 @@
-// Every schema of the `spava` op library, and which implementation serves each device.
-// Fakes (for torch.compile / FakeTensor) are registered in python/spava_ext/ops.py.
+// Every schema of the `spava` op library, and which implementation serves each device, through
+// the LibTorch stable ABI (boxed kernels: TORCH_BOX). Fakes (for torch.compile / FakeTensor) are
+// registered in python/spava_ext/ops.py, which imports this module.
 #include <Python.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
 
 #include "ops.h"
 #include "trace.h"
 
 // An empty module: importing spava_ext._C runs the static registrations below.
-extern "C" PyObject* PyInit__C(void) {
+PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
 
-TORCH_LIBRARY(spava, m) {
-  m.set_python_module("spava_ext.ops");
-
+STABLE_TORCH_LIBRARY(spava, m) {
   // ---- selection of passing blocks (docs/design.md "Selection")
   // q [B, nq, Hq, D] question rows; k, v [B, Lk, Hkv, D]; chunk c = k[:, starts[c] : +lens[c]].
   // Writes indices [C, B, Hkv, cap] (int64, ascending positions along k's dim 1, -1 padded) and
@@ -62,32 +61,40 @@ TORCH_LIBRARY(spava, m) {
   m.def("merge_states(Tensor outs, Tensor lses, Tensor(a!) out, Tensor(b!)? lse) -> ()");
 
   // ---- build description (not a tensor op)
-  m.def("build_info() -> str", &spava::build_info);
+  m.def("build_info() -> str");
   // ---- whether attn_fwd runs the sm_90a kernels on a device (else the ATen path), and the
   // switch that sends every GPU to the ATen path (process-wide; off by default)
-  m.def("uses_sm90(Device device) -> bool", &spava::uses_sm90);
-  m.def("set_attn_fallback(bool on) -> ()", &spava::set_attn_fallback);
+  m.def("uses_sm90(Device device) -> bool");
+  m.def("set_attn_fallback(bool on) -> ()");
   // ---- trace builds (SPAVA_ATTN_TRACE=1): the file the kernel launches that follow write their
   // traces to ("": none); raises in other builds (not a tensor op)
-  m.def("set_trace_file(str path) -> ()", &spava::set_trace_file);
+  m.def("set_trace_file(str path) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(spava, CPU, m) {
-  m.impl("select_passing", &spava::select_passing_cpu);
-  m.impl("attn_fwd", &spava::attn_fwd_aten);
-  m.impl("attn_fwd_group", &spava::attn_fwd_group_cpu);
-  m.impl("wait_flag", &spava::wait_flag_cpu);
-  m.impl("set_flag", &spava::set_flag_cpu);
-  m.impl("merge_states", &spava::merge_states_cpu);
+// The ops without tensor arguments: one kernel for every device.
+STABLE_TORCH_LIBRARY_IMPL(spava, CompositeExplicitAutograd, m) {
+  m.impl("build_info", TORCH_BOX(&spava::build_info));
+  m.impl("uses_sm90", TORCH_BOX(&spava::uses_sm90));
+  m.impl("set_attn_fallback", TORCH_BOX(&spava::set_attn_fallback));
+  m.impl("set_trace_file", TORCH_BOX(&spava::set_trace_file));
+}
+
+STABLE_TORCH_LIBRARY_IMPL(spava, CPU, m) {
+  m.impl("select_passing", TORCH_BOX(&spava::select_passing_cpu));
+  m.impl("attn_fwd", TORCH_BOX(&spava::attn_fwd_aten));
+  m.impl("attn_fwd_group", TORCH_BOX(&spava::attn_fwd_group_cpu));
+  m.impl("wait_flag", TORCH_BOX(&spava::wait_flag_cpu));
+  m.impl("set_flag", TORCH_BOX(&spava::set_flag_cpu));
+  m.impl("merge_states", TORCH_BOX(&spava::merge_states_cpu));
 }
 
 #ifdef SPAVA_WITH_CUDA
-TORCH_LIBRARY_IMPL(spava, CUDA, m) {
-  m.impl("select_passing", &spava::select_passing_cuda);
-  m.impl("attn_fwd", &spava::attn_fwd_cuda);
-  m.impl("attn_fwd_group", &spava::attn_fwd_group_cuda);
-  m.impl("wait_flag", &spava::wait_flag_cuda);
-  m.impl("set_flag", &spava::set_flag_cuda);
-  m.impl("merge_states", &spava::merge_states_cuda);
+STABLE_TORCH_LIBRARY_IMPL(spava, CUDA, m) {
+  m.impl("select_passing", TORCH_BOX(&spava::select_passing_cuda));
+  m.impl("attn_fwd", TORCH_BOX(&spava::attn_fwd_cuda));
+  m.impl("attn_fwd_group", TORCH_BOX(&spava::attn_fwd_group_cuda));
+  m.impl("wait_flag", TORCH_BOX(&spava::wait_flag_cuda));
+  m.impl("set_flag", TORCH_BOX(&spava::set_flag_cuda));
+  m.impl("merge_states", TORCH_BOX(&spava::merge_states_cuda));
 }
 #endif

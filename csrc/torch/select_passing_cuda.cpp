@@ -1,12 +1,9 @@
 // CUDA glue of spava::select_passing: checks -> workspaces -> SelectPassingParams -> launch.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include <algorithm>
 
 #include "checks.h"
 #include "cuda_checks.h"
+#include "cuda_context.h"
 #include "dtype_map.h"
 #include "ops.h"
 #include "select_passing/select_passing.h"
@@ -14,13 +11,13 @@
 
 namespace spava {
 
-void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         at::IntArrayRef chunk_starts, at::IntArrayRef chunk_lens,
-                         int64_t passing_len, int64_t pool_kernel, const at::Tensor& indices,
-                         const at::Tensor& kv) {
+void select_passing_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
+                         const IntList& chunk_starts,
+                         const IntList& chunk_lens, int64_t passing_len,
+                         int64_t pool_kernel, const Tensor& indices, const Tensor& kv) {
   const SelectPassingDims d = check_select_passing(q, k, v, chunk_starts, chunk_lens, passing_len,
                                                    pool_kernel, indices, kv);
-  SPAVA_CHECK_TYPE(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
+  SPAVA_CHECK_TYPE(q.scalar_type() == ScalarType::BFloat16 || q.scalar_type() == ScalarType::Half,
                    "select_passing", "CUDA kernels take bf16 or fp16 q/k/v, got ",
                    q.scalar_type());
   SPAVA_CHECK_VALUE(d.num_chunks <= kMaxSelectChunks, "select_passing", "at most ",
@@ -45,7 +42,8 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
   check_rows_aligned("select_passing", "k", k);
   check_rows_aligned("select_passing", "v", v);
   check_rows_aligned("select_passing", "kv", kv);
-  const c10::cuda::CUDAGuard guard(q.device());
+  const int32_t device = q.get_device_index();
+  const DeviceGuard guard(device);
 
   // One workspace (only when some chunk selects): qsum partials (fp32), then the top-digit
   // histograms and the keys (int32); every part starts 16-byte aligned (head_dim % 8 == 0,
@@ -56,7 +54,8 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const int64_t qsum_len = kMaxQsumSplits * d.batch * d.heads_kv * d.head_dim;
   const int64_t hist_len = items * kRadixBins;
   const int64_t work_len = selects ? qsum_len + hist_len + items * key_stride : 0;
-  const at::Tensor work = at::empty({work_len}, q.options().dtype(at::kInt));
+  const Tensor work =
+      torch::stable::empty({work_len}, ScalarType::Int, std::nullopt, q.device());
 
   SelectPassingParams p{};
   p.q = q.const_data_ptr();
@@ -93,10 +92,10 @@ void select_passing_cuda(const at::Tensor& q, const at::Tensor& k, const at::Ten
     p.chunk_start[c] = int(chunk_starts[c]);
     p.chunk_len[c] = int(chunk_lens[c]);
   }
-  cudaDeviceGetAttribute(&p.num_sms, cudaDevAttrMultiProcessorCount, q.device().index());
+  cudaDeviceGetAttribute(&p.num_sms, cudaDevAttrMultiProcessorCount, device);
   p.dtype = to_dtype(q.scalar_type());
   const std::string trace = trace_file();
-  run_select_passing(p, c10::cuda::getCurrentCUDAStream(), trace.c_str());
+  run_select_passing(p, current_stream(device), trace.c_str());
 }
 
 }  // namespace spava

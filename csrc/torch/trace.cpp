@@ -2,7 +2,7 @@
 // ops of any thread). Only trace builds store it.
 #include "trace.h"
 
-#include <c10/util/Exception.h>
+#include "errors.h"
 
 #include <mutex>
 
@@ -27,8 +27,8 @@ std::string trace_file() {
 }
 #else
 void set_trace_file(const std::string& path) {
-  TORCH_CHECK(false, "spava::set_trace_file: this build has no traces (build with "
-                     "SPAVA_ATTN_TRACE=1)");
+  SPAVA_CHECK(false, "set_trace_file", "this build has no traces (build with "
+                                       "SPAVA_ATTN_TRACE=1)");
 }
 
 std::string trace_file() { return {}; }
