@@ -81,6 +81,7 @@ class Pending:
         self._on_device = stream is not None
         self._signalled: Optional["torch.cuda.Event"] = None  # after signal()'s flag write
         self._group, self._limit_source = group, limit_source
+        self._seq = _sequence_number(work, group) if group is not None else None
         self._started = time.monotonic()
 
     @property
@@ -142,12 +143,23 @@ class Pending:
 
     def _error(self, work: dist.Work, cause: BaseException) -> CollectiveError:
         elapsed = time.monotonic() - self._started
-        seq = getattr(work, "_get_sequence_number", None)
         missing = None
-        if self._group is not None and seq is not None:
-            missing = unreported_ranks(self._group, seq())
+        if self._group is not None and self._seq is not None:
+            missing = unreported_ranks(self._group, self._seq)
         return CollectiveError(self._what, self._timeout, self._limit_source, elapsed, cause,
                                missing)
+
+
+def _sequence_number(work: Optional[dist.Work], group: dist.ProcessGroup) -> Optional[int]:
+    """The number of the collective just issued on ``group``, the same on every rank: the
+    work's own where torch has it (``Work._get_sequence_number``), else the group's count
+    right after the issue (torch 2.11); None when the backend counts none."""
+    try:
+        if work is not None and hasattr(work, "_get_sequence_number"):
+            return int(work._get_sequence_number())
+        return int(group._get_sequence_number_for_group())
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def all_gather_async(
