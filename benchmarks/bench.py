@@ -15,6 +15,7 @@ through benchmarks/bench_utils.py.
     torchrun --nproc-per-node W benchmarks/bench.py --routine multi-gpu
     python benchmarks/bench.py --routine fidelity [--device cpu]
     python benchmarks/bench.py --routine host                  # host enqueue, prefill GPU idle
+    python benchmarks/bench.py --routine fp8 [--device cpu]    # FP8 scheme's accuracy
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 # routine -> the module (in benchmarks/) with its add_arguments(parser) and run(args)
 ROUTINES = {"kernels": "bench_kernels", "layer": "bench_layer", "e2e": "bench_e2e",
             "multi-gpu": "multi_gpu", "fidelity": "fidelity", "ttft": "bench_ttft",
-            "decode": "bench_decode", "scale": "bench_scale", "host": "bench_host"}
+            "decode": "bench_decode", "scale": "bench_scale", "host": "bench_host", "fp8": "bench_fp8"}
 
 
 def parser_for(argv: list[str] | None) -> tuple[argparse.ArgumentParser, object]:

@@ -18,7 +18,7 @@ import bench_utils
 ROUTINE_OPTIONS = {"kernels": "--unit-overhead", "layer": "--contexts", "e2e": "--layers",
                    "multi-gpu": "--trace-dir", "fidelity": "--tokens-per-frame",
                    "ttft": "--frames", "decode": "--collective-us", "scale": "--max-run-s",
-                   "host": "--prefill-context"}
+                   "host": "--prefill-context", "fp8": "--seeds"}
 
 
 def parse(*argv):
@@ -471,3 +471,19 @@ def test_host_routine_runs_on_cpu(monkeypatch, tmp_path, capsys):
         assert 0 < e["min_us"] <= e["median_us"]
         assert "L=2064" in e["layout"] or "2064" in e["layout"]
     assert any("spava_attention_rank" in line for line in r["enqueue"][1]["profile_top"])
+
+
+def test_fp8_routine_runs_on_cpu(monkeypatch, tmp_path):
+    """Both input kinds, every method's RMSE positive and the max over the seeds; FP8 above
+    bf16."""
+    monkeypatch.setattr(bench_utils, "RESULTS", tmp_path)
+    monkeypatch.delenv("OUT", raising=False)
+    assert bench.main(["--routine", "fp8", "--length", "256", "--heads", "4/2", "--seeds",
+                       "2"]) == 0
+    [path] = tmp_path.glob("fp8_accuracy_*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["inputs"] for r in rows] == ["random", "outliers"]
+    for r in rows:
+        for name in ("bf16", "fp8", "fp8_rotated"):
+            assert r[name] == max(r["per_seed"][name]) > 0
+        assert r["fp8"] > r["bf16"]

@@ -1,0 +1,104 @@
+"""The FP8 (e4m3) attention scheme, as a reference: what an FP8 ``attn_fwd`` computes, emulated
+with torch's float8_e4m3fn, so its accuracy can be measured against fp64 before (and besides)
+the kernel.
+
+Scheme (FlashAttention-3's, per block):
+
+* Q, K and V are quantised per block of ``block`` rows and per head: ``x8 = e4m3(x / s)`` with
+  ``s = amax(|x|) / 448`` over the block (fp32; 448 is e4m3's largest finite value). The scales
+  fold into the softmax scale (Q, K) and the output (V).
+* Scores ``q k^T`` are exact products of e4m3 values accumulated in fp32; softmax in fp32; the
+  unnormalised probabilities ``exp(s - rowmax)`` (in [0, 1]) are cast to e4m3 for the second
+  product, the row sums are kept in fp32 from the unrounded probabilities.
+* Optionally Q and K are rotated first by one orthonormal Hadamard matrix (incoherent
+  processing): ``(q H)(k H)^T = q k^T`` exactly, while the rotation spreads an outlier
+  coordinate over all D, so one large entry no longer sets a whole block's scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["E4M3_MAX", "quantize_blocks", "dequantize_blocks", "hadamard", "fp8_attention",
+           "bf16_attention", "rmse"]
+
+E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
+
+
+def quantize_blocks(x: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [B, L, H, D]`` -> (e4m3 values ``[B, L, H, D]``, fp32 scales ``[B, ceil(L / block),
+    H]``): per block of ``block`` rows and head, ``x ~= values * scale``. An all-zero block gets
+    scale 1."""
+    if x.dim() != 4 or block < 1:
+        raise ValueError(f"quantize_blocks: x must be [B, L, H, D] and block >= 1, got "
+                         f"{tuple(x.shape)}, block = {block}")
+    B, L, H, D = x.shape
+    nb = math.ceil(L / block)
+    padded = torch.zeros(B, nb * block, H, D, dtype=torch.float32, device=x.device)
+    padded[:, :L] = x.float()
+    amax = padded.view(B, nb, block, H, D).abs().amax(dim=(2, 4))  # [B, nb, H]
+    scale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
+    per_row = scale.repeat_interleave(block, dim=1)[:, :L, :, None]  # [B, L, H, 1]
+    return (x.float() / per_row).to(torch.float8_e4m3fn), scale
+
+
+def dequantize_blocks(values: torch.Tensor, scale: torch.Tensor, block: int = 128
+                      ) -> torch.Tensor:
+    """fp32 ``values * scale`` (the inverse of :func:`quantize_blocks`, up to e4m3 rounding)."""
+    L = values.shape[1]
+    return values.float() * scale.repeat_interleave(block, dim=1)[:, :L, :, None]
+
+
+def hadamard(d: int, device=None) -> torch.Tensor:
+    """The orthonormal Hadamard matrix of order ``d`` (a power of two), fp32 ``[d, d]``."""
+    if d < 1 or d & (d - 1):
+        raise ValueError(f"hadamard: the order must be a power of two, got {d}")
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < d:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return (h / math.sqrt(d)).to(dtype=torch.float32, device=device)
+
+
+def _attention(q, k, v, causal: bool, scale: float, p_dtype: torch.dtype) -> torch.Tensor:
+    """fp32 attention of fp32 ``q [B, Lq, Hq, D]``, ``k, v [B, Lk, Hkv, D]`` (GQA), the
+    unnormalised probabilities rounded to ``p_dtype`` before the product with V."""
+    B, Lq, Hq, D = q.shape
+    Hkv = k.shape[2]
+    qg = q.view(B, Lq, Hkv, Hq // Hkv, D).permute(0, 2, 3, 1, 4)  # [B, Hkv, G, Lq, D]
+    s = torch.einsum("bhgqd,bkhd->bhgqk", qg, k) * scale
+    if causal:
+        Lk = k.shape[1]
+        keep = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril(Lk - Lq)
+        s = s.masked_fill(~keep, -math.inf)
+    p = torch.exp(s - s.amax(dim=-1, keepdim=True))
+    out = torch.einsum("bhgqk,bkhd->bhgqd", p.to(p_dtype).to(s.dtype), v) / p.sum(-1, True)
+    return out.permute(0, 3, 1, 2, 4).reshape(B, Lq, Hq, D)
+
+
+def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+                  softmax_scale: float | None = None, rotate: bool = False,
+                  block: int = 128) -> torch.Tensor:
+    """Attention under the FP8 scheme of this module (fp32 result ``[B, Lq, Hq, D]``);
+    ``rotate``: incoherent processing of Q and K (D a power of two)."""
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
+    q, k = q.float(), k.float()
+    if rotate:
+        h = hadamard(q.shape[-1], q.device)
+        q, k = q @ h, k @ h
+    qd, kd, vd = (dequantize_blocks(*quantize_blocks(x, block), block) for x in (q, k, v))
+    return _attention(qd, kd, vd, causal, scale, torch.float8_e4m3fn)
+
+
+def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+                   softmax_scale: float | None = None) -> torch.Tensor:
+    """The bf16 path's numerics: inputs and probabilities rounded to bf16, fp32 accumulation."""
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
+    q, k, v = (x.to(torch.bfloat16).float() for x in (q, k, v))
+    return _attention(q, k, v, causal, scale, torch.bfloat16)
+
+
+def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Root mean square of ``a - b`` (in fp64)."""
+    return float((a.double() - b.double()).pow(2).mean().sqrt())
