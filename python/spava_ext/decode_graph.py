@@ -24,6 +24,7 @@ import torch
 from . import ops
 from .attention import ExactRows, check_call
 from .decode import SpavaKVCache
+from .graphs import capture
 from .reference import default_softmax_scale
 
 __all__ = ["DecodeGraph", "graph_decode_attention"]
@@ -118,13 +119,7 @@ class DecodeGraph:
         self.position.fill_(position)
         self.step.fill_(step)
         if self.graph is None:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # eager warm-up: lazy state, rank agreement
-                self.step_fn(self.token, self._positions(), self.step)
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = self.step_fn(self.token, self._positions(), self.step)
+            self.graph, self.logits = capture(
+                lambda: self.step_fn(self.token, self._positions(), self.step))
         self.graph.replay()
         return self.logits

@@ -27,7 +27,7 @@ from typing import Any, Callable, Hashable
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["PrefillGraphs", "shape_key"]
+__all__ = ["PrefillGraphs", "capture", "shape_key"]
 
 
 def shape_key(tree: Any) -> tuple:
@@ -37,6 +37,21 @@ def shape_key(tree: Any) -> tuple:
     desc = tuple((tuple(x.shape), x.dtype, str(x.device)) if isinstance(x, torch.Tensor) else x
                  for x in leaves)
     return desc, str(spec)
+
+
+def capture(fn: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """Run ``fn`` once eagerly on a side stream (lazy library state, the rank-agreement
+    exchange, neither of which can run during capture), then capture one call of it: returns
+    the graph and what the captured call returned (living in the graph's memory pool)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = fn()
+    return graph, output
 
 
 class _Entry:
@@ -93,13 +108,6 @@ class PrefillGraphs:
     def _capture(self, fn, inputs, make_cache) -> _Entry:
         static = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, inputs)
         cache = make_cache()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # eager warm-up: lazy library state, rank agreement
-            fn(static, cache)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            output = fn(static, cache)
+        graph, output = capture(lambda: fn(static, cache))
         self.captures += 1
         return _Entry(graph, static, output, cache)
