@@ -3,8 +3,8 @@ and how much the GPU idles in a whole prefill, eager and replayed as a CUDA grap
 
 1. Enqueue: one simulated rank's ``spava_attention_rank`` (default W = 8, 128K, 7B heads) with
    the GPU kept busy by a sleep kernel queued before each call, so the host never waits for
-   the device; the host's wall time per call (median) and a cProfile of the calls (top
-   functions by own time).
+   the device; the host's wall time per call (median), and a cProfile of as many further calls
+   (top functions by own and by cumulative time; its hooks slow the calls it profiles).
 2. GPU idle: a simulated rank's prefill of the Qwen2.5-VL-7B language model (default 32K
    context, 28 layers, random weights) under torch.profiler, eager and through
    spava_ext.graphs.PrefillGraphs: idle share = 1 - (union of the device's kernel and copy
@@ -22,6 +22,7 @@ import io
 import pstats
 import statistics
 import time
+from typing import Optional
 
 import torch
 
@@ -72,19 +73,30 @@ def enqueue_us(args, rank: int) -> dict:
     with torch.no_grad():
         for _ in range(3):
             call()
-        times, prof = [], cProfile.Profile()
+        times = [_timed_call(call, args.device) for _ in range(args.calls)]
+        # the profile comes from separate calls: its hooks cost host time of their own
+        prof = cProfile.Profile()
         for _ in range(args.calls):
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            _busy(args.device, 30.0)  # longer than a layer: the host never blocks
-            prof.enable()
-            t0 = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - t0) * 1e6)
-            prof.disable()
+            _timed_call(call, args.device, prof)
     return {"rank": rank, "layout": repr(layout), "median_us": statistics.median(times),
             "min_us": min(times), "profile_top": _top(prof, "tottime"),
             "profile_cumulative": _top(prof, "cumulative")}
+
+
+def _timed_call(call, device: str, prof: Optional[cProfile.Profile] = None) -> float:
+    """Host microseconds of one ``call`` issued behind queued device work (under ``prof`` when
+    given)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    _busy(device, 30.0)  # longer than a layer: the host never blocks
+    if prof is not None:
+        prof.enable()
+    t0 = time.perf_counter()
+    call()
+    t = (time.perf_counter() - t0) * 1e6
+    if prof is not None:
+        prof.disable()
+    return t
 
 
 def _top(prof: cProfile.Profile, key: str, n: int = 25) -> list[str]:
