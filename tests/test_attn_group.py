@@ -131,6 +131,76 @@ def test_group_bad_inputs_name_the_op_and_value():
         op(*a, timeout_s=1.0)
 
 
+def as_span_group(problems, device):
+    """``problems`` as a :class:`ops.SpanGroup`: every key segment copied into one of two shared
+    sources (K and V ``[B, n, Hkv, D]``, the segments in a shuffled order with gaps between
+    them) and named by its rows there."""
+    segs = [(i, s) for i, pr in enumerate(problems) for s in range(len(pr.k))]
+    order = torch.randperm(len(segs), generator=torch.Generator().manual_seed(1)).tolist()
+    pr0 = next(pr for pr in problems if pr.k)
+    B, _, Hkv, D = pr0.k[0].shape
+    n = sum(problems[i].k[s].shape[1] + 3 for i, s in segs)
+    k_src = torch.randn(B, n, Hkv, D, dtype=pr0.k[0].dtype).to(device)
+    v_src = torch.randn_like(k_src)
+    first, row = {}, 2
+    for j in order:
+        i, s = segs[j]
+        rows = problems[i].k[s].shape[1]
+        k_src[:, row : row + rows] = problems[i].k[s]
+        v_src[:, row : row + rows] = problems[i].v[s]
+        first[(i, s)] = row
+        row += rows + 3
+    spans = []
+    for i, s in segs:  # source 0: a decoy the spans never name; source 1: the copies
+        spans += [1, first[(i, s)], problems[i].k[s].shape[1]]
+    empty = torch.empty(0, device=device)
+    return ops.SpanGroup([pr.q for pr in problems], [pr.out for pr in problems],
+                         [empty if pr.lse is None else pr.lse for pr in problems],
+                         [k_src[:, :7], k_src], [v_src[:, :7], v_src],
+                         [len(pr.k) for pr in problems], spans,
+                         [r for pr in problems for r in pr.row_begin],
+                         [d for pr in problems for d in pr.diag], [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_group_spans_equal_separate_segments(device):
+    """Segments named as rows of shared sources (spans) give the bytes of the same segments
+    passed as tensors."""
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    problems = make_problems(device, dtype)
+    ops.attn_fwd_group(problems)
+    expected = [(pr.out.clone(), None if pr.lse is None else pr.lse.clone()) for pr in problems]
+    for pr in problems:
+        pr.out.fill_(float("nan"))
+        if pr.lse is not None:
+            pr.lse.fill_(float("nan"))
+    ops.attn_fwd_group(as_span_group(problems, device))
+    for i, (pr, (out, lse)) in enumerate(zip(problems, expected)):
+        assert torch.equal(pr.out, out), f"problem {i}"
+        assert lse is None or torch.equal(pr.lse, lse), f"problem {i} lse"
+
+
+def test_group_bad_spans_name_the_op_and_value():
+    g = as_span_group(make_problems("cpu", torch.float32), "cpu")
+    with pytest.raises(ValueError, match=r"attn_fwd_group: spans must have 3 entries per "
+                                         r"segment \(3 \* 6\), got 17"):
+        ops.attn_fwd_group(g._replace(spans=g.spans[:-1]))
+    bad = list(g.spans)
+    bad[3] = 2
+    with pytest.raises(ValueError, match=r"span 1 names source 2, there are 2"):
+        ops.attn_fwd_group(g._replace(spans=bad))
+    bad = list(g.spans)
+    bad[4] = g.k[1].shape[1] - bad[5] + 1
+    with pytest.raises(ValueError, match=rf"span 1 = rows \[{bad[4]}, {bad[4]} \+ {bad[5]}\) "
+                                         rf"of source 1, which has {g.k[1].shape[1]} rows"):
+        ops.attn_fwd_group(g._replace(spans=bad))
+    bad[4] = -1
+    with pytest.raises(ValueError, match=r"span 1 = rows \[-1,"):
+        ops.attn_fwd_group(g._replace(spans=bad))
+    with pytest.raises(ValueError, match=r"k and v must have one source each, got 2 and 1"):
+        ops.attn_fwd_group(g._replace(v=g.v[:1]))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_group_opcheck(device):
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
@@ -147,6 +217,9 @@ def test_group_opcheck(device):
                "timeout_s": 30.0, "done": torch.zeros(4, dtype=torch.int32, device=device),
                "sched": torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device=device)}
     torch.library.opcheck(op, args, overlap)
+    # segments as spans of shared sources
+    spans_args = args[:2] + ([k], [v]) + args[4:]
+    torch.library.opcheck(op, spans_args, {**WAITS, "spans": [0, 0, 5, 0, 5, 19, 0, 0, 24]})
 
 
 # ------------------------------------------------------------------------------------ CUDA

@@ -115,12 +115,14 @@ void attn_fwd_group_cpu(const std::vector<Tensor>& q, const IntList& num_segment
                         const std::vector<Tensor>& lse, const std::optional<Tensor>& ready,
                         const IntList& wait_for, const std::optional<Tensor>& sched,
                         const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
-                        int64_t spin_us, double timeout_s) {
+                        int64_t spin_us, double timeout_s,
+                        const IntList& spans) {
   // sched, finish and the wait times only shape the CUDA schedule; the CPU op computes
   // everything in one call (a finishing call has nothing left to do).
   const auto args = check_attn_fwd_group(
       q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
-      AttnFwdGroupOverlap{ready, wait_for, sched, done, finish, sm_budget, spin_us, timeout_s});
+      AttnFwdGroupOverlap{ready, wait_for, sched, done, finish, sm_budget, spin_us, timeout_s},
+      spans);
   if (finish) return;
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];

@@ -175,10 +175,11 @@ void attn_fwd_group_cuda(const std::vector<Tensor>& q, const IntList& num_segmen
                          const std::vector<Tensor>& lse, const std::optional<Tensor>& ready,
                          const IntList& wait_for, const std::optional<Tensor>& sched,
                          const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
-                         int64_t spin_us, double timeout_s) {
+                         int64_t spin_us, double timeout_s,
+                        const IntList& spans) {
   const AttnFwdGroupOverlap ov{ready, wait_for, sched, done, finish, sm_budget, spin_us, timeout_s};
   const auto args = check_attn_fwd_group(q, num_segments, k, v, row_begin, diag, softmax_scale,
-                                         out, lse, ov);
+                                         out, lse, ov, spans);
   const DeviceGuard guard(q[0].get_device_index());
   if (!uses_sm90(q[0].device())) {
     return attn_fwd_group_aten(q, args, softmax_scale, out, ov);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace spava {
 
@@ -167,6 +168,37 @@ AttnFwdDims as_group_error(size_t i, F&& check) {
   }
 }
 
+// The key segments that `spans` (three ints per segment: source, first row, rows) cut from the
+// sources k[source] / v[source] ([B, L, Hkv, D]) along dim 1, as views.
+std::pair<std::vector<Tensor>, std::vector<Tensor>> span_views(const std::vector<Tensor>& k,
+                                                               const std::vector<Tensor>& v,
+                                                               IntArrayRef spans, int64_t total) {
+  SPAVA_CHECK_VALUE(spans.size() == size_t(3 * total), "attn_fwd_group",
+                    "spans must have 3 entries per segment (3 * ", total, "), got ",
+                    spans.size());
+  SPAVA_CHECK_VALUE(k.size() == v.size(), "attn_fwd_group", "k and v must have one source each, got ",
+                    k.size(), " and ", v.size());
+  std::vector<Tensor> ks, vs;
+  ks.reserve(total);
+  vs.reserve(total);
+  for (int64_t s = 0; s < total; ++s) {
+    const int64_t src = spans[3 * s], first = spans[3 * s + 1], rows = spans[3 * s + 2];
+    SPAVA_CHECK_VALUE(src >= 0 && size_t(src) < k.size(), "attn_fwd_group", "span ", s,
+                      " names source ", src, ", there are ", k.size());
+    const Tensor& ksrc = k[src];
+    const Tensor& vsrc = v[src];
+    SPAVA_CHECK_VALUE(ksrc.dim() == 4 && vsrc.dim() == 4 && vsrc.size(1) == ksrc.size(1),
+                      "attn_fwd_group", "sources k[", src, "] ", shape_str(ksrc), " and v[", src,
+                      "] ", shape_str(vsrc), " must be [B, L, Hkv, D] of equal L");
+    SPAVA_CHECK_VALUE(first >= 0 && rows >= 0 && first <= ksrc.size(1) - rows, "attn_fwd_group",
+                      "span ", s, " = rows [", first, ", ", first, " + ", rows, ") of source ", src,
+                      ", which has ", ksrc.size(1), " rows");
+    ks.push_back(aten::narrow(ksrc, 1, first, rows));
+    vs.push_back(aten::narrow(vsrc, 1, first, rows));
+  }
+  return {std::move(ks), std::move(vs)};
+}
+
 }  // namespace
 
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
@@ -174,7 +206,7 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     const std::vector<Tensor>& k, const std::vector<Tensor>& v,
     IntArrayRef row_begin, IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<Tensor>& out, const std::vector<Tensor>& lse,
-    const AttnFwdGroupOverlap& ov) {
+    const AttnFwdGroupOverlap& ov, IntArrayRef spans) {
   const size_t P = q.size();
   SPAVA_CHECK_VALUE(P >= 1 && P <= size_t(kMaxAttnProblems), "attn_fwd_group", "needs 1 to ",
                     kMaxAttnProblems, " problems, got ", P);
@@ -188,17 +220,23 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     SPAVA_CHECK_VALUE(!__builtin_add_overflow(total, n, &total), "attn_fwd_group",
                       "sum(num_segments) overflows int64: ", dims_str(num_segments));
   }
-  SPAVA_CHECK_VALUE(k.size() == size_t(total) && v.size() == size_t(total) &&
-                        row_begin.size() == size_t(total) && diag.size() == size_t(total),
-                    "attn_fwd_group", "sum(num_segments) = ", total, " but k, v, row_begin, diag have ",
-                    k.size(), ", ", v.size(), ", ", row_begin.size(), ", ", diag.size(), " entries");
+  SPAVA_CHECK_VALUE(row_begin.size() == size_t(total) && diag.size() == size_t(total),
+                    "attn_fwd_group", "sum(num_segments) = ", total, " but row_begin, diag have ",
+                    row_begin.size(), ", ", diag.size(), " entries");
+  std::pair<std::vector<Tensor>, std::vector<Tensor>> views;
+  if (!spans.empty()) views = span_views(k, v, spans, total);
+  const std::vector<Tensor>& ks = spans.empty() ? k : views.first;
+  const std::vector<Tensor>& vs = spans.empty() ? v : views.second;
+  SPAVA_CHECK_VALUE(ks.size() == size_t(total) && vs.size() == size_t(total), "attn_fwd_group",
+                    "sum(num_segments) = ", total, " but k, v have ", k.size(), ", ", v.size(),
+                    " entries");
   std::vector<AttnFwdProblemArgs> args(P);
   int64_t s0 = 0, heads_kv = -1;
   for (size_t i = 0; i < P; ++i) {
     AttnFwdProblemArgs& a = args[i];
     const int64_t n = num_segments[i];
-    a.k.assign(k.begin() + s0, k.begin() + s0 + n);
-    a.v.assign(v.begin() + s0, v.begin() + s0 + n);
+    a.k.assign(ks.begin() + s0, ks.begin() + s0 + n);
+    a.v.assign(vs.begin() + s0, vs.begin() + s0 + n);
     a.row_begin.assign(row_begin.begin() + s0, row_begin.begin() + s0 + n);
     a.diag.assign(diag.begin() + s0, diag.begin() + s0 + n);
     s0 += n;

@@ -28,9 +28,11 @@ AttnFwdDims check_attn_fwd(const Tensor& q, const std::vector<Tensor>& k,
                            const Tensor& out, const std::optional<Tensor>& lse);
 
 // A group of attn_fwd problems (attn_fwd_group): problem i has query rows q[i], output out[i]
-// and lse[i] (an empty tensor: none), and the next num_segments[i] entries of k / v / row_begin
-// / diag. ready (int32, q's device) holds flags; wait_for[i] is the flag problem i waits for
-// (-1: none; an empty list: no problem waits).
+// and lse[i] (an empty tensor: none), and the next num_segments[i] key segments and entries of
+// row_begin / diag. Segment s is k[s] / v[s], or with spans (3 ints per segment: source, first
+// row, rows) rows [first, first + rows) of k[source] / v[source]. ready (int32, q's device)
+// holds flags; wait_for[i] is the flag problem i waits for (-1: none; an empty list: no problem
+// waits).
 struct AttnFwdProblemArgs {
   std::vector<Tensor> k, v;
   std::vector<int64_t> row_begin, diag;
@@ -51,7 +53,7 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     const std::vector<Tensor>& k, const std::vector<Tensor>& v,
     IntArrayRef row_begin, IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<Tensor>& out, const std::vector<Tensor>& lse,
-    const AttnFwdGroupOverlap& ov);
+    const AttnFwdGroupOverlap& ov, IntArrayRef spans);
 
 // flag: a contiguous int32 tensor with at least one element.
 void check_flag(const char* op, const Tensor& flag);

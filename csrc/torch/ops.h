@@ -24,7 +24,8 @@ void attn_fwd_group_cpu(const std::vector<Tensor>& q, const IntList& num_segment
                         const std::vector<Tensor>& lse, const std::optional<Tensor>& ready,
                         const IntList& wait_for, const std::optional<Tensor>& sched,
                         const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
-                        int64_t spin_us, double timeout_s);
+                        int64_t spin_us, double timeout_s,
+                        const IntList& spans);
 void wait_flag_cpu(const Tensor& flag);
 void set_flag_cpu(const Tensor& flag);
 void select_passing_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -47,7 +48,8 @@ void attn_fwd_group_cuda(const std::vector<Tensor>& q, const IntList& num_segmen
                         const std::vector<Tensor>& lse, const std::optional<Tensor>& ready,
                         const IntList& wait_for, const std::optional<Tensor>& sched,
                         const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
-                        int64_t spin_us, double timeout_s);
+                        int64_t spin_us, double timeout_s,
+                        const IntList& spans);
 void wait_flag_cuda(const Tensor& flag);
 void set_flag_cuda(const Tensor& flag);
 void select_passing_cuda(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -32,8 +32,10 @@ STABLE_TORCH_LIBRARY(spava, m) {
 
   // ---- a group of attn_fwd problems in one launch (CUDA: one persistent kernel)
   // Problem i: rows q[i], out[i], lse[i] (an empty tensor: none) and the next num_segments[i]
-  // entries of k / v / row_begin / diag. The keyword arguments are how the launch overlaps
-  // with communication (python/spava_ext/overlap.py):
+  // key segments and entries of row_begin / diag. Segment s is k[s] / v[s]; with spans (3 ints
+  // per segment: source, first row, rows) it is rows [first, first + rows) of k[source] /
+  // v[source], so one source serves many segments. The other keyword arguments are how the
+  // launch overlaps with communication (python/spava_ext/overlap.py):
   //   ready [n] int32 flags on q's device: problem i reads no key before ready[wait_for[i]]
   //     != 0 (-1 or an empty wait_for: no wait; the CPU op raises instead of waiting); a CUDA
   //     CTA that waits longer than timeout_s seconds traps (an error, not a hang).
@@ -47,7 +49,7 @@ STABLE_TORCH_LIBRARY(spava, m) {
       "attn_fwd_group(Tensor[] q, int[] num_segments, Tensor[] k, Tensor[] v, int[] row_begin, "
       "int[] diag, float? softmax_scale, Tensor(a!)[] out, Tensor(b!)[] lse, *, "
       "Tensor? ready=None, int[] wait_for=[], Tensor(c!)? sched=None, Tensor(d!)? done=None, "
-      "bool finish=False, int sm_budget=0, int spin_us, float timeout_s) -> ()");
+      "bool finish=False, int sm_budget=0, int spin_us, float timeout_s, int[] spans=[]) -> ()");
 
   // ---- stream order on a device flag: work queued after this on the current stream starts
   // once flag[0] (int32) != 0 (CUDA: cuStreamWaitValue32; CPU: raises if it is 0).

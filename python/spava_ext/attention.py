@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Optional
+from functools import lru_cache
+from typing import NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -42,7 +43,9 @@ from .layout import SpavaLayout
 from .overlap import LayerOverlap
 
 __all__ = ["spava_attention", "spava_attention_rank", "check_call", "KeySegments", "ExactRows",
-           "question_keys", "host1_keys", "host2_keys", "rank_problems", "standalone_problems"]
+           "Span", "key_spans", "key_sources", "span_keys", "question_keys", "host1_keys",
+           "host2_keys", "problem_specs", "rank_problems", "LayerPlan", "layer_plan",
+           "standalone_problems"]
 
 
 class KeySegments:
@@ -90,29 +93,114 @@ class KeySegments:
         return total
 
 
-def question_keys(k, v, layout: SpavaLayout, rank: int) -> KeySegments:
-    """Keys of the question partial of ``rank``: [anchor slice r | C_r | C_(2W-1-r)
-    (| question, causal, rank 0 only)]."""
+# Key sources of a layer, the tensors every key segment is cut from (``Span.source``): the
+# local K/V ``[B, L_r, Hkv, D]``, and the gather buffers ``[W, cap, 2, B, Hkv, D]`` read as
+# ``[B, W * cap, Hkv, D]`` K and V views (part j's rows start at ``j * cap``).
+LOCAL, ANCHOR, PASSING1, PASSING2 = range(4)
+
+
+class Span(NamedTuple):
+    """One key segment: rows ``[first, first + rows)`` of source ``source``, seen by query rows
+    ``i >= row_begin`` up to key ``j <= i + diag``."""
+
+    source: int
+    first: int
+    rows: int
+    row_begin: int = 0
+    diag: int = ops.FULL
+
+
+def _passing_spans(source: int, cap: int, parts: range, sizes: list[int],
+                   row_begin: int) -> list[Span]:
+    """Passing blocks ``j`` in ``parts`` (``sizes[j]`` valid rows of ``cap`` each); consecutive
+    full blocks become one span."""
+    spans, j = [], parts.start
+    while j < parts.stop:
+        e = j + 1
+        if sizes[j] == cap:
+            while e < parts.stop and sizes[e] == cap:
+                e += 1
+        spans.append(Span(source, j * cap, (e - j) * cap if sizes[j] == cap else sizes[j],
+                          row_begin))
+        j = e
+    return spans
+
+
+def _anchor_span(layout: SpavaLayout, diag: int) -> Span:
+    """The whole anchor as one segment: local rows (replicated) or the gathered slices
+    (sharded, contiguous once flattened: every slice but the last ones fills its part)."""
+    return Span(ANCHOR if layout.shard_anchor else LOCAL, 0, layout.anchor_len, diag=diag)
+
+
+@lru_cache(maxsize=1024)
+def key_spans(layout: SpavaLayout, rank: int, problem: str) -> tuple[Span, ...]:
+    """The key segments of ``rank``'s problem ``problem`` (see the module docstring), empty ones
+    left out:
+
+    * "question": [anchor slice r | C_r | C_(2W-1-r) (| question, causal, rank 0 only)];
+    * "anchor" (a sharded anchor's rows A_r): [A_0..A_(r-1) | A_r causal];
+    * "host1" (rows [anchor | C_r], or C_r with a sharded anchor): [P_0..P_(r-1) (not for
+      anchor rows) | anchor (causal for anchor rows) | C_r];
+    * "host2" (rows C_(2W-1-r)): [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)].
+    """
     seg = layout.local_segments(rank)
-    a0, a1 = layout.local_anchor_slice(rank)
-    keys = KeySegments().add(k[:, a0:a1], v[:, a0:a1])
-    keys.add(k[:, seg.chunk1_start : seg.chunk2_start], v[:, seg.chunk1_start : seg.chunk2_start])
-    keys.add(k[:, seg.chunk2_start : seg.question_start],
-             v[:, seg.chunk2_start : seg.question_start])
-    if rank == 0:
-        keys.add(k[:, seg.question_start :], v[:, seg.question_start :], diag=0)
+    c1, c2, qs = seg.chunk1_start, seg.chunk2_start, seg.question_start
+    if problem == "question":
+        a0, a1 = layout.local_anchor_slice(rank)
+        spans = [Span(LOCAL, a0, a1 - a0), Span(LOCAL, c1, c2 - c1), Span(LOCAL, c2, qs - c2)]
+        if rank == 0:
+            spans.append(Span(LOCAL, qs, seg.length - qs, diag=0))
+    elif problem == "anchor":
+        spans = [Span(ANCHOR, 0, layout.anchor_slice(rank)[0]),
+                 Span(LOCAL, 0, layout.anchor_sizes[rank], diag=0)]
+    elif problem == "host1":
+        lead = 0 if layout.shard_anchor else seg.anchor  # anchor rows among the problem's rows
+        spans = _passing_spans(PASSING1, layout.passing_cap, range(0, rank),
+                               layout.passing_sizes, lead) if layout.passing_cap > 0 else []
+        spans += [_anchor_span(layout, ops.FULL if layout.shard_anchor else 0),
+                  Span(LOCAL, c1, c2 - c1, diag=-lead)]
+    elif problem == "host2":
+        world, cap = layout.world_size, layout.passing_cap
+        sizes2 = [layout.passing_sizes[layout.num_chunks - 1 - j] for j in range(world)]
+        spans = (_passing_spans(PASSING1, cap, range(0, world), layout.passing_sizes, 0)
+                 + _passing_spans(PASSING2, cap, range(rank + 1, world), sizes2, 0))
+        spans += [_anchor_span(layout, ops.FULL), Span(LOCAL, c2, qs - c2, diag=0)]
+    else:
+        raise ValueError(f"key_spans: unknown problem {problem!r}")
+    return tuple(sp for sp in spans if sp.rows > 0)
+
+
+def _kv_views(recv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A gather buffer ``[W, cap, 2, B, Hkv, D]`` as K and V views ``[B, W * cap, Hkv, D]``."""
+    kv = recv.flatten(0, 1).permute(1, 2, 0, 3, 4)  # [2, B, W * cap, Hkv, D]
+    return kv[0], kv[1]
+
+
+def key_sources(k, v, recv_anchor=None, recv1=None,
+                recv2=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The K and V sources of a layer, indexed by :class:`Span`'s ``source`` (a missing gather
+    buffer's place holds the local K/V, which no span of it reads)."""
+    ks, vs = [k], [v]
+    for recv in (recv_anchor, recv1, recv2):
+        kr, vr = (k, v) if recv is None else _kv_views(recv)
+        ks.append(kr)
+        vs.append(vr)
+    return ks, vs
+
+
+def span_keys(spans, sources) -> KeySegments:
+    """:class:`KeySegments` of ``spans`` cut from ``sources`` (:func:`key_sources`)."""
+    ks, vs = sources
+    keys = KeySegments()
+    for sp in spans:
+        keys.add(ks[sp.source][:, sp.first : sp.first + sp.rows],
+                 vs[sp.source][:, sp.first : sp.first + sp.rows], sp.row_begin, sp.diag)
     return keys
 
 
-def anchor_kv(k, v, layout: SpavaLayout, recv_anchor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole anchor's K and V ``[B, a, Hkv, D]``: the local rows of a replicated anchor, or
-    the gathered slices (``recv_anchor [W, anchor_cap, 2, B, Hkv, D]``, contiguous once
-    flattened: every slice but the last ones fills its part) of a sharded one."""
-    a = layout.anchor_len
-    if not layout.shard_anchor or a == 0:
-        return k[:, :a], v[:, :a]
-    rows = recv_anchor.flatten(0, 1)[:a]  # [a, 2, B, Hkv, D]
-    return rows[:, 0].transpose(0, 1), rows[:, 1].transpose(0, 1)
+def question_keys(k, v, layout: SpavaLayout, rank: int) -> KeySegments:
+    """Keys of the question partial of ``rank`` (:func:`key_spans` "question")."""
+    return span_keys(key_spans(layout, rank, "question"), key_sources(k, v))
 
 
 def anchor_send(k, v, layout: SpavaLayout, rank: int) -> torch.Tensor:
@@ -130,39 +218,17 @@ def anchor_send(k, v, layout: SpavaLayout, rank: int) -> torch.Tensor:
     return send
 
 
-def anchor_row_keys(k, v, layout: SpavaLayout, rank: int, recv_anchor) -> KeySegments:
-    """Keys of a sharded anchor's rows A_r: the gathered slices before it (full) and its own
-    rows (causal, local)."""
-    a0 = layout.anchor_slice(rank)[0]
-    ka, va = anchor_kv(k, v, layout, recv_anchor)
-    n = layout.anchor_sizes[rank]
-    return KeySegments().add(ka[:, :a0], va[:, :a0]).add(k[:, :n], v[:, :n], diag=0)
-
-
 def host1_keys(k, v, layout: SpavaLayout, rank: int, recv1, recv_anchor=None) -> KeySegments:
-    """Keys of rows [anchor | C_r] (a replicated anchor) or C_r (a sharded one):
-    [P_0..P_(r-1) (not for anchor rows) | anchor (causal for anchor rows) | C_r]."""
-    seg = layout.local_segments(rank)
-    lead = 0 if layout.shard_anchor else seg.anchor  # anchor rows among the problem's rows
-    keys = KeySegments()
-    if recv1 is not None:
-        keys.add_passing(recv1, range(0, rank), layout.passing_sizes, row_begin=lead)
-    keys.add(*anchor_kv(k, v, layout, recv_anchor), diag=ops.FULL if layout.shard_anchor else 0)
-    return keys.add(k[:, seg.chunk1_start : seg.chunk2_start],
-                    v[:, seg.chunk1_start : seg.chunk2_start], diag=-lead)
+    """Keys of rows [anchor | C_r] (a replicated anchor) or C_r (a sharded one)
+    (:func:`key_spans` "host1")."""
+    return span_keys(key_spans(layout, rank, "host1"), key_sources(k, v, recv_anchor, recv1))
 
 
 def host2_keys(k, v, layout: SpavaLayout, rank: int, recv1, recv2,
                recv_anchor=None) -> KeySegments:
-    """Keys of rows C_(2W-1-r): [P_0..P_(2W-2-r) | anchor | C_(2W-1-r)]."""
-    seg = layout.local_segments(rank)
-    world = layout.world_size
-    sizes2 = [layout.passing_sizes[layout.num_chunks - 1 - j] for j in range(world)]
-    keys = KeySegments().add_passing(recv1, range(0, world), layout.passing_sizes, row_begin=0)
-    keys.add_passing(recv2, range(rank + 1, world), sizes2, row_begin=0)
-    keys.add(*anchor_kv(k, v, layout, recv_anchor))
-    return keys.add(k[:, seg.chunk2_start : seg.question_start],
-                    v[:, seg.chunk2_start : seg.question_start], diag=0)
+    """Keys of rows C_(2W-1-r) (:func:`key_spans` "host2")."""
+    return span_keys(key_spans(layout, rank, "host2"),
+                     key_sources(k, v, recv_anchor, recv1, recv2))
 
 
 class ExactRows:
@@ -203,45 +269,84 @@ class ExactRows:
         ops.merge_states(outs, lses, out=out_rows)
 
 
-def rank_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2, out, question_out,
-                  question_lse, recv_anchor=None) -> dict:
-    """The attn_fwd problems of ``rank``'s layer by name: "question" (the partial, into
-    ``question_out`` / ``question_lse``), "anchor" (a sharded anchor's rows A_r), "host1" (rows
-    [anchor | C_r], or C_r with a sharded anchor), "host2" (rows C_(2W-1-r)); a problem without
-    rows is left out. ``recv_anchor``: the anchor gather's buffer (a sharded anchor with
-    ``a > 0``); ``recv1`` / ``recv2``: the passing gathers' (None when the layout has no passing
-    blocks). Ready flags follow the order the gathers start in (anchor, passing #1, passing
-    #2); a problem waits for the last of those it reads (a flag is raised only after every
-    earlier one: they are written in order on one stream)."""
+def problem_specs(layout: SpavaLayout, rank: int, anchor_gather: bool,
+                  passing: bool) -> dict[str, tuple[tuple[int, int], Optional[int]]]:
+    """``rank``'s attn_fwd problems by name, each ``((first, end) local query rows, ready flag
+    index or None)``: "question" (the partial), "anchor" (a sharded anchor's rows A_r), "host1"
+    (rows [anchor | C_r], or C_r with a sharded anchor), "host2" (rows C_(2W-1-r)); a problem
+    without rows is left out. ``anchor_gather`` / ``passing``: whether the layer gathers the
+    anchor / passing blocks. Ready flags follow the order the gathers start in (anchor, passing
+    #1, passing #2); a problem waits for the last of those it reads (a flag is raised only after
+    every earlier one: they are written in order on one stream)."""
     seg = layout.local_segments(rank)
     a, c1, c2 = seg.anchor, seg.chunk1, seg.chunk2
-    flags = [name for name, buf in (("anchor", recv_anchor), ("passing #1", recv1),
-                                    ("passing #2", recv2)) if buf is not None]
+    flags = [name for name, on in (("anchor", anchor_gather), ("passing #1", passing),
+                                   ("passing #2", passing)) if on]
 
-    def problem(rows, keys: KeySegments, o, lse=None, wait_for=None):
-        flag = None if wait_for is None else flags.index(wait_for)
-        return ops.AttnProblem(rows, keys.k, keys.v, keys.row_begin, keys.diag, o, lse, flag)
+    def flag(name: Optional[str]) -> Optional[int]:
+        return None if name is None else flags.index(name)
 
-    q_question = q[:, seg.question_start :]
-    problems = {"question": problem(q_question, question_keys(k, v, layout, rank), question_out,
-                                    question_lse)}
-    sharded = recv_anchor is not None
-    if sharded and a > 0:  # rank 0's slice sees only itself
-        wait = "anchor" if layout.anchor_slice(rank)[0] > 0 else None
-        problems["anchor"] = problem(q[:, :a], anchor_row_keys(k, v, layout, rank, recv_anchor),
-                                     out[:, :a], wait_for=wait)
-    rows1 = slice(a if layout.shard_anchor else 0, a + c1)
-    if rows1.stop > rows1.start:
-        passing = recv1 is not None and rank > 0  # rank 0's first host sees no passing block
-        wait = "passing #1" if passing else ("anchor" if sharded else None)
-        problems["host1"] = problem(q[:, rows1], host1_keys(k, v, layout, rank, recv1,
-                                                            recv_anchor),
-                                    out[:, rows1], wait_for=wait)
+    specs = {"question": ((seg.question_start, seg.length), None)}
+    if anchor_gather and a > 0:  # rank 0's slice sees only itself
+        specs["anchor"] = ((0, a), flag("anchor" if layout.anchor_slice(rank)[0] > 0 else None))
+    rows1 = (a if layout.shard_anchor else 0, a + c1)
+    if rows1[1] > rows1[0]:
+        # rank 0's first host sees no passing block
+        wait = "passing #1" if passing and rank > 0 else ("anchor" if anchor_gather else None)
+        specs["host1"] = (rows1, flag(wait))
     if c2 > 0:
-        problems["host2"] = problem(q[:, a + c1 : a + c1 + c2],
-                                    host2_keys(k, v, layout, rank, recv1, recv2, recv_anchor),
-                                    out[:, a + c1 : a + c1 + c2], wait_for="passing #2")
+        specs["host2"] = ((a + c1, a + c1 + c2), flag("passing #2"))
+    return specs
+
+
+def rank_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2, out, question_out,
+                  question_lse, recv_anchor=None) -> dict:
+    """The attn_fwd problems of ``rank``'s layer by name (:func:`problem_specs`): the question
+    partial into ``question_out`` / ``question_lse``, the others into their rows of ``out``.
+    ``recv_anchor``: the anchor gather's buffer (a sharded anchor with ``a > 0``); ``recv1`` /
+    ``recv2``: the passing gathers' (None when the layout has no passing blocks)."""
+    sources = key_sources(k, v, recv_anchor, recv1, recv2)
+    problems = {}
+    for name, ((r0, r1), flag) in problem_specs(layout, rank, recv_anchor is not None,
+                                                recv1 is not None).items():
+        keys = span_keys(key_spans(layout, rank, name), sources)
+        o, lse = (question_out, question_lse) if name == "question" else (out[:, r0:r1], None)
+        problems[name] = ops.AttnProblem(q[:, r0:r1], keys.k, keys.v, keys.row_begin, keys.diag,
+                                         o, lse, flag)
     return problems
+
+
+class LayerPlan(NamedTuple):
+    """A rank's attention launch as far as the layout fixes it, in attn_fwd_group's flat form
+    (:class:`ops.SpanGroup`): the problems in launch order, their local query rows, and their
+    key segments as spans of :func:`key_sources`."""
+
+    names: tuple[str, ...]
+    rows: tuple[tuple[int, int], ...]
+    num_segments: list[int]
+    spans: list[int]  # (source, first row, rows) per segment
+    row_begin: list[int]
+    diag: list[int]
+    wait_for: list[int]  # ready flag per problem, -1: none
+
+
+@lru_cache(maxsize=1024)
+def layer_plan(layout: SpavaLayout, rank: int, order: tuple) -> LayerPlan:
+    """The :class:`LayerPlan` of ``rank`` with its problems in ``order`` (the gathers as
+    :func:`spava_attention_rank` starts them)."""
+    specs = problem_specs(layout, rank, layout.shard_anchor and layout.anchor_len > 0,
+                          layout.passing_cap > 0)
+    names = tuple(n for n in order if n in specs)
+    nseg, spans, rbs, dgs = [], [], [], []
+    for name in names:
+        segs = key_spans(layout, rank, name)
+        nseg.append(len(segs))
+        for sp in segs:
+            spans += [sp.source, sp.first, sp.rows]
+            rbs.append(sp.row_begin)
+            dgs.append(sp.diag)
+    waits = [-1 if specs[n][1] is None else specs[n][1] for n in names]
+    return LayerPlan(names, tuple(specs[n][0] for n in names), nseg, spans, rbs, dgs, waits)
 
 
 def standalone_problems(q, k, v, layout: SpavaLayout, rank: int, recv1, recv2,
@@ -379,12 +484,19 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
         # 2  one launch for the question partial, the anchor slice's rows (sharded) and both
         #    virtual hosts; the question partials' gather starts once they are written
         part, part_out, part_lse = ExactRows.partial_buffer(q_question)
-        named = rank_problems(q, k, v, layout, rank, recv1, recv2, out, part_out, part_lse,
-                              recv_anchor)
-        names = [n for n in (ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL) if n in named]
+        plan = layer_plan(layout, rank, ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL)
+        ks, vs = key_sources(k, v, recv_anchor, recv1, recv2)
+        no_lse = part[:0]  # an empty tensor: no lse
+        qs, outs, lses = [], [], []
+        for name, (r0, r1) in zip(plan.names, plan.rows):
+            qs.append(q[:, r0:r1])
+            outs.append(part_out if name == "question" else out[:, r0:r1])
+            lses.append(part_lse if name == "question" else no_lse)
+        group = ops.SpanGroup(qs, outs, lses, ks, vs, plan.num_segments, plan.spans,
+                              plan.row_begin, plan.diag, plan.wait_for)
         with _nvtx("attention", nv):
-            parts, pending = overlap.launch([named[n] for n in names], softmax_scale, share=part,
-                                            written_by=names.index("question"),
+            parts, pending = overlap.launch(group, softmax_scale, share=part,
+                                            written_by=plan.names.index("question"),
                                             what="question partials")
 
         # 3  exact question rows: merge the W partials

@@ -15,9 +15,9 @@ import torch
 
 from . import _C, envs  # noqa: F401  (_C: loads the library and its schemas)
 
-__all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "select_passing", "merge_states",
+__all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "SpanGroup", "select_passing", "merge_states",
            "wait_flag", "set_flag", "build_info", "uses_sm90", "set_attn_fallback", "FULL",
-           "SCHED_INTS"]
+           "SCHED_INTS", "MAX_PROBLEMS"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
@@ -27,13 +27,15 @@ FULL = 2**62
 def build_info() -> dict:
     """What the loaded binary was compiled with: ``{"cuda": bool, "cuda_archs": str,
     "cuda_ops": [...], "attn_fwd_head_dims": [...], "attn_fwd_trace": bool,
-    "attn_sched_ints": int}``."""
+    "attn_sched_ints": int, "attn_max_problems": int}``."""
     return json.loads(torch.ops.spava.build_info())
 
 
 #: int32 elements of the ``sched`` workspace of :func:`attn_fwd_group` (kAttnSchedInts in
 #: csrc/include/spava/attn_params.h: a 4-int header and one deferred unit per CTA).
 SCHED_INTS: int = build_info()["attn_sched_ints"]
+#: The most problems of one :func:`attn_fwd_group` launch (kMaxAttnProblems).
+MAX_PROBLEMS: int = build_info()["attn_max_problems"]
 
 
 # ---------------------------------------------------------------------------------- fakes
@@ -52,7 +54,7 @@ def _attn_fwd_fake(q, k, v, row_begin, diag, softmax_scale, out, lse) -> None:
 @torch.library.register_fake("spava::attn_fwd_group")
 def _attn_fwd_group_fake(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse, *,
                          ready=None, wait_for=(), sched=None, done=None, finish=False,
-                         sm_budget=0, spin_us, timeout_s) -> None:
+                         sm_budget=0, spin_us, timeout_s, spans=()) -> None:
     return None
 
 
@@ -126,8 +128,29 @@ class AttnProblem(NamedTuple):
     wait_for: Optional[int] = None
 
 
+class SpanGroup(NamedTuple):
+    """The problems of one :func:`attn_fwd_group` launch in the op's own flat form, their key
+    segments cut from shared sources (what a caller that launches the same structure again and
+    again builds once): problem ``i`` has rows ``q[i]``, ``out[i]``, ``lse[i]`` (an empty 1-D
+    tensor: none) and the next ``num_segments[i]`` segments; segment ``s`` is rows
+    ``[spans[3s + 1], spans[3s + 1] + spans[3s + 2])`` of ``k[spans[3s]]`` / ``v[spans[3s]]``
+    (sources ``[B, L, Hkv, D]``) with ``row_begin[s]``, ``diag[s]``; ``wait_for[i]``: the ready
+    flag problem ``i`` waits for (-1: none)."""
+
+    q: list
+    out: list
+    lse: list
+    k: list
+    v: list
+    num_segments: list
+    spans: list
+    row_begin: list
+    diag: list
+    wait_for: list
+
+
 def attn_fwd_group(
-    problems: Sequence[AttnProblem],
+    problems: Sequence[AttnProblem] | SpanGroup,
     softmax_scale: Optional[float] = None,
     ready: Optional[torch.Tensor] = None,
     *,
@@ -168,7 +191,20 @@ def attn_fwd_group(
 
     On CPU the problems run one after another (``finish=True`` does nothing) and a problem whose
     flag is 0 raises. Writes each problem's ``out`` (and ``lse`` when given) in place.
+    ``problems`` may also be a :class:`SpanGroup`.
     """
+    if spin_us is None:
+        spin_us = envs.ready_spin_us(leaves_sms=sm_budget > 0)
+    if timeout_s is None:
+        timeout_s = envs.collective_timeout_s()
+    if isinstance(problems, SpanGroup):
+        g = problems
+        torch.ops.spava.attn_fwd_group(g.q, g.num_segments, g.k, g.v, g.row_begin, g.diag,
+                                       softmax_scale, g.out, g.lse, ready=ready,
+                                       wait_for=g.wait_for, sched=sched, done=done, finish=finish,
+                                       sm_budget=sm_budget, spin_us=spin_us, timeout_s=timeout_s,
+                                       spans=g.spans)
+        return
     if len(problems) == 0:
         raise ValueError("attn_fwd_group: no problems given (need at least one AttnProblem)")
     qs, nseg, ks, vs, rbs, dgs, outs, lses, waits = [], [], [], [], [], [], [], [], []
@@ -184,10 +220,6 @@ def attn_fwd_group(
         waits.append(-1 if pr.wait_for is None else pr.wait_for)
     if all(w == -1 for w in waits):
         waits = []
-    if spin_us is None:
-        spin_us = envs.ready_spin_us(leaves_sms=sm_budget > 0)
-    if timeout_s is None:
-        timeout_s = envs.collective_timeout_s()
     torch.ops.spava.attn_fwd_group(qs, nseg, ks, vs, rbs, dgs, softmax_scale, outs, lses,
                                    ready=ready, wait_for=waits, sched=sched, done=done,
                                    finish=finish, sm_budget=sm_budget, spin_us=spin_us,

@@ -95,9 +95,7 @@ class LayerOverlap:
                                f"{MAX_GATHERS} gathers with ready flags, got "
                                f"{len(self._gathers) + len(parts)}")
         if self.ready is None:
-            # zeroed before the gathers are issued: the communication stream that sets the
-            # flags is ordered after this
-            self.ready = torch.zeros(MAX_GATHERS, dtype=torch.int32, device=self.device)
+            self._make_flags()
         buffers = []
         for part, what in zip(parts, names):
             buf, pending = self._gather(part, what)
@@ -105,21 +103,27 @@ class LayerOverlap:
             buffers.append(buf)
         return buffers
 
-    def launch(self, problems: Sequence[ops.AttnProblem], softmax_scale: Optional[float],
-               share: torch.Tensor, written_by: int, what: str) -> tuple[torch.Tensor, Pending]:
+    def launch(self, problems: Sequence[ops.AttnProblem] | ops.SpanGroup,
+               softmax_scale: Optional[float], share: torch.Tensor, written_by: int,
+               what: str) -> tuple[torch.Tensor, Pending]:
         """One ``attn_fwd_group`` launch of ``problems`` (their ``wait_for``: ready flags) and
         the gather of ``share``, a buffer that ``problems[written_by]`` writes: issued before the
         launch and started on the device by that problem's done flag when in flight, else issued
         after the launch. Every gather of :meth:`start_gathers` has been waited for on return
         (in stream order on CUDA). Returns the gathered buffer ``[W, *share.shape]`` and its
         pending gather."""
+        grouped = isinstance(problems, ops.SpanGroup)
         if not self._gathers:  # nothing to wait for
-            problems = [pr._replace(wait_for=None) for pr in problems]
+            problems = (problems._replace(wait_for=[]) if grouped
+                        else [pr._replace(wait_for=None) for pr in problems])
         self._raise_ready_flags()
         sched = done = shared = None
         if self.in_flight:
-            sched = torch.zeros(ops.SCHED_INTS, dtype=torch.int32, device=self.device)
-            done = torch.zeros(2 * len(problems), dtype=torch.int32, device=self.device)
+            if self.ready is None:
+                self._make_flags()
+            n = len(problems.q) if grouped else len(problems)
+            work = self._flags[MAX_GATHERS:]  # zeroed with the ready flags
+            sched, done = work[: ops.SCHED_INTS], work[ops.SCHED_INTS : ops.SCHED_INTS + 2 * n]
             shared = self._gather(share, what, after=done[2 * written_by + 1 : 2 * written_by + 2])
         args = {"ready": self.ready, "sched": sched, "done": done, "sm_budget": self.sm_budget,
                 "spin_us": self.spin_us, "timeout_s": self.timeout_s}
@@ -131,6 +135,14 @@ class LayerOverlap:
             shared = self._gather(share, what)
         self._wait_gathers()
         return shared
+
+    def _make_flags(self) -> None:
+        """The ready flags and, in flight, the launch's sched workspace and done flags: one
+        int32 buffer, zeroed before the gathers are issued (the communication stream that sets
+        the flags is ordered after this)."""
+        n = MAX_GATHERS + (ops.SCHED_INTS + 2 * ops.MAX_PROBLEMS if self.in_flight else 0)
+        self._flags = torch.zeros(n, dtype=torch.int32, device=self.device)
+        self.ready = self._flags[:MAX_GATHERS]
 
     def _raise_ready_flags(self) -> None:
         """Flag i := 1 once gather i has landed: in stream order on the communication stream for
