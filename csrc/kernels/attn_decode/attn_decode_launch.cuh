@@ -3,6 +3,7 @@
 #pragma once
 
 #include "attn_decode/attn_decode.h"
+#include "attn_decode/attn_decode_combine.cuh"
 #include "attn_decode/attn_decode_kernel.cuh"
 #include "attn_decode/config.h"
 #include "common/kernel_setup.h"
