@@ -4,7 +4,8 @@
     python tools/generate_instantiations.py --check  # exit 1 if a file is missing or stale (CI)
 
 attn_fwd: one file per (head dim, 16-bit dtype), sm_90a only (the `_sm90` suffix sets the arch
-flags, cmake/cuda.cmake). select_passing: one per 16-bit dtype; merge_states: one per (input,
+flags, cmake/cuda.cmake). attn_decode: one per (head dim, 16-bit dtype), for every arch of the
+build (sm_80+: mma.sync, cp.async). select_passing: one per 16-bit dtype; merge_states: one per (input,
 output) dtype; both for every arch of the build.
 """
 
@@ -28,6 +29,20 @@ template <>
 void run_attn_fwd_sm90_<{ctype}, {hdim}>(const AttnFwdParams& params, cudaStream_t stream,
     const char* trace_file) {{
   launch_attn_fwd_sm90<{ctype}, {hdim}>(params, stream, trace_file);
+}}
+
+}}  // namespace spava
+#endif
+"""
+
+ATTN_DECODE = HEADER + """#include "attn_decode/attn_decode_launch.cuh"
+
+#ifndef SPAVA_DISABLE_HDIM{hdim}
+namespace spava {{
+
+template <>
+void run_attn_decode_<{ctype}, {hdim}>(const AttnDecodeParams& params, cudaStream_t stream) {{
+  launch_attn_decode<{ctype}, {hdim}>(params, stream);
 }}
 
 }}  // namespace spava
@@ -68,6 +83,11 @@ def expected_files() -> dict[Path, str]:
         for name, ctype in DTYPES.items():
             out[folder / f"attn_fwd_hdim{hdim}_{name}_sm90.cu"] = ATTN_FWD.format(hdim=hdim,
                                                                                 ctype=ctype)
+    folder = KERNELS / "attn_decode" / "instantiations"
+    for hdim in HEAD_DIMS:
+        for name, ctype in DTYPES.items():
+            out[folder / f"attn_decode_hdim{hdim}_{name}.cu"] = ATTN_DECODE.format(hdim=hdim,
+                                                                                 ctype=ctype)
     folder = KERNELS / "select_passing" / "instantiations"
     for name, ctype in DTYPES.items():
         out[folder / f"select_passing_{name}.cu"] = SELECT_PASSING.format(ctype=ctype)

@@ -1,12 +1,14 @@
 // CUDA glue of spava::attn_fwd and spava::attn_fwd_group: checks -> AttnFwdArgs (one problem
 // per set of query rows, the caller's overlap options) -> plan_attn_fwd -> AttnFwdParams (units,
 // split-KV workspaces) -> run_attn_fwd on the current stream. attn_fwd is a group of one
-// problem. GPUs without the sm_90a kernels (uses_sm90) take the ATen path (attn_fwd_aten) on
-// the same stream, flags and done flags included.
+// problem; when its rows are short (attn_decode_applies: decode) it runs attn_decode instead.
+// GPUs without the sm_90a kernels (uses_sm90) take the ATen path (attn_fwd_aten) on the same
+// stream, flags and done flags included.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "attn_decode/attn_decode.h"
 #include "attn_fwd/attn_fwd.h"
 #include "common/stream_ops.h"
 #include "checks.h"
@@ -114,12 +116,30 @@ AttnFwdArgs group_args(const char* op, const Tensor& q0, int64_t heads_kv,
   return a;
 }
 
+int device_sms(int32_t device) {
+  int num_sms = 0;
+  cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+  return num_sms;
+}
+
+// The decode kernel (attn_decode_applies(args)): plan the splits, allocate their fp32
+// workspace (caching allocator), launch.
+void plan_and_run_decode(const AttnFwdArgs& args, const Tensor& q0) {
+  const int32_t device = q0.get_device_index();
+  const AttnDecodePlan plan = plan_attn_decode(args, device_sms(device));
+  std::optional<Tensor> workspace;
+  if (plan.workspace_floats > 0) {
+    workspace = torch::stable::empty({int64_t(plan.workspace_floats)}, ScalarType::Float,
+                                     std::nullopt, q0.device());
+  }
+  run_attn_decode(args, plan, workspace ? workspace->mutable_data_ptr<float>() : nullptr,
+                  current_stream(device));
+}
+
 // Plan the units, allocate the split-KV workspaces (fp32, caching allocator), launch.
 void plan_and_run(const AttnFwdArgs& args, const Tensor& q0) {
   const int32_t device = q0.get_device_index();
-  int num_sms = 0;
-  cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
-  AttnFwdParams p = plan_attn_fwd(args, num_sms, attn_fwd_max_pairs(args));
+  AttnFwdParams p = plan_attn_fwd(args, device_sms(device), attn_fwd_max_pairs(args));
   std::vector<Tensor> workspaces;
   const auto f32 = [&](IntArrayRef sizes) {
     return torch::stable::empty(sizes, ScalarType::Float, std::nullopt, q0.device());
@@ -165,6 +185,7 @@ void attn_fwd_cuda(const Tensor& q, const std::vector<Tensor>& k, const std::vec
   }
   AttnFwdArgs a = group_args("attn_fwd", q, d.heads_kv, d.softmax_scale);
   add_problem("attn_fwd", a, q, k, v, row_begin, diag, out, lse, nullptr);
+  if (attn_decode_applies(a)) return plan_and_run_decode(a, q);
   plan_and_run(a, q);
 }
 
