@@ -1,8 +1,8 @@
 // quantize_fp8 kernel: one CTA per block (b, j, h) of rows [j * block, +block) of head h.
 //
 // Thread mapping: a row of head_dim elements is `chunks` = head_dim / 8 chunks of 8 elements (one
-// 16-byte load); thread t holds chunk t % chunks of row t / chunks of a round of kQuantRows
-// rows (rows_per_round = kQuantThreads / chunks; threads past rows_per_round * chunks idle).
+// 16-byte load); thread t holds chunk t % chunks of row t / chunks of a round of
+// rows_per_round = kQuantThreads / chunks rows (threads past rows_per_round * chunks idle).
 // Two passes over the block: (1) load (and rotate) every round, keeping the first kQuantRounds
 // rounds in registers as fp32, and reduce amax(|y|) over the CTA; (2) scale, convert to e4m3 and
 // store, reloading (from L2) only rounds past kQuantRounds. Memory-bound: each byte of x is
