@@ -156,8 +156,10 @@ __device__ __forceinline__ void store_transposed(const QuantizeFp8Params& p, con
       for (int e = 0; e < 4; ++e)
         in[e] = *reinterpret_cast<const uint32_t*>(tile + (4 * rq + e) * pitch + 4 * dw);
       // in[e] byte c = tile[4 rq + e][4 dw + c]  ->  out[c] byte e
-      const uint32_t lo01 = __byte_perm(in[0], in[1], 0x5140), hi01 = __byte_perm(in[0], in[1], 0x7362);
-      const uint32_t lo23 = __byte_perm(in[2], in[3], 0x5140), hi23 = __byte_perm(in[2], in[3], 0x7362);
+      const uint32_t lo01 = __byte_perm(in[0], in[1], 0x5140);  // in0.b0 in1.b0 in0.b1 in1.b1
+      const uint32_t hi01 = __byte_perm(in[0], in[1], 0x7362);  // in0.b2 in1.b2 in0.b3 in1.b3
+      const uint32_t lo23 = __byte_perm(in[2], in[3], 0x5140);
+      const uint32_t hi23 = __byte_perm(in[2], in[3], 0x7362);
       const uint32_t out[4] = {__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
                                __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632)};
 #pragma unroll
