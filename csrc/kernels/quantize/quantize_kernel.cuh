@@ -4,9 +4,9 @@
 // 16-byte load); thread t holds chunk t % chunks of row t / chunks of a round of
 // rows_per_round = kQuantThreads / chunks rows (threads past rows_per_round * chunks idle).
 // Two passes over the block: (1) load (and rotate) every round, keeping the first kQuantRounds
-// rounds in registers as fp32, and reduce amax(|y|) over the CTA; (2) scale, convert to e4m3 and
-// store, reloading (from L2) only rounds past kQuantRounds. Memory-bound: each byte of x is
-// read from HBM once and each byte of values written once.
+// rounds in registers (raw, or rotated fp32), and reduce amax(|y|) over the CTA; (2) scale,
+// convert to e4m3 and store, reloading (from L2) only rounds past kQuantRounds. Memory-bound:
+// each byte of x is read from HBM once and each byte of values written once.
 //
 // Rotation (fwht): the butterflies of the Walsh-Hadamard transform in stage order h = 1, 2, 4,
 // ..., head_dim / 2, element i (bit h clear) and i + h becoming (a + b, a - b); stages h < 8 in
