@@ -34,6 +34,20 @@ def test_hadamard_is_orthonormal_and_keeps_scores():
         fp8.hadamard(80)
 
 
+@pytest.mark.parametrize("D", [1, 8, 64, 128, 256])
+def test_rotate_hadamard_is_the_matrix_product(D):
+    x = torch.randn(3, 5, D, generator=torch.Generator().manual_seed(D)) * 10
+    got = fp8.rotate_hadamard(x)
+    # fp32 rounding: log2(D) butterfly stages and the scaling, on partial sums up to
+    # sqrt(D) * max|x| in magnitude
+    atol = D.bit_length() * 2.0 ** -23 * D ** 0.5 * x.abs().max().item()
+    torch.testing.assert_close(got, x.double() @ fp8.hadamard(D).double(), atol=atol, rtol=0,
+                               check_dtype=False)
+    assert got.dtype == torch.float32
+    with pytest.raises(ValueError, match="rotate_hadamard: .*power of two, got 80"):
+        fp8.rotate_hadamard(torch.ones(2, 80))
+
+
 def _inputs(seed, outliers):
     g = torch.Generator().manual_seed(seed)
     xs = []

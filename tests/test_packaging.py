@@ -18,7 +18,8 @@ import spava_ext
 from spava_ext import SpavaLayout, _build_config, reference
 from spava_ext._load import mismatch
 
-OPS = ["select_passing", "attn_fwd", "attn_fwd_group", "merge_states", "wait_flag", "set_flag"]
+OPS = ["select_passing", "attn_fwd", "attn_fwd_group", "merge_states", "wait_flag", "set_flag",
+       "quantize_fp8"]
 PACKAGE = Path(spava_ext.__file__).parent
 WHEEL = os.environ.get("SPAVA_WHEEL")
 needs_wheel = pytest.mark.skipif(not WHEEL, reason="SPAVA_WHEEL not set (scripts/wheel_smoke.sh)")

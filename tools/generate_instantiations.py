@@ -5,8 +5,8 @@
 
 attn_fwd: one file per (head dim, 16-bit dtype), sm_90a only (the `_sm90` suffix sets the arch
 flags, cmake/cuda.cmake). attn_decode: one per (head dim, 16-bit dtype), for every arch of the
-build (sm_80+: mma.sync, cp.async). select_passing: one per 16-bit dtype; merge_states: one per (input,
-output) dtype; both for every arch of the build.
+build (sm_80+: mma.sync, cp.async). select_passing: one per 16-bit dtype; merge_states: one per
+(input, output) dtype; quantize_fp8: one per 16-bit dtype; all three for every arch of the build.
 """
 
 import argparse
@@ -75,6 +75,24 @@ void run_merge_states_<{in_ctype}, {out_ctype}>(const MergeStatesParams& params,
 }}  // namespace spava
 """
 
+QUANTIZE_FP8 = HEADER + """#include "quantize/quantize_launch.cuh"
+
+namespace spava {{
+
+template <>
+void run_quantize_fp8_<{ctype}>(const QuantizeFp8Params& params, cudaStream_t stream) {{
+  launch_quantize_fp8<{ctype}>(params, stream);
+}}
+
+}}  // namespace spava
+"""
+
+
+def quantize_files() -> dict[Path, str]:
+    folder = KERNELS / "quantize" / "instantiations"
+    return {folder / f"quantize_fp8_{name}.cu": QUANTIZE_FP8.format(ctype=ctype)
+            for name, ctype in DTYPES.items()}
+
 
 def expected_files() -> dict[Path, str]:
     out = {}
@@ -96,6 +114,7 @@ def expected_files() -> dict[Path, str]:
         for out_name, out_ctype in ALL_DTYPES.items():
             out[folder / f"merge_states_{in_name}_{out_name}.cu"] = MERGE_STATES.format(
                 in_ctype=in_ctype, out_ctype=out_ctype)
+    out.update(quantize_files())
     return out
 
 

@@ -29,7 +29,8 @@ std::string build_info() {
   for (int i = 0; i < kNumAttnFwdHeadDims; ++i)
     dims += (i ? ", " : "") + std::to_string(kAttnFwdHeadDims[i]);
   return std::string("{\"cuda\": true, \"cuda_archs\": \"") + SPAVA_CUDA_ARCHS +
-         "\", \"cuda_ops\": [\"select_passing\", \"attn_fwd\", \"merge_states\"], "
+         "\", \"cuda_ops\": [\"select_passing\", \"attn_fwd\", \"merge_states\", "
+         "\"quantize_fp8\"], "
          "\"attn_fwd_head_dims\": [" + dims + "], \"attn_fwd_trace\": " + kTrace + sched;
 #else
   return "{\"cuda\": false, \"cuda_archs\": \"\", \"cuda_ops\": [], \"attn_fwd_head_dims\": [], "

@@ -379,4 +379,40 @@ int64_t check_merge_states(const Tensor& outs, const Tensor& lses, const Tensor&
   return n;
 }
 
+QuantizeFp8Dims check_quantize_fp8(const Tensor& x, int64_t block, bool rotate, bool transpose,
+                                   const Tensor& values, const Tensor& scales) {
+  const char* op = "quantize_fp8";
+  SPAVA_CHECK_VALUE(x.dim() == 4, op, "x must be [B, L, H, D], got shape ", shape_str(x));
+  SPAVA_CHECK_TYPE(is_attn_dtype(x.scalar_type()), op, "x must be bf16, fp16 or fp32, got ",
+                   x.scalar_type());
+  SPAVA_CHECK_VALUE(block >= 1, op, "block must be >= 1, got ", block);
+  const int64_t B = x.size(0), L = x.size(1), H = x.size(2), D = x.size(3);
+  SPAVA_CHECK_VALUE(D >= 1 && x.stride(3) == 1, op,
+                    "x needs head dim D >= 1 and a contiguous last dim, got shape ", shape_str(x),
+                    ", strides ", dims_str(x.strides()));
+  SPAVA_CHECK_VALUE(!rotate || (D & (D - 1)) == 0, op,
+                    "rotate needs a head dim D that is a power of two (the Hadamard order), got ",
+                    D);
+  const QuantizeFp8Dims d{B, L, H, D, block, (L + block - 1) / block, (L + 15) / 16 * 16};
+  const std::vector<int64_t> want_values =
+      transpose ? std::vector<int64_t>{B, H, D, d.len_pad} : std::vector<int64_t>{B, L, H, D};
+  SPAVA_CHECK_VALUE(values.sizes().equals(IntArrayRef(want_values)), op, "values must be ",
+                    transpose ? "[B, H, D, ceil(L / 16) * 16] = " : "[B, L, H, D] = ",
+                    dims_str(IntArrayRef(want_values)), ", got ", shape_str(values));
+  SPAVA_CHECK_TYPE(values.scalar_type() == ScalarType::Float8_e4m3fn, op,
+                   "values must be float8_e4m3fn, got ", values.scalar_type());
+  SPAVA_CHECK_VALUE(values.is_contiguous(), op, "values must be contiguous, got strides ",
+                    dims_str(values.strides()));
+  const std::vector<int64_t> want_scales{B, d.num_blocks, H};
+  SPAVA_CHECK_VALUE(scales.sizes().equals(IntArrayRef(want_scales)), op,
+                    "scales must be [B, ceil(L / block), H] = ", dims_str(IntArrayRef(want_scales)),
+                    ", got ", shape_str(scales));
+  SPAVA_CHECK_TYPE(scales.scalar_type() == ScalarType::Float, op, "scales must be fp32, got ",
+                   scales.scalar_type());
+  SPAVA_CHECK_VALUE(values.device() == x.device() && scales.device() == x.device(), op,
+                    "values and scales must be on x's device ", device_str(x.device()), ", got ",
+                    device_str(values.device()), " and ", device_str(scales.device()));
+  return d;
+}
+
 }  // namespace spava

@@ -72,4 +72,12 @@ SelectPassingDims check_select_passing(const Tensor& q, const Tensor& k,
 int64_t check_merge_states(const Tensor& outs, const Tensor& lses, const Tensor& out,
                            const std::optional<Tensor>& lse);
 
+// Problem sizes of quantize_fp8 after validation: blocks of `block` rows, num_blocks =
+// ceil(len / block); len_pad = ceil(len / 16) * 16 (the transposed values' row length).
+struct QuantizeFp8Dims {
+  int64_t batch, len, heads, head_dim, block, num_blocks, len_pad;
+};
+QuantizeFp8Dims check_quantize_fp8(const Tensor& x, int64_t block, bool rotate, bool transpose,
+                                   const Tensor& values, const Tensor& scales);
+
 }  // namespace spava

@@ -34,6 +34,8 @@ void select_passing_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& kv);
 void merge_states_cpu(const Tensor& outs, const Tensor& lses, const Tensor& out,
                       const std::optional<Tensor>& lse);
+void quantize_fp8_cpu(const Tensor& x, int64_t block, bool rotate, bool transpose,
+                      const Tensor& values, const Tensor& scales);
 
 // ---- CUDA (built when SPAVA_WITH_CUDA)
 #ifdef SPAVA_WITH_CUDA
@@ -58,6 +60,8 @@ void select_passing_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
                          const Tensor& kv);
 void merge_states_cuda(const Tensor& outs, const Tensor& lses, const Tensor& out,
                        const std::optional<Tensor>& lse);
+void quantize_fp8_cuda(const Tensor& x, int64_t block, bool rotate, bool transpose,
+                       const Tensor& values, const Tensor& scales);
 #endif
 
 // A one-line description of the build: CUDA on/off, archs, head dims compiled, the size of

@@ -62,6 +62,17 @@ STABLE_TORCH_LIBRARY(spava, m) {
   // outs [n, B, R, H, D], lses [n, B, H, R] fp32 -> out [B, R, H, D], lse [B, H, R].
   m.def("merge_states(Tensor outs, Tensor lses, Tensor(a!) out, Tensor(b!)? lse) -> ()");
 
+  // ---- per-block e4m3 quantisation for the FP8 attention path (python/spava_ext/fp8.py)
+  // x [B, L, H, D] (bf16/fp16; fp32 on CPU; last dim contiguous). Block (b, j, h) = rows
+  // [j * block, +block) of head h; y = x, or x @ Hadamard_D (rotate: D a power of two, as
+  // fp32 Walsh-Hadamard butterflies). Writes scales [B, ceil(L / block), H] fp32 (amax(|y|) / 448,
+  // at least 2^-126; 1 for an all-zero block) and values float8_e4m3fn, contiguous:
+  // e4m3(y * (1 / scale)), round to nearest even, saturated to +-448, as [B, L, H, D], or with
+  // transpose as [B, H, D, ceil(L / 16) * 16] (key index contiguous, columns >= L zero).
+  m.def(
+      "quantize_fp8(Tensor x, int block, bool rotate, bool transpose, Tensor(a!) values, "
+      "Tensor(b!) scales) -> ()");
+
   // ---- build description (not a tensor op)
   m.def("build_info() -> str");
   // ---- whether attn_fwd runs the sm_90a kernels on a device (else the ATen path), and the
@@ -88,6 +99,7 @@ STABLE_TORCH_LIBRARY_IMPL(spava, CPU, m) {
   m.impl("wait_flag", TORCH_BOX(&spava::wait_flag_cpu));
   m.impl("set_flag", TORCH_BOX(&spava::set_flag_cpu));
   m.impl("merge_states", TORCH_BOX(&spava::merge_states_cpu));
+  m.impl("quantize_fp8", TORCH_BOX(&spava::quantize_fp8_cpu));
 }
 
 #ifdef SPAVA_WITH_CUDA
@@ -98,5 +110,6 @@ STABLE_TORCH_LIBRARY_IMPL(spava, CUDA, m) {
   m.impl("wait_flag", TORCH_BOX(&spava::wait_flag_cuda));
   m.impl("set_flag", TORCH_BOX(&spava::set_flag_cuda));
   m.impl("merge_states", TORCH_BOX(&spava::merge_states_cuda));
+  m.impl("quantize_fp8", TORCH_BOX(&spava::quantize_fp8_cuda));
 }
 #endif

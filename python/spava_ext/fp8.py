@@ -4,15 +4,19 @@ the kernel.
 
 Scheme (FlashAttention-3's, per block):
 
-* Q, K and V are quantised per block of ``block`` rows and per head: ``x8 = e4m3(x / s)`` with
-  ``s = amax(|x|) / 448`` over the block (fp32; 448 is e4m3's largest finite value). The scales
-  fold into the softmax scale (Q, K) and the output (V).
+* Q, K and V are quantised per block of ``block`` rows and per head: ``x8 = e4m3(x * (1 / s))``
+  with ``s = amax(|x|) / 448`` over the block (fp32; 448 is e4m3's largest finite value; at least
+  2^-126 so that ``1 / s`` is finite; 1 for an all-zero block), rounded to nearest even and
+  saturated to +-448. The scales fold into the softmax scale (Q, K) and the output (V).
+  :func:`quantize` is what the op ``spava_ext.ops.quantize_fp8`` computes, byte for byte.
 * Scores ``q k^T`` are exact products of e4m3 values accumulated in fp32; softmax in fp32; the
   unnormalised probabilities ``exp(s - rowmax)`` (in [0, 1]) are cast to e4m3 for the second
   product, the row sums are kept in fp32 from the unrounded probabilities.
 * Optionally Q and K are rotated first by one orthonormal Hadamard matrix (incoherent
   processing): ``(q H)(k H)^T = q k^T`` exactly, while the rotation spreads an outlier
   coordinate over all D, so one large entry no longer sets a whole block's scale.
+  :func:`rotate_hadamard` applies it as the kernels do: fp32 Walsh-Hadamard butterflies, then
+  ``* fp32(1 / sqrt(D))``.
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ import math
 
 import torch
 
-__all__ = ["E4M3_MAX", "quantize_blocks", "dequantize_blocks", "hadamard", "fp8_attention",
-           "bf16_attention", "rmse"]
+__all__ = ["E4M3_MAX", "quantize_blocks", "dequantize_blocks", "hadamard", "rotate_hadamard",
+           "quantize", "fp8_attention", "bf16_attention", "rmse"]
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
+_MIN_SCALE = torch.finfo(torch.float32).tiny  # 2^-126: 1 / scale stays finite
 
 
 def quantize_blocks(x: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """``x [B, L, H, D]`` -> (e4m3 values ``[B, L, H, D]``, fp32 scales ``[B, ceil(L / block),
     H]``): per block of ``block`` rows and head, ``x ~= values * scale``. An all-zero block gets
-    scale 1."""
+    scale 1. Computed in fp32 on x's device (the bytes of the CUDA and CPU ops: on CPU)."""
     if x.dim() != 4 or block < 1:
         raise ValueError(f"quantize_blocks: x must be [B, L, H, D] and block >= 1, got "
                          f"{tuple(x.shape)}, block = {block}")
@@ -39,9 +44,10 @@ def quantize_blocks(x: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, to
     padded = torch.zeros(B, nb * block, H, D, dtype=torch.float32, device=x.device)
     padded[:, :L] = x.float()
     amax = padded.view(B, nb, block, H, D).abs().amax(dim=(2, 4))  # [B, nb, H]
-    scale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
-    per_row = scale.repeat_interleave(block, dim=1)[:, :L, :, None]  # [B, L, H, 1]
-    return (x.float() / per_row).to(torch.float8_e4m3fn), scale
+    scale = torch.where(amax > 0, (amax / E4M3_MAX).clamp_min(_MIN_SCALE), torch.ones_like(amax))
+    inv = (1 / scale).repeat_interleave(block, dim=1)[:, :L, :, None]  # [B, L, H, 1]
+    values = (x.float() * inv).clamp(-E4M3_MAX, E4M3_MAX)  # torch's cast saturates only lately
+    return values.to(torch.float8_e4m3fn), scale
 
 
 def dequantize_blocks(values: torch.Tensor, scale: torch.Tensor, block: int = 128
@@ -59,6 +65,38 @@ def hadamard(d: int, device=None) -> torch.Tensor:
     while h.shape[0] < d:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     return (h / math.sqrt(d)).to(dtype=torch.float32, device=device)
+
+
+def rotate_hadamard(x: torch.Tensor) -> torch.Tensor:
+    """``x @ hadamard(D)`` over the last dim (D a power of two) in fp32, computed as the kernels
+    do: butterfly stages h = 1, 2, ..., D / 2 taking elements ``i`` (bit h clear) and ``i + h``
+    to ``(a + b, a - b)``, then ``* fp32(1 / sqrt(D))``."""
+    D = x.shape[-1]
+    if D < 1 or D & (D - 1):
+        raise ValueError(f"rotate_hadamard: the head dim must be a power of two, got {D}")
+    y = x.float()
+    h = 1
+    while h < D:
+        pairs = y.reshape(*y.shape[:-1], D // (2 * h), 2, h)
+        a, b = pairs[..., 0, :], pairs[..., 1, :]
+        y = torch.stack([a + b, a - b], dim=-2).reshape(y.shape)
+        h *= 2
+    return y * torch.tensor(1 / math.sqrt(D), dtype=torch.float32)
+
+
+def quantize(x: torch.Tensor, block: int = 128, rotate: bool = False, transpose: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``spava_ext.ops.quantize_fp8`` returns (the same bytes; compute it on CPU): the
+    values of :func:`quantize_blocks` of ``x`` (of ``rotate_hadamard(x)`` with ``rotate``),
+    with ``transpose`` as ``[B, H, D, ceil(L / 16) * 16]`` (columns >= L zero), and the
+    scales."""
+    values, scale = quantize_blocks(rotate_hadamard(x) if rotate else x, block)
+    if transpose:
+        B, L, H, D = x.shape
+        padded = torch.zeros(B, H, D, math.ceil(L / 16) * 16, dtype=torch.uint8, device=x.device)
+        padded[..., :L] = values.view(torch.uint8).permute(0, 2, 3, 1)
+        values = padded.view(torch.float8_e4m3fn)
+    return values, scale
 
 
 def _attention(q, k, v, causal: bool, scale: float, p_dtype: torch.dtype) -> torch.Tensor:
@@ -85,8 +123,7 @@ def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
     q, k = q.float(), k.float()
     if rotate:
-        h = hadamard(q.shape[-1], q.device)
-        q, k = q @ h, k @ h
+        q, k = rotate_hadamard(q), rotate_hadamard(k)
     qd, kd, vd = (dequantize_blocks(*quantize_blocks(x, block), block) for x in (q, k, v))
     return _attention(qd, kd, vd, causal, scale, torch.float8_e4m3fn)
 

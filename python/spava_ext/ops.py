@@ -16,8 +16,8 @@ import torch
 from . import _C, envs  # noqa: F401  (_C: loads the library and its schemas)
 
 __all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "SpanGroup", "select_passing", "merge_states",
-           "wait_flag", "set_flag", "build_info", "uses_sm90", "set_attn_fallback", "FULL",
-           "SCHED_INTS", "MAX_PROBLEMS"]
+           "quantize_fp8", "wait_flag", "set_flag", "build_info", "uses_sm90", "set_attn_fallback",
+           "FULL", "SCHED_INTS", "MAX_PROBLEMS"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
@@ -70,6 +70,11 @@ def _set_flag_fake(flag) -> None:
 
 @torch.library.register_fake("spava::merge_states")
 def _merge_states_fake(outs, lses, out, lse) -> None:
+    return None
+
+
+@torch.library.register_fake("spava::quantize_fp8")
+def _quantize_fp8_fake(x, block, rotate, transpose, values, scales) -> None:
     return None
 
 
@@ -297,6 +302,44 @@ def merge_states(
         out = outs.new_empty(outs.shape[1:], dtype=out_dtype or outs.dtype)
     torch.ops.spava.merge_states(outs, lses, out, lse)
     return out, lse
+
+
+def quantize_fp8(
+    x: torch.Tensor,
+    block: int = 128,
+    rotate: bool = False,
+    transpose: bool = False,
+    values: Optional[torch.Tensor] = None,
+    scales: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-block e4m3 quantisation of Q, K or V for the FP8 attention path (the scheme of
+    :mod:`spava_ext.fp8`; :func:`spava_ext.fp8.quantize` gives the same bytes).
+
+    Args:
+        x: ``[B, L, H, D]`` bf16/fp16 (fp32 on CPU), last dim contiguous (any other strides).
+        block: rows per block; block ``j`` of head ``h`` is rows ``[j * block, (j + 1) * block)``.
+        rotate: quantise ``x @ hadamard(D)`` (D a power of two; CUDA: D <= 256), for Q and K.
+        transpose: values as ``[B, H, D, ceil(L / 16) * 16]`` (the key index contiguous, as FP8
+            wgmma reads V; columns >= L zero) instead of ``[B, L, H, D]``.
+        values, scales: destinations (float8_e4m3fn, contiguous; fp32 ``[B, ceil(L / block),
+            H]``), allocated when None.
+
+    Returns ``(values, scales)`` with ``y ~= values * scales`` per block (``y``: x, or x rotated):
+    ``scales = max(amax(|y|) / 448, 2^-126)`` (1 for an all-zero block), ``values =
+    e4m3(y * (1 / scales))`` rounded to nearest even, saturated to +-448. CPU and CUDA give the
+    same bytes.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"quantize_fp8: x must be [B, L, H, D], got shape {tuple(x.shape)}")
+    B, L, H, D = x.shape
+    if values is None:
+        shape = (B, H, D, -(-L // 16) * 16) if transpose else (B, L, H, D)
+        values = torch.empty(shape, dtype=torch.float8_e4m3fn, device=x.device)
+    if scales is None:
+        scales = torch.empty((B, -(-L // block) if block >= 1 else 0, H), dtype=torch.float32,
+                             device=x.device)
+    torch.ops.spava.quantize_fp8(x, block, rotate, transpose, values, scales)
+    return values, scales
 
 
 def uses_sm90(device: torch.device | str) -> bool:
