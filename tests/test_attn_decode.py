@@ -10,9 +10,18 @@ from typing import NamedTuple, Optional
 import pytest
 import torch
 
-from spava_ext import ops, reference
+from spava_ext import envs, ops, reference
 from spava_ext.graphs import capture
 from utils import assert_attn_close, assert_lse_close
+
+
+@pytest.fixture(autouse=True)
+def decode_kernel():
+    """The decode kernel on for each test (SPAVA_ATTN_DECODE's default is off), the
+    environment's setting again after it."""
+    ops.set_attn_decode(True)
+    yield
+    ops.set_attn_decode(envs.attn_decode())
 
 FULL = ops.FULL
 MAX_ROWS = 16  # decode::kMaxRows (csrc/kernels/attn_decode/config.h)

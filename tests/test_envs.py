@@ -20,7 +20,7 @@ def test_defaults_when_unset_or_empty(monkeypatch):
     assert envs.reserve_sms() == 4
     assert envs.ready_spin_us(leaves_sms=True) == 2000
     assert envs.ready_spin_us(leaves_sms=False) == 50
-    assert envs.attn_fallback() is False
+    assert envs.attn_fallback() is False and envs.attn_decode() is False
     assert envs.trace_file() is None and envs.commit() is None
     assert (envs.world_size(), envs.rank(), envs.local_rank()) == (1, 0, 0)
     monkeypatch.setenv("SPAVA_RESERVE_SMS", "  ")  # empty: the default
@@ -32,12 +32,14 @@ def test_values_are_parsed_when_read(monkeypatch):
     monkeypatch.setenv("SPAVA_RESERVE_SMS", "0")
     monkeypatch.setenv("SPAVA_READY_SPIN_US", "7")
     monkeypatch.setenv("SPAVA_ATTN_FALLBACK", "1")
+    monkeypatch.setenv("SPAVA_ATTN_DECODE", "1")
     monkeypatch.setenv("SPAVA_COMMIT", "abc123")
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert envs.collective_timeout_s() == 2.5 and envs.reserve_sms() == 0
     assert envs.ready_spin_us(leaves_sms=True) == envs.ready_spin_us(leaves_sms=False) == 7
-    assert envs.attn_fallback() is True and envs.commit() == "abc123"
+    assert envs.attn_fallback() is True and envs.attn_decode() is True
+    assert envs.commit() == "abc123"
     assert envs.world_size() == 8 and envs.local_rank() == 3
     monkeypatch.setenv("SPAVA_COLLECTIVE_TIMEOUT_S", "30")  # read again at each call
     assert envs.collective_timeout_s() == 30.0
@@ -50,6 +52,7 @@ def test_values_are_parsed_when_read(monkeypatch):
     ("SPAVA_RESERVE_SMS", "four", "integer >= 0"),
     ("SPAVA_READY_SPIN_US", "2.5", "integer >= 0"),
     ("SPAVA_ATTN_FALLBACK", "yes", "0 or 1"),
+    ("SPAVA_ATTN_DECODE", "on", "0 or 1"),
     ("WORLD_SIZE", "0", "integer >= 1"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, rule):

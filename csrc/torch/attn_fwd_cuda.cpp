@@ -1,7 +1,8 @@
 // CUDA glue of spava::attn_fwd and spava::attn_fwd_group: checks -> AttnFwdArgs (one problem
 // per set of query rows, the caller's overlap options) -> plan_attn_fwd -> AttnFwdParams (units,
 // split-KV workspaces) -> run_attn_fwd on the current stream. attn_fwd is a group of one
-// problem; when its rows are short (attn_decode_applies: decode) it runs attn_decode instead.
+// problem; when its rows are short (attn_decode_applies: decode) and the switch is on
+// (set_attn_decode) it runs attn_decode instead.
 // GPUs without the sm_90a kernels (uses_sm90) take the ATen path (attn_fwd_aten) on the same
 // stream, flags and done flags included.
 #include <algorithm>
@@ -185,7 +186,7 @@ void attn_fwd_cuda(const Tensor& q, const std::vector<Tensor>& k, const std::vec
   }
   AttnFwdArgs a = group_args("attn_fwd", q, d.heads_kv, d.softmax_scale);
   add_problem("attn_fwd", a, q, k, v, row_begin, diag, out, lse, nullptr);
-  if (attn_decode_applies(a)) return plan_and_run_decode(a, q);
+  if (attn_decode_enabled() && attn_decode_applies(a)) return plan_and_run_decode(a, q);
   plan_and_run(a, q);
 }
 

@@ -69,8 +69,11 @@ void quantize_fp8_cuda(const Tensor& x, int64_t block, bool rotate, bool transpo
 std::string build_info();
 
 // ---- which attn_fwd implementation serves a device (attn_backend.cpp): whether `device` runs
-// the sm_90a kernels, and the switch that sends every GPU to the ATen path instead.
+// the sm_90a kernels, and the switch that sends every GPU to the ATen path instead; whether
+// attn_fwd calls of few query rows take the split-KV decode kernel there, and its switch.
 bool uses_sm90(Device device);
 void set_attn_fallback(bool on);
+void set_attn_decode(bool on);
+bool attn_decode_enabled();
 
 }  // namespace spava

@@ -79,6 +79,9 @@ STABLE_TORCH_LIBRARY(spava, m) {
   // switch that sends every GPU to the ATen path (process-wide; off by default)
   m.def("uses_sm90(Device device) -> bool");
   m.def("set_attn_fallback(bool on) -> ()");
+  // ---- whether attn_fwd calls of at most 16 query rows per kv head run the split-KV decode
+  // kernel on the sm_90a path (process-wide; off by default)
+  m.def("set_attn_decode(bool on) -> ()");
   // ---- trace builds (SPAVA_ATTN_TRACE=1): the file the kernel launches that follow write their
   // traces to ("": none); raises in other builds (not a tensor op)
   m.def("set_trace_file(str path) -> ()");
@@ -89,6 +92,7 @@ STABLE_TORCH_LIBRARY_IMPL(spava, CompositeExplicitAutograd, m) {
   m.impl("build_info", TORCH_BOX(&spava::build_info));
   m.impl("uses_sm90", TORCH_BOX(&spava::uses_sm90));
   m.impl("set_attn_fallback", TORCH_BOX(&spava::set_attn_fallback));
+  m.impl("set_attn_decode", TORCH_BOX(&spava::set_attn_decode));
   m.impl("set_trace_file", TORCH_BOX(&spava::set_trace_file));
 }
 

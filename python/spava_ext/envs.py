@@ -6,8 +6,9 @@ value that does not parse raises ``ValueError`` naming the variable. An unset or
 variable takes the default. ``python -m spava_ext.envs`` prints the table (name, default,
 meaning) in Markdown.
 
-Options reach the C++ ops as explicit arguments; the one process-wide switch,
-``SPAVA_ATTN_FALLBACK``, is applied when ``spava_ext.ops`` is imported.
+Options reach the C++ ops as explicit arguments; the two process-wide switches,
+``SPAVA_ATTN_FALLBACK`` and ``SPAVA_ATTN_DECODE``, are applied when ``spava_ext.ops`` is
+imported.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 __all__ = ["EnvVar", "VARIABLES", "get", "collective_timeout_s", "reserve_sms", "ready_spin_us",
-           "attn_fallback", "trace_file", "commit", "world_size", "rank", "local_rank",
+           "attn_fallback", "attn_decode", "trace_file", "commit", "world_size", "rank", "local_rank",
            "markdown_table"]
 
 
@@ -75,6 +76,10 @@ VARIABLES: dict[str, EnvVar] = {v.name: v for v in [
     EnvVar("SPAVA_ATTN_FALLBACK", False, _zero_or_one,
            "1: attn_fwd runs its ATen path on every GPU (the path of GPUs without the sm_90a "
            "kernels), to test it on an H100. Applied when spava_ext is imported."),
+    EnvVar("SPAVA_ATTN_DECODE", False, _zero_or_one,
+           "1: attn_fwd calls of at most 16 query rows per kv head (decode steps) run the "
+           "split-KV decode kernel on an sm_90 GPU; 0: the prefill kernel, as every other call "
+           "(docs/kernels/attn_decode.md). Applied when spava_ext is imported."),
     EnvVar("SPAVA_TRACE_FILE", None, _text,
            "Trace builds (SPAVA_ATTN_TRACE=1 at build time): the file the kernels' timestamps "
            "are written to; unset: no trace."),
@@ -123,6 +128,10 @@ def ready_spin_us(leaves_sms: bool) -> int:
 
 def attn_fallback() -> bool:
     return get("SPAVA_ATTN_FALLBACK")
+
+
+def attn_decode() -> bool:
+    return get("SPAVA_ATTN_DECODE")
 
 
 def trace_file() -> Optional[str]:

@@ -15,9 +15,9 @@ import torch
 
 from . import _C, envs  # noqa: F401  (_C: loads the library and its schemas)
 
-__all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "SpanGroup", "select_passing", "merge_states",
-           "quantize_fp8", "wait_flag", "set_flag", "build_info", "uses_sm90", "set_attn_fallback",
-           "FULL", "SCHED_INTS", "MAX_PROBLEMS"]
+__all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "SpanGroup", "select_passing",
+           "merge_states", "quantize_fp8", "wait_flag", "set_flag", "build_info", "uses_sm90",
+           "set_attn_fallback", "set_attn_decode", "FULL", "SCHED_INTS", "MAX_PROBLEMS"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
@@ -348,6 +348,14 @@ def uses_sm90(device: torch.device | str) -> bool:
     return torch.ops.spava.uses_sm90(torch.device(device))
 
 
+def set_attn_decode(on: bool) -> None:
+    """Let :func:`attn_fwd` calls of at most 16 query rows per kv head (``q_len * Hq / Hkv``: a
+    decode step) run the split-KV decode kernel (docs/kernels/attn_decode.md) on the sm_90a
+    path (``True``), or the prefill kernel as every other call (``False``, the default): a
+    process-wide switch. ``SPAVA_ATTN_DECODE=1`` turns it on at import."""
+    torch.ops.spava.set_attn_decode(bool(on))
+
+
 def set_attn_fallback(on: bool) -> None:
     """Send :func:`attn_fwd` and :func:`attn_fwd_group` on every GPU to the ATen path (``True``)
     or back to the sm_90a kernels where a GPU has them (``False``): a process-wide switch for
@@ -356,3 +364,4 @@ def set_attn_fallback(on: bool) -> None:
 
 
 set_attn_fallback(envs.attn_fallback())
+set_attn_decode(envs.attn_decode())
