@@ -19,6 +19,7 @@ loop that keeps the token on the device. Where capture fails, the eager time is 
 the error.
 
     python benchmarks/bench.py --routine decode [--context 131072] [--world 8] [--collective-us 20]
+    SPAVA_ATTN_DECODE=1 python benchmarks/bench.py --routine decode   # with the decode kernel
 
 ``--tiny --device cpu`` runs the same code on a tiny model (the CPU smoke test; no graphs).
 """
@@ -37,7 +38,7 @@ from transformers import AttentionInterface
 
 from bench_e2e import LANGUAGE_MODELS, add_common_arguments, language_model, time_ms
 from bench_utils import capture_graph, graph_time, int_list, write_result
-from spava_ext import SpavaLayout, ops
+from spava_ext import SpavaLayout, envs, ops
 from spava_ext.attention import ExactRows, KeySegments
 from spava_ext.comm import SimulatedComm
 from spava_ext.decode import SpavaKVCache
@@ -275,8 +276,8 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "model": args.model, "tiny": args.tiny, "layout": repr(layout), "context": args.context,
         "question": args.question, "world": args.world, "layers": layers,
-        "repeats": args.repeats, "collective_us": args.collective_us,
-        "collective_modelled": True, "collective_source": COLLECTIVE_SOURCE,
+        "repeats": args.repeats, "attn_decode_kernel": envs.attn_decode(),
+        "collective_us": args.collective_us, "collective_modelled": True, "collective_source": COLLECTIVE_SOURCE,
         "spava_ranks": spava, "dense": base, "critical_rank": crit["rank"],
         "spava_token_ms": crit["token_ms"], "dense_token_ms": base["token_ms"],
         "spava_tokens_per_s": 1e3 / crit["token_ms"], "dense_tokens_per_s": 1e3 / base["token_ms"],
