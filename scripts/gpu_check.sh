@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The GPU box routine (device tool): build from source, GPU tests, sanitizers, benchmarks, and a
 # short table at the end. Logs go to $OUT (the device tool brings them back).
-#   bash scripts/gpu_check.sh [all|build|test|sanitize|bench|quick|evidence]   (default: all)
+#   bash scripts/gpu_check.sh [all|build|test|sanitize|bench|quick|evidence|cuda|kernels2|select]   (default: all)
 #   all      = build, GPU tests, sanitizers, SASS mix, the kernel benchmark (~5-9 min)
 #   evidence = build, the W=8 simulator (spava bench), the layer sweep, e2e prefill (~8 min)
 #   cuda     = build, every test marked cuda, the fuzz corpus under memcheck (~6 min)
+#   kernels2 = build, the GPU tests of the decode kernel, quantize_fp8 and attn_fwd_group's spans,
+#              the decode routine with the decode kernel on, quantize_fp8's bandwidth, the host
+#              routine (~8 min)
 #   select   = trace build (SPAVA_ATTN_TRACE=1), select_passing's GPU tests and its timeline
 #              (benchmarks/select_trace.py) (~2 min); the next build without it rebuilds
 # Needs the nvidia-cutlass 4.2.0.0 wheel in .whl/ (carried: `pip download --no-deps
@@ -13,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
 case $MODE in  # results record the commit; the box's copy of .git can be stale
-  bench|quick|all|evidence) : "${SPAVA_COMMIT:?set SPAVA_COMMIT to the commit hash}" ;;
+  bench|quick|all|evidence|kernels2) : "${SPAVA_COMMIT:?set SPAVA_COMMIT to the commit hash}" ;;
 esac
 OUT=${OUT:-/tmp/spava_out}
 mkdir -p "$OUT"
@@ -91,6 +94,13 @@ case $MODE in
       step tests 400 python3 -m pytest -q --timeout 120 -p no:cacheprovider -m cuda tests/
       step memcheck_fuzz 300 compute-sanitizer --tool memcheck --error-exitcode 1 \
         python3 scripts/sanitize_case.py fuzz; } ;;
+  kernels2) build && {
+      step tests 300 python3 -m pytest -q --timeout 60 -p no:cacheprovider -m cuda \
+        tests/test_attn_decode.py tests/test_quantize_fp8.py tests/test_attn_group.py \
+        tests/test_decode.py tests/test_graphs.py
+      SPAVA_ATTN_DECODE=1 step decode 300 python3 benchmarks/bench.py --routine decode --ranks 0
+      step quantize 120 python3 benchmarks/bench_quantize.py
+      step host 200 python3 benchmarks/bench.py --routine host; } ;;
   select) export SPAVA_ATTN_TRACE=1 && build && {
       step tests 300 python3 -m pytest -q --timeout 60 tests/test_cuda.py -k select
       step trace 300 python3 benchmarks/select_trace.py; } ;;
