@@ -65,24 +65,6 @@ class KeySegments:
             self.diag.append(diag)
         return self
 
-    def add_passing(self, recv: torch.Tensor, parts: range, sizes: list[int], row_begin: int):
-        """Add passing blocks ``recv[j]`` for j in ``parts`` (``sizes[j]`` valid rows each);
-        consecutive full blocks become one segment."""
-        cap = recv.shape[1]
-        j = parts.start
-        while j < parts.stop:
-            if sizes[j] == cap:  # a run of full blocks, read as one [B, n*cap, Hkv, D] view
-                e = j
-                while e < parts.stop and sizes[e] == cap:
-                    e += 1
-                blk = recv[j:e].flatten(0, 1)  # [n*cap, 2, B, Hkv, D]
-                j = e
-            else:
-                blk = recv[j, : sizes[j]]
-                j += 1
-            self.add(blk[:, 0].transpose(0, 1), blk[:, 1].transpose(0, 1), row_begin)
-        return self
-
     def pairs(self, q_len: int) -> int:
         """Allowed (query row, key) pairs for ``q_len`` query rows (per query head)."""
         rows = torch.arange(q_len, dtype=torch.long)
