@@ -56,7 +56,12 @@ def needle_recall(q, k, layout: SpavaLayout, needles: torch.Tensor) -> float:
 def row_class_errors(q, k, v, layout: SpavaLayout, dense: torch.Tensor) -> dict:
     outs = emulate_ranks(lambda r, comm: spava_attention_rank(
         *[layout.shard(t, r) for t in (q, k, v)], layout, comm), layout.world_size)
-    out = layout.unshard(outs).float()
+    return class_errors(layout.unshard(outs).float(), layout, dense)
+
+
+def class_errors(out, layout: SpavaLayout, dense: torch.Tensor) -> dict:
+    """Relative error of ``out`` against ``dense`` per row class (anchor, C0, later chunks,
+    question)."""
     a, qs, c0 = layout.anchor_len, layout.question_start, layout.chunk_bounds(0)[1]
 
     def rel(s, e):

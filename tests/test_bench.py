@@ -479,11 +479,18 @@ def test_fp8_routine_runs_on_cpu(monkeypatch, tmp_path):
     monkeypatch.setattr(bench_utils, "RESULTS", tmp_path)
     monkeypatch.delenv("OUT", raising=False)
     assert bench.main(["--routine", "fp8", "--length", "256", "--heads", "4/2", "--seeds",
-                       "2"]) == 0
+                       "2", "--frames", "8"]) == 0
     [path] = tmp_path.glob("fp8_accuracy_*.json")
-    rows = json.loads(path.read_text())["rows"]
+    result = json.loads(path.read_text())
+    rows = result["rows"]
     assert [r["inputs"] for r in rows] == ["random", "outliers"]
     for r in rows:
         for name in ("bf16", "fp8", "fp8_rotated"):
             assert r[name] == max(r["per_seed"][name]) > 0
         assert r["fp8"] > r["bf16"]
+    spava = result["spava"]  # the exact row classes: FP8's rounding above bf16's
+    for rows_class in ("anchor", "C0", "question"):
+        assert spava["fp8"][rows_class] > spava["bf16"][rows_class] > 0
+    assert 0 <= spava["recall"] <= 1
+    src = spava["dense_sources"]
+    assert max(src["qk"], src["v"], src["p"]) < src["all"] < src["qk"] + src["v"] + src["p"]
