@@ -115,14 +115,15 @@ void attn_fwd_group_cpu(const std::vector<Tensor>& q, const IntList& num_segment
                         const std::vector<Tensor>& lse, const std::optional<Tensor>& ready,
                         const IntList& wait_for, const std::optional<Tensor>& sched,
                         const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
-                        int64_t spin_us, double timeout_s,
-                        const IntList& spans) {
+                        int64_t spin_us, double timeout_s, const IntList& spans,
+                        const OptTensorList& q_scale, const OptTensorList& k_scale,
+                        const OptTensorList& v_scale) {
   // sched, finish and the wait times only shape the CUDA schedule; the CPU op computes
   // everything in one call (a finishing call has nothing left to do).
   const auto args = check_attn_fwd_group(
       q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
       AttnFwdGroupOverlap{ready, wait_for, sched, done, finish, sm_budget, spin_us, timeout_s},
-      spans);
+      spans, AttnFwdFp8Scales{q_scale, k_scale, v_scale});
   if (finish) return;
   for (size_t i = 0; i < args.size(); ++i) {
     const AttnFwdProblemArgs& a = args[i];
@@ -130,7 +131,11 @@ void attn_fwd_group_cpu(const std::vector<Tensor>& q, const IntList& num_segment
     SPAVA_CHECK_VALUE(a.wait_for < 0 || ready->const_data_ptr<int>()[a.wait_for] != 0,
                       "attn_fwd_group", "problem ", i, " waits for ready[", a.wait_for,
                       "], which is 0 (the CPU op cannot wait for another stream)");
-    attn_fwd_aten(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
+    if (a.q_scale) {
+      attn_fwd_fp8_cpu(q[i], a, resolve_softmax_scale(softmax_scale, q[i].size(3)), out[i]);
+    } else {
+      attn_fwd_aten(q[i], a.k, a.v, a.row_begin, a.diag, softmax_scale, out[i], a.lse);
+    }
     if (done) done->mutable_data_ptr<int>()[2 * i + 1] = 1;
   }
 }

@@ -16,9 +16,11 @@ namespace spava {
 
 std::string build_info() {
   // int32 elements of attn_fwd_group's sched workspace (spava_ext.ops.SCHED_INTS) and the most
-  // problems of one launch (spava_ext.ops.MAX_PROBLEMS)
+  // problems of one launch (spava_ext.ops.MAX_PROBLEMS); the FP8 path's scale block
+  // (spava_ext.ops.FP8_BLOCK)
   const std::string sched = ", \"attn_sched_ints\": " + std::to_string(kAttnSchedInts) +
-                            ", \"attn_max_problems\": " + std::to_string(kMaxAttnProblems) + "}";
+                            ", \"attn_max_problems\": " + std::to_string(kMaxAttnProblems) +
+                            ", \"fp8_block\": " + std::to_string(kFp8Block) + "}";
 #ifdef SPAVA_WITH_CUDA
 #ifdef SPAVA_ATTN_TRACE
   const char* kTrace = "true";  // common/trace.cuh compiled in

@@ -199,6 +199,12 @@ std::pair<std::vector<Tensor>, std::vector<Tensor>> span_views(const std::vector
   return {std::move(ks), std::move(vs)};
 }
 
+std::vector<AttnFwdProblemArgs> check_group_problems(
+    const std::vector<Tensor>& q, IntArrayRef num_segments, const std::vector<Tensor>& k,
+    const std::vector<Tensor>& v, IntArrayRef row_begin, IntArrayRef diag,
+    std::optional<double> softmax_scale, const std::vector<Tensor>& out,
+    const std::vector<Tensor>& lse, IntArrayRef spans, int64_t total);
+
 }  // namespace
 
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
@@ -206,7 +212,7 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     const std::vector<Tensor>& k, const std::vector<Tensor>& v,
     IntArrayRef row_begin, IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<Tensor>& out, const std::vector<Tensor>& lse,
-    const AttnFwdGroupOverlap& ov, IntArrayRef spans) {
+    const AttnFwdGroupOverlap& ov, IntArrayRef spans, const AttnFwdFp8Scales& fp8) {
   const size_t P = q.size();
   SPAVA_CHECK_VALUE(P >= 1 && P <= size_t(kMaxAttnProblems), "attn_fwd_group", "needs 1 to ",
                     kMaxAttnProblems, " problems, got ", P);
@@ -223,6 +229,32 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
   SPAVA_CHECK_VALUE(row_begin.size() == size_t(total) && diag.size() == size_t(total),
                     "attn_fwd_group", "sum(num_segments) = ", total, " but row_begin, diag have ",
                     row_begin.size(), ", ", diag.size(), " entries");
+  std::vector<AttnFwdProblemArgs> args =
+      fp8.on() ? check_fp8_group(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
+                                 spans, fp8)
+               : check_group_problems(q, num_segments, k, v, row_begin, diag, softmax_scale,
+                                      out, lse, spans, total);
+  for (size_t i = 0; i < P && !ov.wait_for.empty(); ++i) {
+    AttnFwdProblemArgs& a = args[i];
+    a.wait_for = ov.wait_for[i];
+    const int64_t flags = ov.ready.has_value() ? ov.ready->numel() : 0;
+    SPAVA_CHECK_VALUE(a.wait_for >= -1, "attn_fwd_group", "wait_for[", i,
+                      "] must be -1 or a flag index, got ", a.wait_for);
+    SPAVA_CHECK_VALUE(a.wait_for < flags, "attn_fwd_group", "wait_for[", i, "] = ", a.wait_for,
+                      " but ready has ", flags, " flags");
+  }
+  return args;
+}
+
+namespace {
+
+// The bf16 / fp16 / fp32 problems of attn_fwd_group (check_attn_fwd per problem).
+std::vector<AttnFwdProblemArgs> check_group_problems(
+    const std::vector<Tensor>& q, IntArrayRef num_segments, const std::vector<Tensor>& k,
+    const std::vector<Tensor>& v, IntArrayRef row_begin, IntArrayRef diag,
+    std::optional<double> softmax_scale, const std::vector<Tensor>& out,
+    const std::vector<Tensor>& lse, IntArrayRef spans, int64_t total) {
+  const size_t P = q.size();
   std::pair<std::vector<Tensor>, std::vector<Tensor>> views;
   if (!spans.empty()) views = span_views(k, v, spans, total);
   const std::vector<Tensor>& ks = spans.empty() ? k : views.first;
@@ -255,17 +287,11 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
       SPAVA_CHECK_VALUE(d.heads_kv == heads_kv, "attn_fwd_group", "problem ", i, " has ",
                         d.heads_kv, " kv heads, an earlier problem has ", heads_kv);
     }
-    if (!ov.wait_for.empty()) {
-      a.wait_for = ov.wait_for[i];
-      const int64_t flags = ov.ready.has_value() ? ov.ready->numel() : 0;
-      SPAVA_CHECK_VALUE(a.wait_for >= -1, "attn_fwd_group", "wait_for[", i,
-                        "] must be -1 or a flag index, got ", a.wait_for);
-      SPAVA_CHECK_VALUE(a.wait_for < flags, "attn_fwd_group", "wait_for[", i, "] = ", a.wait_for,
-                        " but ready has ", flags, " flags");
-    }
   }
   return args;
 }
+
+}  // namespace
 
 void check_flag(const char* op, const Tensor& flag) {
   SPAVA_CHECK_TYPE(flag.scalar_type() == ScalarType::Int && flag.numel() >= 1 &&

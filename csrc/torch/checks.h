@@ -33,11 +33,20 @@ AttnFwdDims check_attn_fwd(const Tensor& q, const std::vector<Tensor>& k,
 // row, rows) rows [first, first + rows) of k[source] / v[source]. ready (int32, q's device)
 // holds flags; wait_for[i] is the flag problem i waits for (-1: none; an empty list: no problem
 // waits).
+// An FP8 key segment: rows [first, first + rows) of the source k ([B, L, Hkv, D] e4m3), vt
+// ([B, Hkv, D, L_pad] e4m3) with its block scales k_scale / v_scale ([B, ceil(L / kFp8Block),
+// Hkv] fp32); row_begin / diag clamped as AttnFwdDims's.
+struct Fp8Segment {
+  Tensor k, vt, k_scale, v_scale;
+  int64_t first, rows, row_begin, diag;
+};
 struct AttnFwdProblemArgs {
   std::vector<Tensor> k, v;
   std::vector<int64_t> row_begin, diag;
   std::optional<Tensor> lse;
   int64_t wait_for = -1;
+  std::optional<Tensor> q_scale;  // FP8 (docs/kernels/attn_fp8.md): q's per-row scales
+  std::vector<Fp8Segment> fp8;    //   and the key segments (k, v, row_begin, diag unused)
 };
 // The overlap arguments of attn_fwd_group, as registration.cpp states them.
 struct AttnFwdGroupOverlap {
@@ -48,12 +57,28 @@ struct AttnFwdGroupOverlap {
   int64_t sm_budget, spin_us;
   double timeout_s;
 };
+// The FP8 operands of attn_fwd_group (all None or empty: not FP8).
+struct AttnFwdFp8Scales {
+  std::vector<Tensor> q_scale, k_scale, v_scale;
+  AttnFwdFp8Scales(const OptTensorList& q, const OptTensorList& k, const OptTensorList& v)
+      : q_scale(q.value_or(std::vector<Tensor>{})),
+        k_scale(k.value_or(std::vector<Tensor>{})),
+        v_scale(v.value_or(std::vector<Tensor>{})) {}
+  bool on() const { return !q_scale.empty() || !k_scale.empty() || !v_scale.empty(); }
+};
 std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     const std::vector<Tensor>& q, IntArrayRef num_segments,
     const std::vector<Tensor>& k, const std::vector<Tensor>& v,
     IntArrayRef row_begin, IntArrayRef diag, std::optional<double> softmax_scale,
     const std::vector<Tensor>& out, const std::vector<Tensor>& lse,
-    const AttnFwdGroupOverlap& ov, IntArrayRef spans);
+    const AttnFwdGroupOverlap& ov, IntArrayRef spans, const AttnFwdFp8Scales& fp8);
+
+// The FP8 problems of attn_fwd_group (checks_fp8.cpp): problem i's fp8 segments and q_scale.
+std::vector<AttnFwdProblemArgs> check_fp8_group(
+    const std::vector<Tensor>& q, IntArrayRef num_segments, const std::vector<Tensor>& k,
+    const std::vector<Tensor>& v, IntArrayRef row_begin, IntArrayRef diag,
+    std::optional<double> softmax_scale, const std::vector<Tensor>& out,
+    const std::vector<Tensor>& lse, IntArrayRef spans, const AttnFwdFp8Scales& fp8);
 
 // flag: a contiguous int32 tensor with at least one element.
 void check_flag(const char* op, const Tensor& flag);

@@ -17,6 +17,11 @@ void attn_fwd_aten(const Tensor& q, const std::vector<Tensor>& k,
                    const Tensor& out, const std::optional<Tensor>& lse);
 
 // ---- CPU (always built)
+struct AttnFwdProblemArgs;  // checks.h
+// attn_fwd_group's FP8 problem `a` (checks.h: a.fp8, a.q_scale) on the CPU: out (bf16, fp16 or
+// fp32) and a.lse (docs/kernels/attn_fp8.md).
+void attn_fwd_fp8_cpu(const Tensor& q, const AttnFwdProblemArgs& a, double softmax_scale,
+                      const Tensor& out);
 void attn_fwd_group_cpu(const std::vector<Tensor>& q, const IntList& num_segments,
                         const std::vector<Tensor>& k, const std::vector<Tensor>& v,
                         const IntList& row_begin, const IntList& diag,
@@ -25,7 +30,8 @@ void attn_fwd_group_cpu(const std::vector<Tensor>& q, const IntList& num_segment
                         const IntList& wait_for, const std::optional<Tensor>& sched,
                         const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
                         int64_t spin_us, double timeout_s,
-                        const IntList& spans);
+                        const IntList& spans, const OptTensorList& q_scale,
+                        const OptTensorList& k_scale, const OptTensorList& v_scale);
 void wait_flag_cpu(const Tensor& flag);
 void set_flag_cpu(const Tensor& flag);
 void select_passing_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -51,7 +57,8 @@ void attn_fwd_group_cuda(const std::vector<Tensor>& q, const IntList& num_segmen
                         const IntList& wait_for, const std::optional<Tensor>& sched,
                         const std::optional<Tensor>& done, bool finish, int64_t sm_budget,
                         int64_t spin_us, double timeout_s,
-                        const IntList& spans);
+                        const IntList& spans, const OptTensorList& q_scale,
+                        const OptTensorList& k_scale, const OptTensorList& v_scale);
 void wait_flag_cuda(const Tensor& flag);
 void set_flag_cuda(const Tensor& flag);
 void select_passing_cuda(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -45,11 +45,17 @@ STABLE_TORCH_LIBRARY(spava, m) {
   //   done (int32 [2 * problems], zeroed): done[2i + 1] becomes 1 once problem i's rows are all
   //     written (wait_flag lets another stream start on them while the launch goes on).
   //   sm_budget > 0: CTAs the CUDA grid may use, leaving the other SMs to other streams.
+  // FP8 (docs/kernels/attn_fp8.md; q_scale given): q[i] float8_e4m3fn with per-row scales
+  // q_scale[i] [B, Lq, Hq] fp32; k[s] float8_e4m3fn [B, L, Hkv, D] and v[s] float8_e4m3fn
+  // transposed [B, Hkv, D, L_pad >= L], with block scales k_scale[s] / v_scale[s]
+  // [B, ceil(L / 128), Hkv] fp32 (blocks of 128 rows from the source's row 0); out bf16, fp16
+  // or fp32. Key tiles follow the sources' blocks. CPU only for now.
   m.def(
       "attn_fwd_group(Tensor[] q, int[] num_segments, Tensor[] k, Tensor[] v, int[] row_begin, "
       "int[] diag, float? softmax_scale, Tensor(a!)[] out, Tensor(b!)[] lse, *, "
       "Tensor? ready=None, int[] wait_for=[], Tensor(c!)? sched=None, Tensor(d!)? done=None, "
-      "bool finish=False, int sm_budget=0, int spin_us, float timeout_s, int[] spans=[]) -> ()");
+      "bool finish=False, int sm_budget=0, int spin_us, float timeout_s, int[] spans=[], "
+      "Tensor[]? q_scale=None, Tensor[]? k_scale=None, Tensor[]? v_scale=None) -> ()");
 
   // ---- stream order on a device flag: work queued after this on the current stream starts
   // once flag[0] (int32) != 0 (CUDA: cuStreamWaitValue32; CPU: raises if it is 0).

@@ -13,6 +13,7 @@
 #include <torch/headeronly/util/HeaderOnlyArrayRef.h>
 
 #include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ using ScalarType = torch::headeronly::ScalarType;
 using IntArrayRef = torch::headeronly::HeaderOnlyArrayRef<int64_t>;
 // A schema int[] as a boxed kernel receives it.
 using IntList = std::vector<int64_t>;
+// A schema Tensor[]? as a boxed kernel receives it.
+using OptTensorList = std::optional<std::vector<Tensor>>;
 
 // "[2, 3, 4]": a shape or an int list as error messages print it.
 std::string dims_str(IntArrayRef v);

@@ -17,7 +17,8 @@ from . import _C, envs  # noqa: F401  (_C: loads the library and its schemas)
 
 __all__ = ["attn_fwd", "attn_fwd_group", "AttnProblem", "SpanGroup", "select_passing",
            "merge_states", "quantize_fp8", "wait_flag", "set_flag", "build_info", "uses_sm90",
-           "set_attn_fallback", "set_attn_decode", "FULL", "SCHED_INTS", "MAX_PROBLEMS"]
+           "set_attn_fallback", "set_attn_decode", "FULL", "SCHED_INTS", "MAX_PROBLEMS",
+           "FP8_BLOCK"]
 
 #: ``diag`` value for a segment that every row at or after ``row_begin`` sees entirely.
 FULL = 2**62
@@ -36,6 +37,8 @@ def build_info() -> dict:
 SCHED_INTS: int = build_info()["attn_sched_ints"]
 #: The most problems of one :func:`attn_fwd_group` launch (kMaxAttnProblems).
 MAX_PROBLEMS: int = build_info()["attn_max_problems"]
+#: Rows per K / V scale block of the FP8 path (kFp8Block): a key tile of the FP8 attention.
+FP8_BLOCK: int = build_info()["fp8_block"]
 
 
 # ---------------------------------------------------------------------------------- fakes
@@ -54,7 +57,8 @@ def _attn_fwd_fake(q, k, v, row_begin, diag, softmax_scale, out, lse) -> None:
 @torch.library.register_fake("spava::attn_fwd_group")
 def _attn_fwd_group_fake(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse, *,
                          ready=None, wait_for=(), sched=None, done=None, finish=False,
-                         sm_budget=0, spin_us, timeout_s, spans=()) -> None:
+                         sm_budget=0, spin_us, timeout_s, spans=(), q_scale=(), k_scale=(),
+                         v_scale=()) -> None:
     return None
 
 
@@ -140,7 +144,13 @@ class SpanGroup(NamedTuple):
     tensor: none) and the next ``num_segments[i]`` segments; segment ``s`` is rows
     ``[spans[3s + 1], spans[3s + 1] + spans[3s + 2])`` of ``k[spans[3s]]`` / ``v[spans[3s]]``
     (sources ``[B, L, Hkv, D]``) with ``row_begin[s]``, ``diag[s]``; ``wait_for[i]``: the ready
-    flag problem ``i`` waits for (-1: none)."""
+    flag problem ``i`` waits for (-1: none).
+
+    FP8 (docs/kernels/attn_fp8.md; ``q_scale`` given): ``q[i]`` float8_e4m3fn with per-row
+    scales ``q_scale[i] [B, Lq, Hq]``; the sources ``k[s]`` float8_e4m3fn ``[B, L, Hkv, D]`` and
+    ``v[s]`` float8_e4m3fn transposed ``[B, Hkv, D, L_pad]`` (:func:`quantize_fp8`), their block
+    scales ``k_scale[s]``, ``v_scale[s] [B, ceil(L / FP8_BLOCK), Hkv]`` fp32; ``out[i]`` bf16,
+    fp16 or fp32. CPU only until the FP8 kernel exists."""
 
     q: list
     out: list
@@ -152,6 +162,9 @@ class SpanGroup(NamedTuple):
     row_begin: list
     diag: list
     wait_for: list
+    q_scale: list = []
+    k_scale: list = []
+    v_scale: list = []
 
 
 def attn_fwd_group(
@@ -208,7 +221,8 @@ def attn_fwd_group(
                                        softmax_scale, g.out, g.lse, ready=ready,
                                        wait_for=g.wait_for, sched=sched, done=done, finish=finish,
                                        sm_budget=sm_budget, spin_us=spin_us, timeout_s=timeout_s,
-                                       spans=g.spans)
+                                       spans=g.spans, q_scale=g.q_scale, k_scale=g.k_scale,
+                                       v_scale=g.v_scale)
         return
     if len(problems) == 0:
         raise ValueError("attn_fwd_group: no problems given (need at least one AttnProblem)")

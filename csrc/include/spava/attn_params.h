@@ -17,6 +17,8 @@ namespace spava {
 // The glue clamps diag to [-2^30, 2^30], which keeps every comparison in int.
 constexpr int kMaxKvSegments = 64;  // over all problems of a launch
 constexpr int kMaxAttnProblems = 4;
+// FP8 attn_fwd: K and V scales per block of this many rows of a key source (one key tile).
+constexpr int kFp8Block = 128;
 
 struct KvSegment {
   const void* k;  // element (b=0, j=0, h=0) of the segment's keys   [b, len, h_kv, d]
