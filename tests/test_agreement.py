@@ -24,6 +24,7 @@ MISMATCHES = [
     (dict(D=8), "head_dim"),
     (dict(L=91), "seq_len"),
     (dict(shard=True), "shard_anchor"),  # different local rows, each valid for its own layout
+    (dict(attn="fp8"), "attn_mode"),  # FP8 attention on one rank only: gathers of other sizes
 ]
 
 
@@ -33,7 +34,7 @@ def _call(rank, world, cfg):
     q, k, v = grid_inputs(cfg["B"], cfg["L"], cfg["Hq"], cfg["Hkv"], cfg["D"], dtype=cfg["dtype"],
                           seed=3)
     shard = [layout.shard(t, rank) for t in (q, k, v)]
-    return spava_ext.spava_attention(*shard, layout)
+    return spava_ext.spava_attention(*shard, layout, attn_dtype=cfg.get("attn"))
 
 
 def _mismatch_main(rank, world, change):
@@ -71,7 +72,8 @@ def test_agreeing_ranks_check_once_and_run():
 
 
 def test_decode_field_values_round_trip():
-    cfg = (100, 8, 3, 2, None, 5, True, 1, 4, 2, 16, torch.bfloat16, "cuda", 0.125, None)
+    cfg = (100, 8, 3, 2, None, 5, True, 1, 4, 2, 16, torch.bfloat16, "cuda", 0.125, None,
+           "fp8+hadamard")
     for name, value in zip(agreement.FIELDS, cfg):
         code = agreement._encode(name, value)
         assert agreement._decode(name, code) == (repr(value) if name == "softmax_scale"

@@ -5,7 +5,9 @@ and opcheck."""
 import pytest
 import torch
 
+import spava_ext
 from spava_ext import fp8, ops
+from utils import run_ranks
 
 
 def _source(k, v):
@@ -135,3 +137,58 @@ def test_fp8_group_on_cuda_says_no_kernel_yet():
     with pytest.raises(NotImplementedError, match=r"attn_fwd_group: FP8 operands on CUDA"):
         torch.ops.spava.attn_fwd_group(*[to(a) for a in args],
                                        **{n: to(x) for n, x in kw.items()})
+
+
+# --------------------------------------------------------------- the FP8 schedule of a layer
+def _fp8_ranks_main(rank, world, L, a, nq, p, shard, hadamard, heads):
+    from spava_ext import SpavaLayout
+
+    layout = SpavaLayout(L, a, nq, world, p, shard_anchor=shard)
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, L, h, 32, generator=g) for h in heads)
+    shard_ = [layout.shard(t, rank) for t in (q, k, v)]
+    return spava_ext.spava_attention(*shard_, layout, attn_dtype="fp8", hadamard=hadamard)
+
+
+@pytest.mark.parametrize("shard,p,hadamard", [(False, 40, False), (True, 40, True),
+                                              (True, None, False)])
+def test_fp8_layer_over_gloo_ranks_equals_the_arithmetic(shard, p, hadamard):
+    """Three gloo ranks with FP8 attention: the packed e4m3 gathers, each part its own key
+    source, the CPU op and the exact merge give what spava_ext.fp8.spava_attention (the torch
+    statement of the same quantisation and arithmetic) gives."""
+    from spava_ext import SpavaLayout
+
+    L, a, nq, heads = 700, 90, 13, (4, 2, 2)
+    outs = run_ranks(_fp8_ranks_main, 3, L, a, nq, p, shard, hadamard, heads)
+    layout = SpavaLayout(L, a, nq, 3, p, shard_anchor=shard)
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, L, h, 32, generator=g) for h in heads)
+    want = fp8.spava_attention(q, k, v, layout, rotate=hadamard)
+    torch.testing.assert_close(layout.unshard(outs), want, atol=1e-5, rtol=1e-5)
+
+
+def test_fp8_parts_are_about_half_the_bytes():
+    from spava_ext.attention_fp8 import pack, unpack
+
+    kv = torch.randn(1024, 2, 1, 4, 128, dtype=torch.bfloat16)
+    buf = pack(kv, rotate=False)
+    assert buf.dtype == torch.uint8 and buf.numel() < 0.51 * kv.numel() * 2
+    k8, vt, ks, vs = unpack(buf, 1024, 1, 4, 128)
+    want_k, want_ks = fp8.quantize(kv[:, 0].transpose(0, 1).float())
+    want_v, want_vs = fp8.quantize(kv[:, 1].transpose(0, 1).float(), transpose=True)
+    assert torch.equal(k8.view(torch.uint8), want_k.view(torch.uint8))
+    assert torch.equal(vt.view(torch.uint8), want_v.view(torch.uint8))
+    assert torch.equal(ks, want_ks) and torch.equal(vs, want_vs)
+
+
+def test_fp8_arguments_are_checked():
+    from spava_ext import SpavaLayout
+
+    layout = SpavaLayout(60, 4, 2, 1, 3)
+    q = torch.randn(1, 60, 2, 8)
+    with pytest.raises(ValueError, match=r"spava_attention: attn_dtype must be None .* or "
+                                         r"'fp8', got 'fp16'"):
+        spava_ext.spava_attention(q, q, q, layout, attn_dtype="fp16")
+    with pytest.raises(ValueError, match=r"spava_attention: hadamard=True .* needs "
+                                         r"attn_dtype='fp8'"):
+        spava_ext.spava_attention(q, q, q, layout, hadamard=True)

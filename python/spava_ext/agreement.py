@@ -34,11 +34,12 @@ __all__ = ["RankMismatchError", "FIELDS", "layer_config", "check_agreement"]
 #: The fields of a configuration, in the order they are exchanged.
 FIELDS = ("seq_len", "anchor_len", "query_len", "world_size", "passing_len", "pool_kernel",
           "shard_anchor", "batch", "heads_q", "heads_kv", "head_dim", "dtype", "device_type", "softmax_scale",
-          "decode_tokens")
+          "decode_tokens", "attn_mode")
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.float8_e4m3fn,
            torch.float8_e5m2, torch.int64, torch.int32)
 _DEVICE_TYPES = ("cpu", "cuda", "meta", "xpu", "mps")
+_ATTN_MODES = ("fp8", "fp8+hadamard")  # attention_fp8.MODES; None: the inputs' dtype
 
 
 class RankMismatchError(RuntimeError):
@@ -54,6 +55,8 @@ def _encode(name: str, value) -> int:
         return 1000 + zlib.crc32(str(value).encode()) % 1000  # the same on every rank
     if name == "device_type":
         return _DEVICE_TYPES.index(value) if value in _DEVICE_TYPES else 1000
+    if name == "attn_mode":
+        return _ATTN_MODES.index(value)
     if name == "softmax_scale":
         return struct.unpack("<q", struct.pack("<d", float(value)))[0]
     return int(value)
@@ -61,11 +64,14 @@ def _encode(name: str, value) -> int:
 
 def _decode(name: str, code: int) -> str:
     if code == -1:
-        return "None" if name in ("passing_len", "softmax_scale", "decode_tokens") else "-1"
+        return ("None" if name in ("passing_len", "softmax_scale", "decode_tokens", "attn_mode")
+                else "-1")
     if name == "dtype":
         return str(_DTYPES[code]) if code < len(_DTYPES) else f"<dtype #{code}>"
     if name == "device_type":
         return _DEVICE_TYPES[code] if code < len(_DEVICE_TYPES) else f"<device #{code}>"
+    if name == "attn_mode":
+        return _ATTN_MODES[code]
     if name == "softmax_scale":
         return repr(struct.unpack("<d", struct.pack("<q", code))[0])
     if name == "shard_anchor":
@@ -74,13 +80,15 @@ def _decode(name: str, code: int) -> str:
 
 
 def layer_config(layout, q: torch.Tensor, k: torch.Tensor, softmax_scale: Optional[float],
-                 decode: bool = False) -> tuple:
+                 decode: bool = False, attn_mode: Optional[str] = None) -> tuple:
     """The configuration of one rank's call, as a hashable tuple in :data:`FIELDS` order. A
     prefill rank's rows follow from the layout (and differ between ranks); a decode step's
-    new tokens ``q.shape[1]`` are the same on every rank."""
+    new tokens ``q.shape[1]`` are the same on every rank; ``attn_mode``: None or one of
+    ``attention_fp8.MODES``."""
     return (layout.seq_len, layout.anchor_len, layout.query_len, layout.world_size,
             layout.passing_len, layout.pool_kernel, layout.shard_anchor, q.shape[0], q.shape[2], k.shape[2],
-            q.shape[3], q.dtype, q.device.type, softmax_scale, q.shape[1] if decode else None)
+            q.shape[3], q.dtype, q.device.type, softmax_scale, q.shape[1] if decode else None,
+            attn_mode)
 
 
 def check_agreement(config: tuple, world: int, device: torch.device, what: str, gather) -> None:

@@ -36,7 +36,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.distributed as dist
 
-from . import ops
+from . import attention_fp8, ops
 from .agreement import layer_config
 from .comm import GroupComm
 from .layout import SpavaLayout
@@ -411,6 +411,8 @@ def spava_attention(
     softmax_scale: Optional[float] = None,
     *,
     timeout: Optional[timedelta] = None,
+    attn_dtype: Optional[str] = None,
+    hadamard: bool = False,
 ) -> torch.Tensor:
     """Spava attention for this rank's shard; call it on every rank of ``group``.
 
@@ -422,11 +424,18 @@ def spava_attention(
         softmax_scale: default ``D ** -0.5``.
         timeout: limit for each collective wait, and for the attention launch's wait for the
             keys it gathers (default ``SPAVA_COLLECTIVE_TIMEOUT_S``, 600 s).
+        attn_dtype: None (attention in q's dtype) or ``"fp8"``: Q, K and V quantised to e4m3
+            per block of 128 rows, the passing blocks and anchor slices sent as e4m3 (about half
+            the bytes); faster on the FP8 kernel, less accurate (docs/kernels/attn_fp8.md, which
+            says when to use it). The FP8 kernel is not written yet: FP8 runs on the CPU only.
+        hadamard: with ``attn_dtype="fp8"``, rotate Q and K by a Hadamard matrix first (D a
+            power of two): spreads outlier channels before quantisation.
 
     Returns ``[B, L_r, Hq, D]`` in q's dtype: this rank's shard of the output. Inference only:
     with grad mode on, inputs that require grad raise (see :func:`check_call`).
     """
-    return spava_attention_rank(q, k, v, layout, GroupComm.of(group, timeout), softmax_scale)
+    return spava_attention_rank(q, k, v, layout, GroupComm.of(group, timeout), softmax_scale,
+                                attn_dtype, hadamard)
 
 
 def _nvtx(name: str, on: bool):
@@ -434,13 +443,18 @@ def _nvtx(name: str, on: bool):
     return torch.cuda.nvtx.range(f"spava/{name}") if on else contextlib.nullcontext()
 
 
-def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None) -> torch.Tensor:
+def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None,
+                         attn_dtype: Optional[str] = None, hadamard: bool = False) -> torch.Tensor:
     """The schedule of one rank with an explicit communicator
     (:class:`~spava_ext.comm.Communicator`): :class:`~spava_ext.comm.GroupComm` for real runs,
-    :class:`~spava_ext.comm.SimulatedComm` to time one rank of a W-rank run on one device."""
+    :class:`~spava_ext.comm.SimulatedComm` to time one rank of a W-rank run on one device.
+    ``attn_dtype`` / ``hadamard``: see :func:`spava_attention`."""
     rank, world = comm.rank, comm.world
+    mode = attention_fp8.attn_mode("spava_attention", attn_dtype, hadamard)
     _check_inputs(q, k, v, layout, rank, world)
-    comm.ensure_agreement(layer_config(layout, q, k, softmax_scale), q.device, "spava_attention")
+    comm.ensure_agreement(layer_config(layout, q, k, softmax_scale, attn_mode=mode), q.device,
+                          "spava_attention")
+    rotate = mode == "fp8+hadamard"
     seg = layout.local_segments(rank)
     q_question = q[:, seg.question_start :]
     out = torch.empty_like(q)
@@ -449,7 +463,10 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
         # 0  a sharded anchor: gather every rank's anchor slice K/V (first, while it selects)
         recv_anchor = recv1 = recv2 = None
         if layout.shard_anchor and layout.anchor_len > 0:
-            (recv_anchor,) = overlap.start_gathers([anchor_send(k, v, layout, rank)], ["anchor"])
+            send = anchor_send(k, v, layout, rank)
+            if mode is not None:
+                send = attention_fp8.pack(send, rotate)
+            (recv_anchor,) = overlap.start_gathers([send], ["anchor"])
 
         # 1  select the two passing blocks and start their gathers
         if layout.passing_cap > 0:
@@ -460,22 +477,29 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None)
                                              [seg.chunk1, seg.chunk2], p, layout.pool_kernel,
                                              capacity=layout.passing_cap)
             # recv1[j] = P_j, recv2[j] = P_(2W-1-j)
-            recv1, recv2 = overlap.start_gathers([send[0], send[1]],
-                                                 ["passing #1", "passing #2"])
+            parts = [send[0], send[1]] if mode is None else \
+                [attention_fp8.pack(send[0], rotate), attention_fp8.pack(send[1], rotate)]
+            recv1, recv2 = overlap.start_gathers(parts, ["passing #1", "passing #2"])
 
         # 2  one launch for the question partial, the anchor slice's rows (sharded) and both
         #    virtual hosts; the question partials' gather starts once they are written
         part, part_out, part_lse = ExactRows.partial_buffer(q_question)
-        plan = layer_plan(layout, rank, ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL)
-        ks, vs = key_sources(k, v, recv_anchor, recv1, recv2)
-        no_lse = part[:0]  # an empty tensor: no lse
-        qs, outs, lses = [], [], []
-        for name, (r0, r1) in zip(plan.names, plan.rows):
-            qs.append(q[:, r0:r1])
-            outs.append(part_out if name == "question" else out[:, r0:r1])
-            lses.append(part_lse if name == "question" else no_lse)
-        group = ops.SpanGroup(qs, outs, lses, ks, vs, plan.num_segments, plan.spans,
-                              plan.row_begin, plan.diag, plan.wait_for)
+        order = ORDER_IN_FLIGHT if overlap.in_flight else ORDER_LOCAL
+        if mode is None:
+            plan = layer_plan(layout, rank, order)
+            ks, vs = key_sources(k, v, recv_anchor, recv1, recv2)
+            no_lse = part[:0]  # an empty tensor: no lse
+            qs, outs, lses = [], [], []
+            for name, (r0, r1) in zip(plan.names, plan.rows):
+                qs.append(q[:, r0:r1])
+                outs.append(part_out if name == "question" else out[:, r0:r1])
+                lses.append(part_lse if name == "question" else no_lse)
+            group = ops.SpanGroup(qs, outs, lses, ks, vs, plan.num_segments, plan.spans,
+                                  plan.row_begin, plan.diag, plan.wait_for)
+        else:
+            plan = attention_fp8.fp8_plan(layout, rank, order)
+            group = attention_fp8.span_group(q, k, v, out, part_out, part_lse, layout, rank,
+                                             order, mode, recv_anchor, recv1, recv2)
         with _nvtx("attention", nv):
             parts, pending = overlap.launch(group, softmax_scale, share=part,
                                             written_by=plan.names.index("question"),
