@@ -30,6 +30,22 @@ def test_demo_runs_end_to_end():
     assert "exact-mode check passed: largest relative error" in res.stdout
 
 
+def test_demo_with_fp8_attention():
+    """--attn-dtype fp8: every row carries e4m3 rounding (question rows too), and exact mode
+    equals the same arithmetic computed in torch on one process."""
+    cmd = [sys.executable, "-m", "spava_ext", "demo", "--world-size", "2", "--frames", "6",
+           "--tokens-per-frame", "20", "--heads-q", "4", "--heads-kv", "2", "--head-dim", "16",
+           "--repeats", "1", "--passing", "8", "--anchor", "16", "--attn-dtype", "fp8",
+           "--hadamard"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = {" ".join(line.split()[:2]): line.split() for line in res.stdout.splitlines()
+            if line.endswith(("   exact", "   approximate"))}
+    assert all(1e-3 < float(x) < 0.5 for x in rows["question rows"][3:6]), res.stdout
+    assert "with the Hadamard rotation" in res.stdout
+    assert "FP8 exact-mode check passed: relative error" in res.stdout
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without GPU")
 def test_bench_without_gpu_is_a_clear_error():
     res = subprocess.run([sys.executable, "-m", "spava_ext", "bench", "--simulate-world-size", "2"],
@@ -109,6 +125,11 @@ def test_generate_rejects_bad_arguments(args, message, capsys, nothing_loads):
     (["--heads-kv", "0"], "argument --heads-kv: must be >= 1, got 0"),
     (["--frames", "2", "--tokens-per-frame", "4", "--anchor", "50"],
      "--anchor 50 exceeds the 40 tokens before the question"),
+    (["--hadamard"], "--hadamard rotates Q and K before FP8 quantisation: it needs "
+                     "--attn-dtype fp8"),
+    (["--attn-dtype", "fp8", "--hadamard", "--head-dim", "80"],
+     "--hadamard needs --head-dim a power of two, got 80"),
+    (["--attn-dtype", "fp16"], "argument --attn-dtype: invalid choice: 'fp16'"),
 ])
 def test_demo_rejects_bad_arguments(args, message, capsys, nothing_loads):
     assert message in cli_error(["demo"] + args, capsys)

@@ -9,6 +9,7 @@
 #include <torch/headeronly/util/Half.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -22,8 +23,15 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-float e4m3(const uint8_t* p) {
-  return static_cast<float>(c10::Float8_e4m3fn(*p, c10::Float8_e4m3fn::from_bits()));
+// e4m3 byte -> float, for every byte (a table: decoding dominates the inner loops otherwise).
+const std::array<float, 256>& e4m3_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int b = 0; b < 256; ++b)
+      t[b] = static_cast<float>(c10::Float8_e4m3fn(uint8_t(b), c10::Float8_e4m3fn::from_bits()));
+    return t;
+  }();
+  return table;
 }
 float round_e4m3(float x) { return static_cast<float>(c10::Float8_e4m3fn(x)); }
 
@@ -60,12 +68,13 @@ void run(const Tensor& q, const AttnFwdProblemArgs& a, double softmax_scale, con
   float* lp = a.lse ? a.lse->mutable_data_ptr<float>() : nullptr;
   const IntArrayRef lst = a.lse ? a.lse->strides() : IntArrayRef();
   const float c = float(softmax_scale * std::log2(std::exp(1.0)));
+  const std::array<float, 256>& dec = e4m3_table();
   torch::stable::parallel_for(0, B * Hq * Lq, 16, [&](int64_t lo, int64_t hi) {
-    std::vector<float> qrow(D), o(D), x(kFp8Block), p(kFp8Block);
+    std::vector<float> qrow(D), o(D), x(kFp8Block), p(kFp8Block), p8(kFp8Block);
     for (int64_t r = lo; r < hi; ++r) {
       const int64_t b = r / (Hq * Lq), h = (r / Lq) % Hq, i = r % Lq, hk = h / G;
       const uint8_t* qr = qp + b * qst[0] + i * qst[1] + h * qst[2];
-      for (int64_t d = 0; d < D; ++d) qrow[d] = e4m3(qr + d);
+      for (int64_t d = 0; d < D; ++d) qrow[d] = dec[qr[d]];
       const float qsc = qsp[b * qsst[0] + i * qsst[1] + h * qsst[2]] * c;
       float m = kNegInf, l = 0.f, vmax = 0.f;
       std::fill(o.begin(), o.end(), 0.f);
@@ -89,7 +98,7 @@ void run(const Tensor& q, const AttnFwdProblemArgs& a, double softmax_scale, con
           if (!row_sees || key > i + g.diag) continue;
           const uint8_t* kr = kp + b * kst[0] + (g.first + key) * kst[1] + hk * kst[2];
           float s = 0.f;
-          for (int64_t d = 0; d < D; ++d) s += qrow[d] * e4m3(kr + d);
+          for (int64_t d = 0; d < D; ++d) s += qrow[d] * dec[kr[d]];
           x[j] = s * sc;
           rowmax = std::max(rowmax, x[j]);
         }
@@ -101,6 +110,7 @@ void run(const Tensor& q, const AttnFwdProblemArgs& a, double softmax_scale, con
         for (int64_t j = 0; j < n; ++j) {
           p[j] = std::exp2(x[j] - base + lr);
           sum += p[j];
+          p8[j] = round_e4m3(p[j]);
         }
         l = l * alpha + sum / ratio;
         const float fac = alpha * vmax / vmax_new;
@@ -108,7 +118,7 @@ void run(const Tensor& q, const AttnFwdProblemArgs& a, double softmax_scale, con
           const uint8_t* vr = vp + b * vst[0] + hk * vst[1] + d * vst[2] +
                               (g.first + t.a) * vst[3];
           float acc = 0.f;
-          for (int64_t j = 0; j < n; ++j) acc += round_e4m3(p[j]) * e4m3(vr + j * vst[3]);
+          for (int64_t j = 0; j < n; ++j) acc += p8[j] * dec[vr[j * vst[3]]];
           o[d] = o[d] * fac + acc;
         }
         m = m_new;

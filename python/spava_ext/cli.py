@@ -168,6 +168,13 @@ def _add_demo(sub) -> None:
     demo.add_argument("--repeats", type=int_at_least(1), default=3,
                       help="timed calls per layout (the median is shown)")
     demo.add_argument("--seed", type=int_at_least(0), default=0)
+    demo.add_argument("--attn-dtype", choices=["fp8"], default=None,
+                      help="fp8: FP8 (e4m3) attention, Q/K/V quantised per 128-row block and the "
+                           "passing blocks sent as e4m3 (docs/kernels/attn_fp8.md); default: "
+                           "the inputs' dtype (fp32)")
+    demo.add_argument("--hadamard", action="store_true",
+                      help="with --attn-dtype fp8: rotate Q and K by a Hadamard matrix first "
+                           "(--head-dim a power of two)")
     demo.set_defaults(func=cmd_demo, check=check_demo)
 
 

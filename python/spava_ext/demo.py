@@ -36,6 +36,12 @@ def check_demo_args(args) -> None:
     from .layout import check_heads
 
     check_heads("--heads-q/--heads-kv", args.heads_q, args.heads_kv, args.head_dim)
+    if args.hadamard and args.attn_dtype != "fp8":
+        raise ValueError("--hadamard rotates Q and K before FP8 quantisation: it needs "
+                         "--attn-dtype fp8")
+    D = args.head_dim
+    if args.hadamard and D & (D - 1):
+        raise ValueError(f"--hadamard needs --head-dim a power of two, got {D}")
     L = _demo_len(args)
     if args.anchor is not None and args.anchor > L - args.question:
         raise ValueError(f"--anchor {args.anchor} exceeds the {L - args.question} tokens before "
@@ -67,12 +73,13 @@ def _demo_rank(rank: int, args, port: int, result_dir: str) -> None:
         result = {}
         for name, layout in _demo_layouts(args, layer.q.shape[1]).items():
             shard = [layout.shard(t, rank) for t in (layer.q, layer.k, layer.v)]
-            spava_attention(*shard, layout)  # warm-up
+            fp8 = {"attn_dtype": args.attn_dtype, "hadamard": args.hadamard}
+            spava_attention(*shard, layout, **fp8)  # warm-up
             times = []
             for _ in range(args.repeats):
                 dist.barrier()
                 t0 = time.perf_counter()
-                out = spava_attention(*shard, layout)
+                out = spava_attention(*shard, layout, **fp8)
                 times.append(time.perf_counter() - t0)
             result[name] = (out, sorted(times)[len(times) // 2])
         torch.save(result, os.path.join(result_dir, f"rank{rank}.pt"))
@@ -144,6 +151,28 @@ def _explain(layouts: dict, errors: dict) -> bool:
     return passed
 
 
+def _explain_fp8(layer, layouts: dict, got: dict, hadamard: bool) -> bool:
+    """FP8: what the table means, and the exact layout checked against the same quantisation
+    and arithmetic in torch (spava_ext.fp8.spava_attention); True when it matches."""
+    import textwrap
+
+    from . import fp8
+
+    want = fp8.spava_attention(layer.q, layer.k, layer.v, layouts["exact"], rotate=hadamard)
+    err = _rel_err(got["exact"], want)[0]
+    passed = err <= 1e-5
+    print("\n" + textwrap.fill(
+        "How to read it (FP8): every row now also carries e4m3 rounding of Q, K, V and the "
+        "probabilities, so the exact rows differ from dense fp32 attention by a few percent on "
+        "this peaked synthetic layer (docs/kernels/attn_fp8.md says when FP8 is worth it); the "
+        "later chunks add Spava's approximation on top. The check below compares exact mode "
+        "with spava_ext.fp8.spava_attention: the same quantisation and arithmetic on one "
+        "process.", 96))
+    print(f"FP8 exact-mode check {'passed' if passed else 'FAILED'}: relative error {err:.1e} "
+          "against spava_ext.fp8.spava_attention (tolerance 1e-05)")
+    return passed
+
+
 def cmd_demo(args) -> int:
     import torch.multiprocessing as mp
     import torch.nn.functional as F
@@ -156,6 +185,9 @@ def cmd_demo(args) -> int:
           f"tokens + prefix {args.prefix} + question {args.question} = {L} tokens; heads "
           f"{Hq}/{layer.k.shape[2]}, D {D}; needle frames {layer.needle_frames}")
     print(approx.describe())
+    if args.attn_dtype == "fp8":
+        print(f"FP8 attention{' with the Hadamard rotation' if args.hadamard else ''}: e4m3 "
+              "Q, K, V in blocks of 128 rows, passing blocks sent as e4m3")
     print(f"running {args.world_size} CPU ranks (gloo processes), {len(layouts)} layouts, "
           f"{args.repeats} timed calls each ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,7 +206,10 @@ def cmd_demo(args) -> int:
 
     got = {name: lay.unshard([res[name][0] for res in results]) for name, lay in layouts.items()}
     errors = _error_table(approx, layouts, got, dense)
-    exact_ok = _explain(layouts, errors)
+    if args.attn_dtype == "fp8":
+        exact_ok = _explain_fp8(layer, layouts, got, args.hadamard)
+    else:
+        exact_ok = _explain(layouts, errors)
     print(f"\n{'CPU time per layer, median':<28}" + "".join(f"{n:>12}" for n in layouts))
     for r, res in enumerate(results):
         print(f"  spava rank {r:<16}" + "".join(f"{res[n][1]:>11.3f}s" for n in layouts))
