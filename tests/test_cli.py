@@ -112,6 +112,10 @@ GENERATE = ["generate", "--model", "m", "--video", "v.mp4", "--question", "q"]
     (["--fps", "nan"], "argument --fps: must be a finite number > 0, got nan"),
     (["--fps", "fast"], "argument --fps: expected a number > 0, got 'fast'"),
     (["--max-new-tokens", "0"], "argument --max-new-tokens: must be >= 1, got 0"),
+    (["--hadamard"], "--hadamard rotates Q and K before FP8 quantisation: it needs "
+                     "--attn-dtype fp8"),
+    (["--attn-dtype", "fp8", "--attention", "dense"],
+     "--attn-dtype fp8 applies to --attention spava only"),
 ])
 def test_generate_rejects_bad_arguments(args, message, capsys, nothing_loads):
     assert message in cli_error(GENERATE + args, capsys)

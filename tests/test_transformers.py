@@ -65,7 +65,7 @@ def test_approximate_mode_sharded_anchor_generates_the_replicated_tokens(anchor_
                                                                                 replicated)
 
 
-def _capture_rank(rank, world, kind, shard_anchor):
+def _capture_rank(rank, world, kind, shard_anchor, **run_options):
     from spava_ext.comm import GroupComm
     from spava_ext.integrations.transformers import spava_prefill
 
@@ -73,8 +73,36 @@ def _capture_rank(rank, world, kind, shard_anchor):
     layout = SpavaLayout(L, 16, NQ, world, 5, shard_anchor=shard_anchor)
     layers = {}
     spava_prefill(model, prompt(), layout, GroupComm(None), capture=lambda i, q, k, v, out:
-                  layers.__setitem__(i, [t.clone() for t in (q, k, v, out)]))
+                  layers.__setitem__(i, [t.clone() for t in (q, k, v, out)]), **run_options)
     return layers
+
+
+def _capture_fp8_rank(rank, world):
+    return _capture_rank(rank, world, "qwen2", True, attn_dtype="fp8", hadamard=True)
+
+
+def test_fp8_prefill_is_the_fp8_arithmetic_layer_by_layer():
+    """A prefill with attn_dtype="fp8" runs every layer's attention in FP8: each layer's output
+    is spava_ext.fp8.spava_attention of that layer's q, k, v (the same quantisation and
+    arithmetic in torch on one process)."""
+    from spava_ext import fp8
+
+    world = 3
+    per_rank = run_ranks(_capture_fp8_rank, world)
+    layout = SpavaLayout(L, 16, NQ, world, 5, shard_anchor=True)
+    for layer in range(2):
+        q, k, v, out = (layout.unshard([per_rank[r][layer][j] for r in range(world)])
+                        for j in range(4))
+        want = fp8.spava_attention(q, k, v, layout, rotate=True)
+        torch.testing.assert_close(out, want.to(out.dtype), atol=1e-5, rtol=1e-5)
+        assert (out - reference.spava_attention(q, k, v, layout)).abs().max() > 1e-4  # rounded
+
+
+def test_generate_rejects_bad_attention_options():
+    model = tiny_model("qwen2")
+    with pytest.raises(ValueError, match=r"spava_ext.generate: attn_dtype must be None"):
+        spava_ext.generate(model, {"input_ids": prompt()}, max_new_tokens=2, query_len=4,
+                           attn_dtype="int8")
 
 
 @pytest.mark.parametrize("world,shard_anchor", [(1, False), (3, False), (3, True)])

@@ -135,10 +135,20 @@ def cmd_generate(args) -> int:
     return run(args)
 
 
+def check_model_args(args) -> None:
+    """The attention options of generate and eval, before any model is loaded."""
+    if args.hadamard and args.attn_dtype != "fp8":
+        raise ValueError("--hadamard rotates Q and K before FP8 quantisation: it needs "
+                         "--attn-dtype fp8")
+    if args.attn_dtype is not None and args.attention != "spava":
+        raise ValueError(f"--attn-dtype {args.attn_dtype} applies to --attention spava only")
+
+
 def check_eval(args) -> None:
     """The annotation file and the selected items' videos, before any model is loaded."""
     from .evaluation import load_items
 
+    check_model_args(args)
     load_items(args.bench, args.data, args.annotations, args.limit)
 
 
@@ -224,6 +234,12 @@ def _add_model_args(parser, max_new_tokens: int) -> None:
                         help="sharded: each rank runs the model on 1/W of the anchor and the "
                              "layers gather its K/V; replicated: every rank runs the whole "
                              "anchor (the same answer); auto (default): sharded on several ranks")
+    parser.add_argument("--attn-dtype", choices=["fp8"], default=None,
+                        help="fp8: the prefill's Spava attention in FP8 (e4m3, per-block "
+                             "scales; docs/kernels/attn_fp8.md; CPU only until the FP8 kernel "
+                             "exists); default: the model's dtype")
+    parser.add_argument("--hadamard", action="store_true",
+                        help="with --attn-dtype fp8: rotate Q and K by a Hadamard matrix first")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--video", required=True, help="local video file (decoded with PyAV)")
     gen.add_argument("--question", required=True)
     _add_model_args(gen, max_new_tokens=128)
-    gen.set_defaults(func=cmd_generate)
+    gen.set_defaults(func=cmd_generate, check=check_model_args)
     ev = sub.add_parser("eval", help="LongVideoBench / VNBench accuracy (run with torchrun)")
     ev.add_argument("--bench", choices=["longvideobench", "vnbench"], required=True)
     ev.add_argument("--data", required=True, help="dataset root directory")

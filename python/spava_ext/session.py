@@ -108,7 +108,7 @@ class _Session:
                            passing_len=passing, anchor_len=anchor,
                            shard_anchor=None if args.anchor == "auto" else (
                                args.anchor == "sharded"),
-                           timings=timings,
+                           timings=timings, attn_dtype=args.attn_dtype, hadamard=args.hadamard,
                            on_token=(lambda s, t: bars["decode"].update(1)) if bars else None,
                            on_layer=(lambda i: bars["prefill"].update(1)) if bars else None)
             for bar in bars.values():

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from transformers import AttentionInterface
 
+from ..attention_fp8 import attn_mode
 from ..attention_op import attention_comm
 from ..comm import GroupComm, rank_and_world
 from ..decode import SpavaKVCache, decode_attention_comm
@@ -45,6 +46,8 @@ class SpavaRun:
     ``capture``: optional ``fn(layer, q, k, v, out)`` called after each prefill layer (tests).
     ``step``: in decode, the generated tokens before this one as an int64 scalar on the device:
     the step runs the capturable attention (:func:`~spava_ext.decode_graph.graph_decode_attention`).
+    ``attn_dtype``, ``hadamard``: the prefill's attention (FP8: see
+    :func:`~spava_ext.spava_attention`); decode attends in the cache's dtype.
     """
 
     layout: SpavaLayout
@@ -54,6 +57,8 @@ class SpavaRun:
     layer_attention: Optional[Callable] = None
     capture: Optional[Callable] = None
     step: Optional[torch.Tensor] = None
+    attn_dtype: Optional[str] = None
+    hadamard: bool = False
 
 
 _ACTIVE: contextvars.ContextVar[Optional[SpavaRun]] = contextvars.ContextVar("spava_run",
@@ -75,7 +80,8 @@ def _spava_attention_interface(module, query, key, value, attention_mask, scalin
         if run.layer_attention is not None:
             out = run.layer_attention(q, k, v, run.layout, run.comm, scaling, layer)
         else:
-            out = attention_comm(q, k, v, run.layout, run.comm, scaling)
+            out = attention_comm(q, k, v, run.layout, run.comm, scaling, run.attn_dtype,
+                                 run.hadamard)
         if run.cache is not None:
             run.cache.store_prefill(layer, k, v)
         if run.capture is not None:
@@ -132,18 +138,21 @@ def prefill_embeds(model, inputs_embeds: torch.Tensor, position_ids: torch.Tenso
 
 
 def graphed_prefill(graphs: PrefillGraphs, model, prompt, layout: SpavaLayout, comm,
-                    make_cache: Callable[[], SpavaKVCache], max_new_tokens: int):
+                    make_cache: Callable[[], SpavaKVCache], max_new_tokens: int,
+                    **run_options):
     """:func:`prefill_embeds` of ``prompt`` (a :class:`~.multimodal.Prompt`) through
-    ``graphs``: returns (last hidden states, the entry's KV cache)."""
+    ``graphs``: returns (last hidden states, the entry's KV cache). ``run_options``:
+    :class:`SpavaRun` fields (``attn_dtype``, ``hadamard``)."""
     rank = comm.rank
     positions = prompt.positions
     inputs = {"embeds": layout.shard(prompt.embeds, rank, dim=1),
               "positions": layout.shard(positions, rank, dim=positions.dim() - 1),
               "kwargs": prompt.decoder_kwargs(layout, rank)}
-    key = (id(model), id(comm), layout, max_new_tokens, shape_key(inputs))
+    key = (id(model), id(comm), layout, max_new_tokens, shape_key(inputs),
+           tuple(sorted(run_options.items())))
 
     def prefill(x: dict, cache: SpavaKVCache) -> torch.Tensor:
-        run = SpavaRun(layout, comm, cache, "prefill")
+        run = SpavaRun(layout, comm, cache, "prefill", **run_options)
         return _run(model, run, x["embeds"], x["positions"], **x["kwargs"])
 
     return graphs.run(key, prefill, inputs, make_cache)
@@ -208,6 +217,8 @@ def generate(
     on_layer: Optional[Callable[[int], None]] = None,
     prefill_graphs: Optional[PrefillGraphs] = None,
     decode_graphs: bool = False,
+    attn_dtype: Optional[str] = None,
+    hadamard: bool = False,
 ) -> torch.Tensor:
     """Spava prefill of the whole prompt over the ranks of ``group``, then distributed decode.
 
@@ -239,6 +250,9 @@ def generate(
             prompts of the same shape (no per-layer host work). Not with ``on_layer``.
         decode_graphs: (CUDA only) run every decode step after the first as one CUDA graph
             (:class:`~spava_ext.decode_graph.DecodeGraph`): no per-layer host work per token.
+        attn_dtype, hadamard: the prefill's attention, ``"fp8"`` for FP8 (see
+            :func:`~spava_ext.spava_attention`; CPU only until the FP8 kernel exists). Decode
+            attends over the KV cache in the model's dtype.
 
     Returns the generated token ids ``[B, n <= max_new_tokens]`` on every rank.
     """
@@ -252,6 +266,8 @@ def generate(
             torch.cuda.synchronize(input_ids.device)
         return time.perf_counter()
 
+    attn_mode("spava_ext.generate", attn_dtype, hadamard)  # bad values fail before any work
+    fp8 = {"attn_dtype": attn_dtype, "hadamard": hadamard}
     input_ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
     if mask is not None and not bool(mask.all()):
@@ -298,10 +314,10 @@ def generate(
         cache = make_cache()
         capture = (lambda layer, *tensors: on_layer(layer)) if on_layer is not None else None
         hidden = prefill_embeds(model, prompt.embeds, prompt.positions, layout, comm, cache,
-                                prompt.decoder_kwargs(layout, rank), capture=capture)
+                                prompt.decoder_kwargs(layout, rank), capture=capture, **fp8)
     else:
         hidden, cache = graphed_prefill(prefill_graphs, model, prompt, layout, comm,
-                                        make_cache, max_new_tokens)
+                                        make_cache, max_new_tokens, **fp8)
     t2 = tick()
     logits = model.lm_head(hidden[:, -1]).float()
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
