@@ -192,3 +192,27 @@ def test_fp8_arguments_are_checked():
     with pytest.raises(ValueError, match=r"spava_attention: hadamard=True .* needs "
                                          r"attn_dtype='fp8'"):
         spava_ext.spava_attention(q, q, q, layout, hadamard=True)
+
+
+@pytest.mark.parametrize("world", [1, 2, 5])
+def test_fp8_layer_on_irregular_layouts(world):
+    """Emulated ranks with FP8 attention on the distributed suite's irregular cases (odd
+    lengths, an empty anchor, chunks shorter than p or empty, exact mode, no context, anchor
+    slices that are empty; fp32, bf16 and fp16 inputs): the torch arithmetic's result."""
+    from spava_ext import SpavaLayout
+    from spava_ext.attention import spava_attention_rank
+    from spava_ext.comm import emulate_ranks
+    from test_distributed import CASES, case_inputs
+
+    for (i, case), shard in ((c, s) for c in enumerate(CASES) for s in (False, True)):
+        B, L, a, nq, Hq, Hkv, D, p, dtype = case
+        layout = SpavaLayout(L, a, nq, world, p, shard_anchor=shard)
+        q, k, v = case_inputs(i, case)
+        outs = emulate_ranks(lambda r, comm: spava_attention_rank(
+            *[layout.shard(t, r) for t in (q, k, v)], layout, comm, attn_dtype="fp8"), world)
+        got = layout.unshard(outs)
+        assert got.dtype == dtype
+        want = fp8.spava_attention(q, k, v, layout)
+        tol = 1e-5 if dtype == torch.float32 else 1e-2  # outputs rounded to bf16 / fp16
+        torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol,
+                                   msg=lambda m: f"case {i} shard {shard} W {world}: {m}")
