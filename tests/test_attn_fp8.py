@@ -192,6 +192,14 @@ def test_fp8_arguments_are_checked():
     with pytest.raises(ValueError, match=r"spava_attention: hadamard=True .* needs "
                                          r"attn_dtype='fp8'"):
         spava_ext.spava_attention(q, q, q, layout, hadamard=True)
+    q80 = torch.randn(1, 60, 2, 80)
+    with pytest.raises(ValueError, match=r"spava_attention: hadamard=True needs a power-of-two "
+                                         r"head dim, got D = 80"):
+        spava_ext.spava_attention(q80, q80, q80, layout, attn_dtype="fp8", hadamard=True)
+    meta = q.to("meta", torch.bfloat16)
+    with pytest.raises(NotImplementedError, match=r"spava_attention: attn_dtype='fp8' runs on "
+                                                  r"the CPU only.*q is on meta"):
+        spava_ext.spava_attention(meta, meta, meta, layout, attn_dtype="fp8")
 
 
 @pytest.mark.parametrize("world", [1, 2, 5])

@@ -452,6 +452,8 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None,
     rank, world = comm.rank, comm.world
     mode = attention_fp8.attn_mode("spava_attention", attn_dtype, hadamard)
     _check_inputs(q, k, v, layout, rank, world)
+    if mode is not None:
+        attention_fp8.check_inputs("spava_attention", q, mode)
     comm.ensure_agreement(layer_config(layout, q, k, softmax_scale, attn_mode=mode), q.device,
                           "spava_attention")
     rotate = mode == "fp8+hadamard"

@@ -22,7 +22,7 @@ import torch
 
 from . import ops
 
-__all__ = ["MODES", "attn_mode", "pack", "unpack", "fp8_plan", "span_group"]
+__all__ = ["MODES", "attn_mode", "check_inputs", "pack", "unpack", "fp8_plan", "span_group"]
 
 #: The FP8 modes of a layer: plain, and with the Hadamard rotation of Q and K.
 MODES = ("fp8", "fp8+hadamard")
@@ -38,6 +38,19 @@ def attn_mode(call: str, attn_dtype: Optional[str], hadamard: bool) -> Optional[
         raise ValueError(f"{call}: hadamard=True rotates Q and K before FP8 quantisation; it "
                          "needs attn_dtype='fp8'")
     return None if attn_dtype is None else MODES[int(bool(hadamard))]
+
+
+def check_inputs(call: str, q: torch.Tensor, mode: str) -> None:
+    """What FP8 needs beyond the bf16 layer's checks, raised before any work: a device with
+    the FP8 attention (the CPU: the CUDA kernel is not written yet), and a power-of-two head
+    dim for the rotation."""
+    if q.device.type != "cpu":
+        raise NotImplementedError(f"{call}: attn_dtype='fp8' runs on the CPU only: the FP8 "
+                                  f"attention kernel is not written yet (q is on {q.device}; "
+                                  "docs/kernels/attn_fp8.md)")
+    D = q.shape[-1]
+    if mode == "fp8+hadamard" and D & (D - 1):
+        raise ValueError(f"{call}: hadamard=True needs a power-of-two head dim, got D = {D}")
 
 
 def _round16(n: int) -> int:
