@@ -18,6 +18,13 @@ PY="$VENV/bin/python"
 stamp="$VENV/.spava-deps"
 want="$TORCH_SPEC $VISION_SPEC $(cat requirements-dev.txt | tr '\n' ' ')"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # torch (a CUDA build) and the dev requirements take about 6 GB in the venv, the build 1 GB
+  free_kb=$(df -Pk "$VENV" | awk 'NR == 2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    echo "spava: $VENV's disk has $((free_kb / 1024)) MB free; installing torch and building" \
+         "needs about 8 GB (free some space, or set VENV to a larger disk)" >&2
+    exit 1
+  fi
   echo "spava: [1/3] upgrading pip"
   "$PY" -m pip install -q --upgrade pip
   echo "spava: [2/3] installing $TORCH_SPEC, $VISION_SPEC and requirements-dev.txt" \
