@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 
 import torch
 
 __all__ = ["cmd_demo", "check_demo_args"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _demo_inputs(args):
@@ -60,13 +53,16 @@ def _demo_layouts(args, L) -> dict:
             for name, passing in ((f"p={p}", p), (f"p={4 * p}", 4 * p), ("exact", None))}
 
 
-def _demo_rank(rank: int, args, port: int, result_dir: str) -> None:
+def _demo_rank(rank: int, args, result_dir: str) -> None:
     import torch.distributed as dist
 
     from .attention import spava_attention
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.world_size))
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    # rendezvous through a file in the run's own directory: no port that another job on the
+    # machine could take between choosing it and binding it
+    store = os.path.join(result_dir, "rendezvous")
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                             world_size=args.world_size)
     try:
         layer = _demo_inputs(args)
@@ -191,7 +187,7 @@ def cmd_demo(args) -> int:
     print(f"running {args.world_size} CPU ranks (gloo processes), {len(layouts)} layouts, "
           f"{args.repeats} timed calls each ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(_demo_rank, args=(args, _free_port(), tmp), nprocs=args.world_size,
+        mp.start_processes(_demo_rank, args=(args, tmp), nprocs=args.world_size,
                            join=True, start_method="spawn")
         results = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False)
                    for r in range(args.world_size)]
