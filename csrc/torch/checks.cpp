@@ -22,13 +22,13 @@ std::string device_str(const Device& d) {
   return d.has_index() ? str(type, ":", int(d.index())) : type;
 }
 
-namespace {
-
 std::string shape_str(const Tensor& t) { return dims_str(t.sizes()); }
 
 bool is_attn_dtype(ScalarType t) {
   return t == ScalarType::BFloat16 || t == ScalarType::Half || t == ScalarType::Float;
 }
+
+namespace {
 
 // Bounds of attn_fwd_group's wait times: their nanoseconds fit in int64 with room to spare.
 constexpr int64_t kMaxSpinUs = 1000000000;
@@ -231,7 +231,7 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
                     row_begin.size(), ", ", diag.size(), " entries");
   std::vector<AttnFwdProblemArgs> args =
       fp8.on() ? check_fp8_group(q, num_segments, k, v, row_begin, diag, softmax_scale, out, lse,
-                                 spans, fp8)
+                                 spans, fp8, total)
                : check_group_problems(q, num_segments, k, v, row_begin, diag, softmax_scale,
                                       out, lse, spans, total);
   for (size_t i = 0; i < P && !ov.wait_for.empty(); ++i) {

@@ -10,6 +10,11 @@
 
 namespace spava {
 
+// "[2, 3, 4]": a tensor's shape as error messages print it.
+std::string shape_str(const Tensor& t);
+// bf16, fp16 or fp32: the dtypes attention ops compute in and write.
+bool is_attn_dtype(ScalarType t);
+
 // The softmax scale of an attention op: softmax_scale when given, else 1 / sqrt(head_dim)
 // (docs/design.md "Defaults"). The only C++ definition of the default.
 double resolve_softmax_scale(std::optional<double> softmax_scale, int64_t head_dim);
@@ -73,12 +78,14 @@ std::vector<AttnFwdProblemArgs> check_attn_fwd_group(
     const std::vector<Tensor>& out, const std::vector<Tensor>& lse,
     const AttnFwdGroupOverlap& ov, IntArrayRef spans, const AttnFwdFp8Scales& fp8);
 
-// The FP8 problems of attn_fwd_group (checks_fp8.cpp): problem i's fp8 segments and q_scale.
+// The FP8 problems of attn_fwd_group (checks_fp8.cpp): problem i's fp8 segments and q_scale;
+// total = sum(num_segments), already checked.
 std::vector<AttnFwdProblemArgs> check_fp8_group(
     const std::vector<Tensor>& q, IntArrayRef num_segments, const std::vector<Tensor>& k,
     const std::vector<Tensor>& v, IntArrayRef row_begin, IntArrayRef diag,
     std::optional<double> softmax_scale, const std::vector<Tensor>& out,
-    const std::vector<Tensor>& lse, IntArrayRef spans, const AttnFwdFp8Scales& fp8);
+    const std::vector<Tensor>& lse, IntArrayRef spans, const AttnFwdFp8Scales& fp8,
+    int64_t total);
 
 // flag: a contiguous int32 tensor with at least one element.
 void check_flag(const char* op, const Tensor& flag);

@@ -490,18 +490,20 @@ def spava_attention_rank(q, k, v, layout: SpavaLayout, comm, softmax_scale=None,
         if mode is None:
             plan = layer_plan(layout, rank, order)
             ks, vs = key_sources(k, v, recv_anchor, recv1, recv2)
-            no_lse = part[:0]  # an empty tensor: no lse
-            qs, outs, lses = [], [], []
-            for name, (r0, r1) in zip(plan.names, plan.rows):
-                qs.append(q[:, r0:r1])
-                outs.append(part_out if name == "question" else out[:, r0:r1])
-                lses.append(part_lse if name == "question" else no_lse)
-            group = ops.SpanGroup(qs, outs, lses, ks, vs, plan.num_segments, plan.spans,
-                                  plan.row_begin, plan.diag, plan.wait_for)
+            q_src, q_scale, scales = q, None, ([], [])
         else:
             plan = attention_fp8.fp8_plan(layout, rank, order)
-            group = attention_fp8.span_group(q, k, v, out, part_out, part_lse, layout, rank,
-                                             order, mode, recv_anchor, recv1, recv2)
+            q_src, q_scale, ks, vs, *scales = attention_fp8.operands(
+                q, k, v, layout, mode, recv_anchor, recv1, recv2)
+        rows = [slice(r0, r1) for r0, r1 in plan.rows]
+        question = [name == "question" for name in plan.names]
+        no_lse = part[:0]  # an empty tensor: no lse
+        group = ops.SpanGroup([q_src[:, r] for r in rows],
+                              [part_out if qn else out[:, r] for qn, r in zip(question, rows)],
+                              [part_lse if qn else no_lse for qn in question], ks, vs,
+                              plan.num_segments, plan.spans, plan.row_begin, plan.diag,
+                              plan.wait_for, [] if q_scale is None else
+                              [q_scale[:, r] for r in rows], *scales)
         with _nvtx("attention", nv):
             parts, pending = overlap.launch(group, softmax_scale, share=part,
                                             written_by=plan.names.index("question"),

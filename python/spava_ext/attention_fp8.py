@@ -22,7 +22,7 @@ import torch
 
 from . import ops
 
-__all__ = ["MODES", "attn_mode", "check_inputs", "pack", "unpack", "fp8_plan", "span_group"]
+__all__ = ["MODES", "attn_mode", "check_inputs", "pack", "unpack", "fp8_plan", "operands"]
 
 #: The FP8 modes of a layer: plain, and with the Hadamard rotation of Q and K.
 MODES = ("fp8", "fp8+hadamard")
@@ -126,15 +126,14 @@ def fp8_plan(layout, rank: int, order: tuple):
     return LayerPlan(plan.names, plan.rows, nseg, spans, rbs, dgs, plan.wait_for)
 
 
-def span_group(q, k, v, out, part_out, part_lse, layout, rank: int, order: tuple, mode: str,
-               recv_anchor=None, recv1=None, recv2=None) -> ops.SpanGroup:
-    """The rank's FP8 launch: its local Q, K, V quantised now, the gathered parts as sources,
-    the problems of :func:`fp8_plan` (outputs as in bf16: ``out`` rows, the question partial
-    into ``part_out`` / ``part_lse``)."""
+def operands(q, k, v, layout, mode: str, recv_anchor=None, recv1=None, recv2=None) -> tuple:
+    """The rank's FP8 operands: its local Q, K, V quantised now, and the key sources of
+    :func:`fp8_plan` (the local rows, then every gathered part). Returns ``(q8 [B, L, Hq, D],
+    q_scale [B, L, Hq] per row, k sources, v sources, k scales, v scales)``."""
     rotate = mode == "fp8+hadamard"
     B, L, Hkv, D = k.shape
     q8, qs = ops.quantize_fp8(q, rotate=rotate)
-    q_scale = qs.repeat_interleave(ops.FP8_BLOCK, dim=1)[:, :L]  # [B, L, Hq] per row
+    q_scale = qs.repeat_interleave(ops.FP8_BLOCK, dim=1)[:, :L]
     k8, ks = ops.quantize_fp8(k, rotate=rotate)
     vt, vs = ops.quantize_fp8(v, transpose=True)
     local = (k8, vt, ks, vs)
@@ -143,15 +142,4 @@ def span_group(q, k, v, out, part_out, part_lse, layout, rank: int, order: tuple
                        (recv2, layout.passing_cap)):
         for j in range(layout.world_size):
             sources.append(local if recv is None else unpack(recv[j], rows, B, Hkv, D))
-    plan = fp8_plan(layout, rank, order)
-    qs_, outs, lses, q_scales = [], [], [], []
-    no_lse = part_lse.new_empty(0)
-    for name, (r0, r1) in zip(plan.names, plan.rows):
-        qs_.append(q8[:, r0:r1])
-        q_scales.append(q_scale[:, r0:r1])
-        outs.append(part_out if name == "question" else out[:, r0:r1])
-        lses.append(part_lse if name == "question" else no_lse)
-    cols = list(zip(*sources))
-    return ops.SpanGroup(qs_, outs, lses, list(cols[0]), list(cols[1]), plan.num_segments,
-                         plan.spans, plan.row_begin, plan.diag, plan.wait_for, q_scales,
-                         list(cols[2]), list(cols[3]))
+    return (q8, q_scale, *(list(col) for col in zip(*sources)))
